@@ -1,0 +1,212 @@
+//! WebSocket messages of PROTOCOL.md: one JSON object per text frame, tagged by `"type"`.
+//!
+//! [`ClientMessage::parse`] turns a frame into a validated message or a [`ProtocolError`] naming the
+//! problem; [`ServerMessage`] serialises to exactly what PROTOCOL.md shows.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tandem_ot::Operation;
+
+use crate::{ClientId, DocId, ErrorCode, ProtocolError};
+
+/// A message from a client, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    Hello { protocol: u64, client: ClientId },
+    Open { doc: DocId, since: Option<u64> },
+    Op { doc: DocId, seq: u64, base: u64, op: Operation },
+    Close { doc: DocId },
+    Ping,
+}
+
+impl ClientMessage {
+    /// Parses one text frame. Unknown fields are ignored; an unknown `type`, a missing or ill-typed
+    /// field, or a bad id is a `bad_request` whose message names the field.
+    pub fn parse(frame: &str) -> Result<Self, ProtocolError> {
+        let value: Value = serde_json::from_str(frame)
+            .map_err(|e| ProtocolError::bad_request(format!("message is not valid JSON: {e}")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(ProtocolError::bad_request("message must be a JSON object"));
+        };
+        let kind = match fields.remove("type") {
+            Some(Value::String(kind)) => kind,
+            Some(_) => return Err(ProtocolError::bad_request("field `type` must be a string")),
+            None => return Err(ProtocolError::bad_request("message has no `type` field")),
+        };
+        let value = Value::Object(fields);
+        match kind.as_str() {
+            "hello" => {
+                let m: raw::Hello = field_errors(value)?;
+                let client = ClientId::parse(&m.client)
+                    .map_err(|e| ProtocolError::bad_request(format!("field `client`: {e}")))?;
+                Ok(ClientMessage::Hello { protocol: m.protocol, client })
+            }
+            "open" => {
+                let m: raw::Open = field_errors(value)?;
+                Ok(ClientMessage::Open { doc: parse_doc(&m.doc)?, since: m.since })
+            }
+            "op" => {
+                let m: raw::Op = field_errors(value)?;
+                let doc = parse_doc(&m.doc)?;
+                let op = Operation::from_json(&m.op).map_err(|e| {
+                    ProtocolError::bad_request(format!("field `op`: {e}")).with_doc(doc.clone()).with_seq(m.seq)
+                })?;
+                Ok(ClientMessage::Op { doc, seq: m.seq, base: m.base, op })
+            }
+            "close" => {
+                let m: raw::Close = field_errors(value)?;
+                Ok(ClientMessage::Close { doc: parse_doc(&m.doc)? })
+            }
+            "ping" => Ok(ClientMessage::Ping),
+            other => Err(ProtocolError::bad_request(format!(
+                "unknown message type {other:?}; expected hello, open, op, close or ping"
+            ))),
+        }
+    }
+}
+
+fn field_errors<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, ProtocolError> {
+    serde_json::from_value(value).map_err(|e| ProtocolError::bad_request(format!("bad message: {e}")))
+}
+
+fn parse_doc(doc: &str) -> Result<DocId, ProtocolError> {
+    DocId::parse(doc).map_err(|e| ProtocolError::bad_request(format!("field `doc`: {e}")))
+}
+
+/// The shapes of the client messages before validation.
+mod raw {
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    #[derive(Deserialize)]
+    pub struct Hello {
+        pub protocol: u64,
+        pub client: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Open {
+        pub doc: String,
+        pub since: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Op {
+        pub doc: String,
+        pub seq: u64,
+        pub base: u64,
+        pub op: Value,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Close {
+        pub doc: String,
+    }
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome {
+        protocol: u64,
+        client: ClientId,
+        user: String,
+    },
+    Snapshot {
+        doc: DocId,
+        version: u64,
+        text: String,
+    },
+    Opened {
+        doc: DocId,
+        version: u64,
+    },
+    Op {
+        doc: DocId,
+        version: u64,
+        client: ClientId,
+        op: Operation,
+    },
+    Ack {
+        doc: DocId,
+        seq: u64,
+        version: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        doc: Option<DocId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Pong,
+}
+
+impl ServerMessage {
+    /// The JSON text of the frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages contain only serialisable values")
+    }
+}
+
+impl From<ProtocolError> for ServerMessage {
+    fn from(e: ProtocolError) -> Self {
+        ServerMessage::Error { code: e.code, message: e.message, doc: e.doc, seq: e.seq }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(frame: &str) -> String {
+        let e = ClientMessage::parse(frame).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        e.message
+    }
+
+    #[test]
+    fn parses_every_client_message() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"hello","protocol":1,"client":"c1","extra":true}"#).unwrap(),
+            ClientMessage::Hello { protocol: 1, client: ClientId::parse("c1").unwrap() }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"open","doc":"d","since":3}"#).unwrap(),
+            ClientMessage::Open { doc: DocId::parse("d").unwrap(), since: Some(3) }
+        );
+        let op = ClientMessage::parse(r#"{"type":"op","doc":"d","seq":1,"base":0,"op":["hi"]}"#).unwrap();
+        let ClientMessage::Op { seq: 1, base: 0, op, .. } = op else { panic!("{op:?}") };
+        assert_eq!(op.to_json(), serde_json::json!(["hi"]));
+        assert_eq!(ClientMessage::parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping);
+        assert!(matches!(ClientMessage::parse(r#"{"type":"close","doc":"d"}"#), Ok(ClientMessage::Close { .. })));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(err("not json").contains("not valid JSON"));
+        assert!(err("[1]").contains("JSON object"));
+        assert!(err(r#"{"doc":"d"}"#).contains("no `type`"));
+        assert!(err(r#"{"type":"dance"}"#).contains("unknown message type \"dance\""));
+        assert!(err(r#"{"type":"open"}"#).contains("missing field `doc`"));
+        assert!(err(r#"{"type":"open","doc":"a b"}"#).contains("field `doc`"));
+        assert!(err(r#"{"type":"op","doc":"d","seq":"1","base":0,"op":[]}"#).contains("invalid type"));
+        let e = ClientMessage::parse(r#"{"type":"op","doc":"d","seq":4,"base":0,"op":[1.5]}"#).unwrap_err();
+        assert!(e.message.contains("field `op`"), "{}", e.message);
+        assert_eq!(e.seq, Some(4));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(err(&deep).contains("recursion limit"));
+    }
+
+    #[test]
+    fn server_messages_match_the_protocol() {
+        let doc = DocId::parse("d").unwrap();
+        let m = ServerMessage::Ack { doc: doc.clone(), seq: 2, version: 7 };
+        assert_eq!(m.to_json(), r#"{"type":"ack","doc":"d","seq":2,"version":7}"#);
+        let e: ServerMessage = ProtocolError::bad_request("x").into();
+        assert_eq!(e.to_json(), r#"{"type":"error","code":"bad_request","message":"x"}"#);
+        assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+    }
+}

@@ -1,0 +1,139 @@
+//! The event store: Tandem's source of truth.
+//!
+//! Every committed op is an event in an append-only log keyed by (document, version); every refused
+//! op is remembered by (document, client, seq) so a resubmission gets the same answer. Snapshots are
+//! only a read cache that bounds the cost of loading a document.
+//!
+//! [`EventStore`] is the trait the sequencer and the gateway use. It is shaped for the distributed
+//! mode from the start: a [`CommitBatch`] carries many events of many documents, the input offset
+//! consumed up to, and the committing owner's epoch, and commits all of it atomically or nothing.
+//! [`embedded::SqliteStore`] implements it for the single-process mode; the Postgres implementation
+//! passes the same contract suite (`contract`, behind the `testing` feature).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
+use tandem_protocol::{ClientId, DocId};
+
+#[cfg(feature = "testing")]
+pub mod contract;
+pub mod embedded;
+
+/// A partition of the op log: the unit of ownership. The single-process mode has one or a few.
+pub type PartitionId = u32;
+
+/// Everything one sequencer commits at once: the events and rejections of a batch of ops (many
+/// documents), and how far into its input partition it has consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitBatch {
+    pub partition: PartitionId,
+    /// The committing owner's epoch, from [`EventStore::claim_partition`]. The commit fails with
+    /// [`StoreError::Fenced`] when another owner has claimed the partition since.
+    pub epoch: u64,
+    /// The next input offset to consume after this batch, stored atomically with the events so a
+    /// new owner resumes exactly where the last commit ended. `None` when the input has no offsets.
+    pub next_offset: Option<i64>,
+    /// New versions, in version order per document.
+    pub events: Vec<CommittedEvent>,
+    pub rejections: Vec<Rejection>,
+}
+
+impl CommitBatch {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rejections.is_empty() && self.next_offset.is_none()
+    }
+}
+
+/// What a new owner of a partition starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionClaim {
+    /// The new owner's epoch: one more than any before it.
+    pub epoch: u64,
+    /// Where the previous owner's last commit ended, if any.
+    pub next_offset: Option<i64>,
+}
+
+/// The last `seq` a client used on a document and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// A document's state at a version: the read cache that bounds loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub doc: DocId,
+    pub version: u64,
+    pub text: String,
+    /// The last `seq` of every client that ever wrote the document, as of `version`.
+    pub clients: BTreeMap<ClientId, ClientRecord>,
+}
+
+/// A document as the store has it: the latest snapshot (if any), then every event after it and
+/// every rejection at or after its version, each in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    pub snapshot: Option<Snapshot>,
+    pub events: Vec<CommittedEvent>,
+    pub rejections: Vec<Rejection>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another owner claimed the partition: this one must stop, nothing was written.
+    #[error("partition {partition} is owned by epoch {current}, not {epoch}: this owner is stale")]
+    Fenced { partition: PartitionId, epoch: u64, current: u64 },
+    /// A version or a (client, seq) that already exists: nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot be reached or failed to do the work; retrying may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be read back: a bug or tampering.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// The event store. Implementations are shared between tasks (`Arc<dyn EventStore>`).
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Takes ownership of a partition: bumps its epoch and returns the new epoch and the offset the
+    /// last commit stored. Every commit of an older epoch fails from now on.
+    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError>;
+
+    /// Writes a whole batch in one transaction, or nothing. Fails with `Fenced` if the batch's epoch
+    /// is not the partition's current one, with `Conflict` if an event's (doc, version) or
+    /// (doc, client, seq) already exists, or a rejection's (doc, client, seq) does.
+    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+
+    /// The latest committed version of a document; 0 for a document never written.
+    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError>;
+
+    /// Events of `doc` with `after < version <= up_to`, ascending, at most `limit` of them.
+    async fn read_events(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<CommittedEvent>, StoreError>;
+
+    /// The latest snapshot and everything after it (see [`StoredDocument`]).
+    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError>;
+
+    /// Stores a snapshot. Older snapshots of the document may be dropped.
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+
+    /// What became of `seq` of `client` on `doc`, if the store has it.
+    async fn find_outcome(
+        &self,
+        doc: &DocId,
+        client: &ClientId,
+        seq: u64,
+    ) -> Result<Option<Outcome>, StoreError>;
+}
