@@ -280,10 +280,7 @@ mod tests {
             Operation::from_json(&json!([u64::MAX])),
             Err(OtError::CountOutOfRange { index: 0, max: MAX_COUNT })
         );
-        assert_eq!(
-            Operation::from_json(&json!([MAX_COUNT, MAX_COUNT])),
-            Err(OtError::LengthOverflow)
-        );
+        assert_eq!(Operation::from_json(&json!([MAX_COUNT, MAX_COUNT])), Err(OtError::LengthOverflow));
         let err = serde_json::from_str::<Operation>("[1, -0.0]").unwrap_err();
         assert!(err.to_string().contains("non-integer"), "{err}");
     }

@@ -54,9 +54,7 @@ impl ClientId {
             )));
         }
         if let Some(bad) = s.chars().find(|&c| !is_unreserved(c)) {
-            return Err(InvalidId(format!(
-                "client id may only contain A-Z a-z 0-9 . _ ~ -, found {bad:?}"
-            )));
+            return Err(InvalidId(format!("client id may only contain A-Z a-z 0-9 . _ ~ -, found {bad:?}")));
         }
         Ok(Self(s.into()))
     }

@@ -49,7 +49,9 @@ impl ClientMessage {
                 let m: raw::Op = field_errors(value)?;
                 let doc = parse_doc(&m.doc)?;
                 let op = Operation::from_json(&m.op).map_err(|e| {
-                    ProtocolError::bad_request(format!("field `op`: {e}")).with_doc(doc.clone()).with_seq(m.seq)
+                    ProtocolError::bad_request(format!("field `op`: {e}"))
+                        .with_doc(doc.clone())
+                        .with_seq(m.seq)
                 })?;
                 Ok(ClientMessage::Op { doc, seq: m.seq, base: m.base, op })
             }
@@ -181,7 +183,10 @@ mod tests {
         let ClientMessage::Op { seq: 1, base: 0, op, .. } = op else { panic!("{op:?}") };
         assert_eq!(op.to_json(), serde_json::json!(["hi"]));
         assert_eq!(ClientMessage::parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping);
-        assert!(matches!(ClientMessage::parse(r#"{"type":"close","doc":"d"}"#), Ok(ClientMessage::Close { .. })));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"close","doc":"d"}"#),
+            Ok(ClientMessage::Close { .. })
+        ));
     }
 
     #[test]

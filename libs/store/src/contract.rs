@@ -1,0 +1,1 @@
+//! The contract test suite every EventStore implementation must pass (being written).
