@@ -1,1 +1,103 @@
-//! (being written)
+//! The logs between Tandem's services.
+//!
+//! Two streams connect the gateway and the sequencer:
+//!
+//! - **submitted ops** (Kafka topic `tandem.ops` in the distributed mode): gateways hand ops in through
+//!   an [`OpSubmitter`]; the owner of each partition reads them in order through an [`OpConsumer`];
+//! - **sequenced records** (topic `tandem.events`): the sequencer publishes what it committed through an
+//!   [`EventPublisher`]; every gateway reads all of it through [`EventSubscriber::subscribe`].
+//!
+//! Both streams are partitioned by document id, so one document's ops and records stay in order.
+//! [`in_process`] implements them with channels for the single-process mode; the Kafka implementation
+//! fits the same traits. Neither promises more than Kafka does: a reader may see a gap (a lagging
+//! in-process subscriber, a lost record), and consumers repair gaps from the event store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::DocId;
+
+pub mod in_process;
+
+/// A partition of the op log; the unit of sequencer ownership.
+pub type PartitionId = u32;
+
+/// Why the bus could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The bus is full or unreachable now; the caller may retry later.
+    #[error("the op log is not accepting ops now: {0}")]
+    Unavailable(String),
+    /// The bus has shut down; no retry will succeed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// Which partition a document's ops go to: a stable hash of its id, the same in every process.
+pub fn partition_of(doc: &DocId, partitions: u32) -> PartitionId {
+    // FNV-1a: stable across processes and builds, unlike std's randomly seeded hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in doc.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as PartitionId
+}
+
+/// The gateway's side of the op log.
+#[async_trait]
+pub trait OpSubmitter: Send + Sync + 'static {
+    /// Appends an op to its document's partition. Returns once the log has it (durably, for Kafka:
+    /// acks=all); an error means the op may not have been taken and the client should resend later.
+    async fn submit(&self, submission: Submission) -> Result<(), BusError>;
+}
+
+/// One submitted op as read from its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionRecord {
+    pub partition: PartitionId,
+    /// Position in the partition; the sequencer stores `offset + 1` with the batch it commits.
+    pub offset: i64,
+    pub submission: Submission,
+}
+
+/// The reading side of one partition of the op log, owned by one sequencer task.
+#[async_trait]
+pub trait OpConsumer: Send + 'static {
+    /// The partition this consumer reads.
+    fn partition(&self) -> PartitionId;
+
+    /// Waits until at least one op is available, then returns up to `max` ops that are ready without
+    /// further waiting: the batch the sequencer commits together. `Err(Closed)` ends the partition.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<SubmissionRecord>, BusError>;
+}
+
+/// The sequencer's side of the record stream.
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Publishes committed records, in order. Called only after they are committed to the store.
+    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError>;
+}
+
+/// What a gateway reads from the record stream.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The next record. Shared: one record fans out to many subscribers without copies.
+    Record(Arc<SequencedRecord>),
+    /// This reader fell behind and records were dropped; any document may have a gap to repair.
+    Lagged(u64),
+}
+
+/// A gateway's view of the whole record stream.
+#[async_trait]
+pub trait EventStream: Send + 'static {
+    /// The next delivery; `None` when the stream has ended for good.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// Opens readers of the record stream.
+pub trait EventSubscriber: Send + Sync + 'static {
+    /// A new reader that sees every record published from now on.
+    fn subscribe(&self) -> Box<dyn EventStream>;
+}

@@ -1,1 +1,109 @@
-//! (being written)
+//! The gateway: Tandem's WebSocket edge.
+//!
+//! It speaks the client protocol (docs/PROTOCOL.md) at `GET /v1/ws`, hands ops to the sequencer through
+//! an [`OpSubmitter`], reads the sequenced record stream, and fans each committed version out to the
+//! subscribers of its document (see [`hub`]). It also serves the demo editor at `/` and `/healthz`.
+//!
+//! [`run`] takes an already-bound listener, so tests bind port 0 and start the real gateway in-process.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tandem_bus::{Delivery, EventSubscriber, OpSubmitter};
+use tandem_store::EventStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+mod config;
+mod connection;
+mod demo;
+pub mod hub;
+mod outbound;
+
+pub use config::GatewayConfig;
+use hub::Hubs;
+
+/// What the gateway talks to.
+pub struct GatewayDeps {
+    pub submitter: Arc<dyn OpSubmitter>,
+    pub events: Arc<dyn EventSubscriber>,
+    pub store: Arc<dyn EventStore>,
+}
+
+/// Shared by every connection.
+pub(crate) struct GatewayState {
+    pub config: GatewayConfig,
+    pub hubs: Arc<Hubs>,
+    pub submitter: Arc<dyn OpSubmitter>,
+    pub next_conn: AtomicU64,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves the gateway on `listener` until `shutdown` fires, then closes every connection with 1001.
+pub async fn run(
+    config: GatewayConfig,
+    listener: TcpListener,
+    deps: GatewayDeps,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let hubs = Hubs::new(deps.store, config.clone());
+    let state = Arc::new(GatewayState {
+        config,
+        hubs: hubs.clone(),
+        submitter: deps.submitter,
+        next_conn: AtomicU64::new(1),
+        shutdown: shutdown.clone(),
+    });
+    let mut stream = deps.events.subscribe();
+    let router_shutdown = shutdown.clone();
+    let record_router = tokio::spawn(async move {
+        loop {
+            let delivery = tokio::select! {
+                _ = router_shutdown.cancelled() => return,
+                delivery = stream.next() => delivery,
+            };
+            match delivery {
+                Some(Delivery::Record(record)) => hubs.dispatch(record),
+                Some(Delivery::Lagged(missed)) => {
+                    warn!(missed, "record stream lagged; repairing open documents from the store");
+                    hubs.mark_all_lagged();
+                }
+                None => return,
+            }
+        }
+    });
+    info!(address = %listener.local_addr()?, "gateway listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    record_router.abort();
+    Ok(())
+}
+
+fn router(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route("/v1/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(demo::routes())
+        .with_state(state)
+}
+
+async fn websocket(State(state): State<Arc<GatewayState>>, upgrade: WebSocketUpgrade) -> Response {
+    let max = state.config.max_frame_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::serve(socket, state))
+        .into_response()
+}
+
+/// Responses carrying document data must never be cached (a CDN serving a stale document is a bug).
+pub(crate) fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}

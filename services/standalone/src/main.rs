@@ -1,1 +1,147 @@
-fn main() {}
+//! `tandem-standalone`: all of Tandem in one process — the gateway, the sequencer, the embedded event
+//! store in a data folder and the in-process bus. The mode a newcomer runs first (`make run`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tandem_bus::in_process::{in_process, InProcessConfig};
+use tandem_gateway::{GatewayConfig, GatewayDeps};
+use tandem_sequencer::{run_partition, Limits, PartitionConfig};
+use tandem_store::embedded::{SqliteOptions, SqliteStore};
+use tandem_store::EventStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// Tandem in one process. Every flag can also be set with the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Folder of the event store; documents survive restarts here.
+    #[arg(long, env = "TANDEM_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Sequencer partitions (parallel writers).
+    #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    partitions: u32,
+    /// Write a snapshot every this many versions of a document (0: never).
+    #[arg(long, env = "TANDEM_SNAPSHOT_EVERY", default_value_t = 1000)]
+    snapshot_every: u64,
+    /// Longest document, in characters.
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_CHARS", default_value_t = 10_000_000)]
+    max_document_chars: usize,
+    /// Most characters one op may insert.
+    #[arg(long, env = "TANDEM_MAX_OP_CHARS", default_value_t = 1_000_000)]
+    max_op_chars: usize,
+    /// Largest WebSocket message, in bytes.
+    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    max_frame_bytes: usize,
+    /// fsync every commit (survives power loss); without it a commit survives a process crash only.
+    #[arg(long, env = "TANDEM_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    fsync: bool,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    if config.print_config {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    tandem_telemetry::init();
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Bind first: a taken port is reported before any real work starts.
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let address = listener.local_addr().context("read the bound address")?;
+    let store = SqliteStore::open(&config.data_dir, SqliteOptions { synchronous_full: config.fsync })
+        .with_context(|| format!("open the event store in {}", config.data_dir.display()))?;
+    let store: Arc<dyn EventStore> = Arc::new(store);
+
+    let (submitter, consumers, publisher, subscriber) =
+        in_process(&InProcessConfig { partitions: config.partitions, ..Default::default() });
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let partition_config = PartitionConfig {
+        limits: Limits {
+            max_document_chars: config.max_document_chars,
+            max_op_insert_chars: config.max_op_chars,
+            ..Limits::default()
+        },
+        snapshot_every: config.snapshot_every,
+        ..PartitionConfig::default()
+    };
+    let publisher = Arc::new(publisher);
+    for consumer in consumers {
+        let (store, publisher, config, shutdown) =
+            (store.clone(), publisher.clone(), partition_config.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            // A sequencer partition is critical: without it no op commits, so its end ends the process.
+            if let Err(e) = run_partition(consumer, store, publisher, config, shutdown.clone()).await {
+                error!(error = %e, "sequencer partition stopped");
+            }
+            shutdown.cancel();
+        });
+    }
+
+    let gateway_config = GatewayConfig { max_frame_bytes: config.max_frame_bytes, ..GatewayConfig::default() };
+    let deps = GatewayDeps { submitter: Arc::new(submitter), events: Arc::new(subscriber), store };
+    let gateway = tasks.spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
+    tasks.close();
+
+    println!("Tandem (single-process mode) listening on http://{address}/");
+    println!("  open http://{address}/?doc=welcome in two browser tabs; data in {}", config.data_dir.display());
+
+    tokio::select! {
+        _ = shutdown_signal() => info!("shutting down"),
+        _ = shutdown.cancelled() => warn!("a critical task ended; shutting down"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = tasks.wait() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => warn!("tasks did not finish within 10 s"),
+        _ = shutdown_signal() => warn!("second signal: exiting now"),
+    }
+    if gateway.is_finished() {
+        gateway.await.context("gateway task")?.context("gateway")?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

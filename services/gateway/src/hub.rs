@@ -1,0 +1,374 @@
+//! Per-document fan-out: one task per document open on this gateway.
+//!
+//! The task is the only place that decides what a subscriber of its document receives, so the
+//! snapshot or catch-up of a new subscriber and the live records can never interleave wrongly: each
+//! subscriber gets every version after its starting point exactly once, in order. The task keeps the
+//! document's current text (so opening a document already open here costs no store read) and the
+//! version it has fanned out; a record that skips ahead, a shed record or a lagging stream makes it
+//! read the missing versions from the event store before delivering anything after them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use ropey::Rope;
+use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord};
+use tandem_protocol::ws::ServerMessage;
+use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError};
+use tandem_store::{EventStore, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::outbound::Outbound;
+use crate::GatewayConfig;
+
+/// Identifies one WebSocket connection within this gateway.
+pub type ConnId = u64;
+
+/// What a document task is asked to do.
+enum Command {
+    Subscribe { conn: ConnId, client: ClientId, outbound: Outbound, since: Option<u64>, reply: oneshot::Sender<Result<(), ProtocolError>> },
+    Unsubscribe { conn: ConnId },
+    Record(Arc<SequencedRecord>),
+    /// Records may have been lost: compare with the store.
+    Wake,
+}
+
+struct Handle {
+    tx: mpsc::Sender<Command>,
+    /// Set when a record for this document was shed; the task repairs from the store.
+    lagged: Arc<AtomicBool>,
+}
+
+/// The registry of document tasks on this gateway.
+pub struct Hubs {
+    docs: Mutex<HashMap<DocId, Handle>>,
+    store: Arc<dyn EventStore>,
+    config: GatewayConfig,
+}
+
+impl Hubs {
+    pub fn new(store: Arc<dyn EventStore>, config: GatewayConfig) -> Arc<Self> {
+        Arc::new(Self { docs: Mutex::new(HashMap::new()), store, config })
+    }
+
+    /// Subscribes a connection to a document: the document's task sends the `snapshot` (or the
+    /// catch-up and `opened`) to `outbound`, then every later version.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        doc: &DocId,
+        conn: ConnId,
+        client: ClientId,
+        outbound: Outbound,
+        since: Option<u64>,
+    ) -> Result<(), ProtocolError> {
+        let (reply, answer) = oneshot::channel();
+        let mut command = Command::Subscribe { conn, client, outbound, since, reply };
+        // A task that is just ending refuses the command; the next attempt starts a fresh one.
+        loop {
+            let tx = self.handle(doc);
+            match tx.send(command).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(returned)) => command = returned,
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ProtocolError::new(ErrorCode::Internal, "the document task ended during open").with_doc(doc.clone()))
+        })
+    }
+
+    pub async fn unsubscribe(&self, doc: &DocId, conn: ConnId) {
+        let tx = self.docs.lock().expect("hub registry lock").get(doc).map(|h| h.tx.clone());
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Unsubscribe { conn }).await;
+        }
+    }
+
+    /// Routes one record from the stream to its document's task, if the document is open here.
+    /// Never waits: a full task queue sheds the record and flags the task to repair from the store.
+    pub fn dispatch(&self, record: Arc<SequencedRecord>) {
+        let docs = self.docs.lock().expect("hub registry lock");
+        let Some(handle) = docs.get(record.doc()) else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = handle.tx.try_send(Command::Record(record)) {
+            handle.lagged.store(true, Ordering::Release);
+        }
+    }
+
+    /// The stream lost records: every open document may have a gap.
+    pub fn mark_all_lagged(&self) {
+        let docs = self.docs.lock().expect("hub registry lock");
+        for handle in docs.values() {
+            handle.lagged.store(true, Ordering::Release);
+            let _ = handle.tx.try_send(Command::Wake);
+        }
+    }
+
+    /// Number of documents open on this gateway.
+    pub fn open_documents(&self) -> usize {
+        self.docs.lock().expect("hub registry lock").len()
+    }
+
+    fn handle(self: &Arc<Self>, doc: &DocId) -> mpsc::Sender<Command> {
+        let mut docs = self.docs.lock().expect("hub registry lock");
+        if let Some(handle) = docs.get(doc) {
+            return handle.tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.config.document_queue);
+        let lagged = Arc::new(AtomicBool::new(false));
+        docs.insert(doc.clone(), Handle { tx: tx.clone(), lagged: lagged.clone() });
+        let task = DocTask {
+            doc: doc.clone(),
+            hubs: self.clone(),
+            loaded: None,
+            subscribers: HashMap::new(),
+            lagged,
+        };
+        tokio::spawn(task.run(rx));
+        tx
+    }
+}
+
+struct Subscriber {
+    client: ClientId,
+    outbound: Outbound,
+}
+
+/// The document as this gateway has fanned it out.
+struct Loaded {
+    version: u64,
+    text: Rope,
+}
+
+struct DocTask {
+    doc: DocId,
+    hubs: Arc<Hubs>,
+    /// Loaded on the first subscription.
+    loaded: Option<Loaded>,
+    subscribers: HashMap<ConnId, Subscriber>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl DocTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let command = match rx.recv().await {
+                Some(command) => command,
+                None => return,
+            };
+            self.handle(command).await;
+            if self.lagged.swap(false, Ordering::AcqRel) {
+                if let Err(e) = self.catch_up_with_store(None).await {
+                    warn!(doc = %self.doc, error = %e, "gap repair failed; retrying");
+                    self.lagged.store(true, Ordering::Release);
+                    let tx = self.hubs.docs.lock().expect("hub registry lock").get(&self.doc).map(|h| h.tx.clone());
+                    if let Some(tx) = tx {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            let _ = tx.send(Command::Wake).await;
+                        });
+                    }
+                }
+            }
+            if self.subscribers.is_empty() {
+                // Leave the registry only if nothing is queued: a command sent meanwhile must be served.
+                let mut docs = self.hubs.docs.lock().expect("hub registry lock");
+                if rx.is_empty() {
+                    docs.remove(&self.doc);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { conn, client, outbound, since, reply } => {
+                let result = self.subscribe(conn, client, outbound, since).await;
+                let _ = reply.send(result);
+            }
+            Command::Unsubscribe { conn } => {
+                self.subscribers.remove(&conn);
+            }
+            Command::Record(record) => {
+                if let Err(e) = self.on_record(&record).await {
+                    warn!(doc = %self.doc, error = %e, "cannot deliver record; will repair from the store");
+                    self.lagged.store(true, Ordering::Release);
+                }
+            }
+            Command::Wake => {}
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        conn: ConnId,
+        client: ClientId,
+        outbound: Outbound,
+        since: Option<u64>,
+    ) -> Result<(), ProtocolError> {
+        let doc = self.doc.clone();
+        let unavailable = |e: StoreError| {
+            warn!(doc = %doc, error = %e, "open failed");
+            ProtocolError::new(ErrorCode::Unavailable, "the document cannot be read now; try again").with_doc(doc.clone())
+        };
+        self.catch_up_with_store(None).await.map_err(unavailable)?;
+        let loaded = self.loaded.as_ref().expect("caught up above");
+        let version = loaded.version;
+        match since {
+            None => {
+                let snapshot =
+                    ServerMessage::Snapshot { doc: self.doc.clone(), version, text: loaded.text.to_string() };
+                outbound.push(frame(&snapshot)).map_err(|_| overloaded(&self.doc))?;
+            }
+            Some(since) if since > version => {
+                return Err(ProtocolError::bad_request(format!(
+                    "since {since} is ahead of the document, which is at version {version}"
+                ))
+                .with_doc(self.doc.clone()));
+            }
+            Some(since) => {
+                let store = self.hubs.store.clone();
+                let page = self.hubs.config.catch_up_page;
+                let timeout = self.hubs.config.catch_up_send_timeout;
+                let mut after = since;
+                while after < version {
+                    let events = store.read_events(&self.doc, after, version, page).await.map_err(unavailable)?;
+                    let Some(last) = events.last() else {
+                        return Err(unavailable(StoreError::Corrupt(format!("versions after {after} are missing"))));
+                    };
+                    after = last.version;
+                    for event in &events {
+                        let message = if event.client == client { ack(event) } else { op(event) };
+                        outbound.push_waiting(frame(&message), timeout).await.map_err(|_| overloaded(&self.doc))?;
+                    }
+                }
+                let opened = ServerMessage::Opened { doc: self.doc.clone(), version };
+                outbound.push_waiting(frame(&opened), timeout).await.map_err(|_| overloaded(&self.doc))?;
+            }
+        }
+        self.subscribers.insert(conn, Subscriber { client, outbound });
+        Ok(())
+    }
+
+    async fn on_record(&mut self, record: &SequencedRecord) -> Result<(), StoreError> {
+        if self.loaded.is_none() {
+            // Nobody has opened the document yet; the first subscription loads it from the store.
+            return Ok(());
+        }
+        match record {
+            SequencedRecord::Committed(event) => {
+                self.catch_up_with_store(Some(event.version - 1)).await?;
+                let current = self.loaded.as_ref().map_or(0, |l| l.version);
+                if event.version == current + 1 {
+                    self.deliver(event)?;
+                }
+            }
+            SequencedRecord::Reacknowledged { version, .. } => {
+                // Every subscriber has received every version up to ours (snapshot, catch-up or live),
+                // so the author has its ack already once we are at `version`.
+                self.catch_up_with_store(Some(*version)).await?;
+            }
+            SequencedRecord::Rejected(rejection) => self.reject(rejection),
+        }
+        Ok(())
+    }
+
+    /// Brings the fanned-out version up to `target` (or the store's latest), delivering each missing
+    /// version from the store in order.
+    async fn catch_up_with_store(&mut self, target: Option<u64>) -> Result<(), StoreError> {
+        let store = self.hubs.store.clone();
+        if self.loaded.is_none() {
+            let stored = store.load_document(&self.doc).await?;
+            let (version, text) = replay(stored)?;
+            debug!(doc = %self.doc, version, "document loaded");
+            self.loaded = Some(Loaded { version, text });
+        }
+        let current = self.loaded.as_ref().map_or(0, |l| l.version);
+        let target = match target {
+            Some(target) if target <= current => return Ok(()),
+            Some(target) => target,
+            None => store.latest_version(&self.doc).await?,
+        };
+        let mut after = current;
+        while after < target {
+            let events = store.read_events(&self.doc, after, target, self.hubs.config.catch_up_page).await?;
+            let Some(last) = events.last() else { break };
+            after = last.version;
+            for event in &events {
+                self.deliver(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the next version and sends it to every subscriber: `ack` to its author, one shared
+    /// `op` frame to everyone else.
+    fn deliver(&mut self, event: &CommittedEvent) -> Result<(), StoreError> {
+        let loaded = self.loaded.as_mut().expect("delivery happens only on a loaded document");
+        if event.version != loaded.version + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "version {} delivered after {} for document {}",
+                event.version, loaded.version, self.doc
+            )));
+        }
+        event.op.apply_to_rope(&mut loaded.text).map_err(|e| {
+            StoreError::Corrupt(format!("version {} of {} does not apply: {e}", event.version, self.doc))
+        })?;
+        loaded.version = event.version;
+        let mut shared_op: Option<Utf8Bytes> = None;
+        self.subscribers.retain(|_, sub| {
+            let frame = if sub.client == event.client {
+                frame(&ack(event))
+            } else {
+                shared_op.get_or_insert_with(|| frame(&op(event))).clone()
+            };
+            // A full queue marks the connection overloaded; it is closed and catches up by version.
+            sub.outbound.push(frame).is_ok()
+        });
+        Ok(())
+    }
+
+    fn reject(&mut self, rejection: &Rejection) {
+        let message = ServerMessage::Error {
+            code: rejection.code,
+            message: rejection.message.clone(),
+            doc: Some(rejection.doc.clone()),
+            seq: Some(rejection.seq),
+        };
+        let frame = frame(&message);
+        self.subscribers.retain(|_, sub| sub.client != rejection.client || sub.outbound.push(frame.clone()).is_ok());
+    }
+}
+
+/// Rebuilds the current text from what the store has.
+fn replay(stored: tandem_store::StoredDocument) -> Result<(u64, Rope), StoreError> {
+    let (mut version, mut text) = match stored.snapshot {
+        Some(s) => (s.version, Rope::from_str(&s.text)),
+        None => (0, Rope::new()),
+    };
+    for event in stored.events {
+        if event.version != version + 1 {
+            return Err(StoreError::Corrupt(format!("version {} follows {version}", event.version)));
+        }
+        event.op.apply_to_rope(&mut text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        version = event.version;
+    }
+    Ok((version, text))
+}
+
+fn frame(message: &ServerMessage) -> Utf8Bytes {
+    Utf8Bytes::from(message.to_json())
+}
+
+fn ack(event: &CommittedEvent) -> ServerMessage {
+    ServerMessage::Ack { doc: event.doc.clone(), seq: event.seq, version: event.version }
+}
+
+fn op(event: &CommittedEvent) -> ServerMessage {
+    ServerMessage::Op { doc: event.doc.clone(), version: event.version, client: event.client.clone(), op: event.op.clone() }
+}
+
+fn overloaded(doc: &DocId) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Overloaded, "the connection cannot keep up with the document").with_doc(doc.clone())
+}

@@ -1,0 +1,239 @@
+//! The partition loop: the one writer of every document in a partition.
+//!
+//! Take a batch of submitted ops → run each through its document's state machine → commit all the
+//! resulting events and rejections in one store transaction together with the input offset, under
+//! this owner's epoch → publish. Nothing is published (so nothing is acknowledged) before the commit.
+//! Written once against the bus and store traits: the single-process mode and the distributed mode run
+//! exactly this code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_bus::{BusError, EventPublisher, OpConsumer, PartitionId, SubmissionRecord};
+use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::DocId;
+use tandem_store::{CommitBatch, EventStore, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::document::{Decision, DocumentState, Fetched, Limits, LoadError};
+
+/// How a partition owner batches, caches and snapshots.
+#[derive(Debug, Clone)]
+pub struct PartitionConfig {
+    pub limits: Limits,
+    /// Most ops committed in one transaction.
+    pub max_batch: usize,
+    /// Write a snapshot every this many versions of a document (0: never).
+    pub snapshot_every: u64,
+    /// Documents kept in memory; the least recently used beyond this are dropped (and reloaded from the
+    /// store when they get an op again).
+    pub cached_documents: usize,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        Self { limits: Limits::default(), max_batch: 4096, snapshot_every: 1000, cached_documents: 10_000 }
+    }
+}
+
+/// Why a partition owner stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// Another owner took the partition over; this one must not write again.
+    #[error("partition {partition} was taken over by another owner")]
+    Fenced { partition: PartitionId },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("store failed: {0}")]
+    Store(StoreError),
+    #[error("bus failed: {0}")]
+    Bus(#[from] BusError),
+}
+
+impl From<StoreError> for PartitionError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Fenced { partition, .. } => PartitionError::Fenced { partition },
+            other => PartitionError::Store(other),
+        }
+    }
+}
+
+struct CachedDocument {
+    state: DocumentState,
+    last_used: u64,
+}
+
+/// Owns one partition until the input ends, the owner is fenced, or `shutdown` fires (after
+/// finishing the batch in hand).
+pub async fn run_partition(
+    mut consumer: impl OpConsumer,
+    store: Arc<dyn EventStore>,
+    publisher: Arc<dyn EventPublisher>,
+    config: PartitionConfig,
+    shutdown: CancellationToken,
+) -> Result<(), PartitionError> {
+    let partition = consumer.partition();
+    let claim = store.claim_partition(partition).await?;
+    info!(partition, epoch = claim.epoch, "partition claimed");
+    let mut owner = PartitionOwner { partition, epoch: claim.epoch, store, config, docs: HashMap::new(), tick: 0 };
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            batch = consumer.next_batch(owner.config.max_batch) => match batch {
+                Ok(batch) => batch,
+                Err(BusError::Closed) => break,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let records = owner.process(batch).await?;
+        if let Err(e) = publisher.publish(records).await {
+            // Committed records reach gateways anyway: they repair gaps from the store.
+            warn!(partition, error = %e, "publish failed after commit");
+        }
+    }
+    info!(partition, "partition released");
+    Ok(())
+}
+
+struct PartitionOwner {
+    partition: PartitionId,
+    epoch: u64,
+    store: Arc<dyn EventStore>,
+    config: PartitionConfig,
+    docs: HashMap<DocId, CachedDocument>,
+    tick: u64,
+}
+
+impl PartitionOwner {
+    /// Sequences and commits one batch; returns what to publish.
+    async fn process(&mut self, batch: Vec<SubmissionRecord>) -> Result<Vec<SequencedRecord>, PartitionError> {
+        self.tick += 1;
+        let mut commit = CommitBatch {
+            partition: self.partition,
+            epoch: self.epoch,
+            next_offset: batch.last().map(|r| r.offset + 1),
+            ..CommitBatch::default()
+        };
+        let mut records = Vec::with_capacity(batch.len());
+        for record in &batch {
+            let sub = &record.submission;
+            match self.decide(sub).await? {
+                Decision::Commit(event) => {
+                    commit.events.push(event.clone());
+                    records.push(SequencedRecord::Committed(event));
+                }
+                Decision::Duplicate { version } => records.push(SequencedRecord::Reacknowledged {
+                    doc: sub.doc.clone(),
+                    client: sub.client.clone(),
+                    seq: sub.seq,
+                    version,
+                }),
+                Decision::Reject { rejection, new } => {
+                    debug!(doc = %sub.doc, client = %sub.client, seq = sub.seq, code = %rejection.code, "op rejected");
+                    if new {
+                        commit.rejections.push(rejection.clone());
+                    }
+                    records.push(SequencedRecord::Rejected(rejection));
+                }
+                Decision::NeedHistory { .. } | Decision::NeedOutcome => {
+                    unreachable!("decide() resolves every request for data")
+                }
+            }
+        }
+        self.commit(&commit).await?;
+        self.after_commit(&commit);
+        Ok(records)
+    }
+
+    /// Runs the state machine, fetching from the store what it asks for.
+    async fn decide(&mut self, sub: &Submission) -> Result<Decision, PartitionError> {
+        self.load(&sub.doc).await?;
+        let limits = &self.config.limits;
+        let doc = &mut self.docs.get_mut(&sub.doc).expect("loaded just above").state;
+        let decision = match doc.decide(sub, limits, Fetched::Nothing) {
+            Decision::NeedHistory { after, up_to } => {
+                let history = self.store.read_events(&sub.doc, after, up_to, (up_to - after) as usize).await?;
+                doc.decide(sub, limits, Fetched::History(&history))
+            }
+            Decision::NeedOutcome => {
+                let outcome = self.store.find_outcome(&sub.doc, &sub.client, sub.seq).await?;
+                doc.decide(sub, limits, Fetched::Outcome(outcome.as_ref()))
+            }
+            decision => decision,
+        };
+        Ok(decision)
+    }
+
+    async fn load(&mut self, doc: &DocId) -> Result<(), PartitionError> {
+        if let Some(cached) = self.docs.get_mut(doc) {
+            cached.last_used = self.tick;
+            return Ok(());
+        }
+        let stored = self.store.load_document(doc).await?;
+        let state = DocumentState::load(doc.clone(), stored, &self.config.limits)?;
+        self.docs.insert(doc.clone(), CachedDocument { state, last_used: self.tick });
+        Ok(())
+    }
+
+    /// Commits, retrying while the store is unavailable: the batch cannot be skipped (its ops are
+    /// already applied in memory) and nothing after it may commit first.
+    async fn commit(&mut self, batch: &CommitBatch) -> Result<(), PartitionError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match self.store.commit(batch).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Unavailable(e)) => {
+                    warn!(partition = self.partition, error = %e, retry_in = ?delay, "commit failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    // A conflict or a fence means our memory is not what the store has: forget it.
+                    self.docs.clear();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn after_commit(&mut self, batch: &CommitBatch) {
+        let limits = &self.config.limits;
+        for event in &batch.events {
+            if let Some(cached) = self.docs.get_mut(&event.doc) {
+                cached.state.mark_durable(event.version, limits);
+            }
+        }
+        for event in &batch.events {
+            let Some(cached) = self.docs.get_mut(&event.doc) else { continue };
+            if let Some(snapshot) = cached.state.snapshot_due(self.config.snapshot_every) {
+                let store = self.store.clone();
+                // Off the hot path: a snapshot is only a read cache, so a failure costs nothing but time.
+                tokio::spawn(async move {
+                    if let Err(e) = store.write_snapshot(&snapshot).await {
+                        warn!(doc = %snapshot.doc, version = snapshot.version, error = %e, "snapshot failed");
+                    }
+                });
+            }
+        }
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        let excess = self.docs.len().saturating_sub(self.config.cached_documents);
+        if excess == 0 {
+            return;
+        }
+        let mut by_age: Vec<(u64, DocId)> = self.docs.iter().map(|(d, c)| (c.last_used, d.clone())).collect();
+        by_age.sort_unstable_by_key(|(used, _)| *used);
+        for (_, doc) in by_age.into_iter().take(excess) {
+            self.docs.remove(&doc);
+        }
+    }
+}
