@@ -371,3 +371,6 @@ impl DocumentState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot load document: {0}")]
 pub struct LoadError(pub String);
+
+#[cfg(test)]
+mod tests;
