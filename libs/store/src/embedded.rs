@@ -1,1 +1,225 @@
-//! The embedded, durable event store of the single-process mode (SQLite in a data folder).
+//! The embedded, durable event store of the single-process mode: SQLite in a data folder.
+//!
+//! Why SQLite: the single-process mode must keep the same promise as production (nothing
+//! acknowledged is ever lost) without asking anyone to run a database server. SQLite in WAL mode
+//! gives durable, atomic transactions in one file, concurrent readers next to one writer, and the
+//! same primary and unique keys as the Postgres schema, so the same contract suite holds for both.
+//!
+//! rusqlite is blocking, so no call ever runs on the async runtime's threads: each one is moved to
+//! `tokio::task::spawn_blocking` with a connection from a small pool (one writer connection behind a
+//! mutex, since SQLite allows one writer at a time anyway, and a few reader connections, which WAL
+//! lets read while the writer writes).
+//!
+//! Numbers: SQLite integers are `i64`. Versions, epochs and offsets are checked on the way in and
+//! out; `seq` is chosen by clients and may be any `u64`, so it is stored bit-for-bit as an `i64`
+//! (only ever compared for equality, never ordered), which round-trips every value exactly.
+
+mod pool;
+mod queries;
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tandem_protocol::records::{CommittedEvent, Outcome};
+use tandem_protocol::{ClientId, DocId};
+
+use crate::{CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument};
+use pool::ReaderPool;
+
+/// The database file inside the data folder. Its `-wal` and `-shm` companions live next to it and
+/// belong to it: copy or delete the three together.
+pub const DATABASE_FILE: &str = "tandem.sqlite3";
+
+/// How many reader connections a store keeps. Reads are short (an index range scan), so a few
+/// connections serve many concurrent readers; more would only hold more file handles and caches.
+const READER_CONNECTIONS: usize = 4;
+
+/// How long a connection waits for a lock held by another connection (another store on the same
+/// folder, or a checkpoint) before giving up with [`StoreError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the embedded store trades write latency for durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `true` (the default): `PRAGMA synchronous=FULL`, every commit is flushed to the disk before
+    /// it returns, so an acknowledged op survives a power loss or an OS crash. `false`:
+    /// `synchronous=NORMAL`, commits survive a killed process but the last ones may be lost on
+    /// power loss; for development machines and tests, where fsync latency dominates.
+    pub synchronous_full: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { synchronous_full: true }
+    }
+}
+
+/// The [`EventStore`] of the single-process mode, durable in a data folder.
+///
+/// Cheap to clone: clones share the same connections. Several stores (or processes) may open the
+/// same folder; SQLite serialises their writes and each sees the others' commits.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The only connection that writes: SQLite admits one writer at a time, so a second writer
+    /// connection would only wait on the file lock instead of on this mutex.
+    writer: Mutex<Connection>,
+    readers: ReaderPool,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store in `dir`, creating the folder and [`DATABASE_FILE`] if needed and bringing
+    /// the schema up to date, so a store that opens is ready for every operation.
+    ///
+    /// This blocks on file I/O: call it at startup, before serving, or from `spawn_blocking`.
+    /// Fails with [`StoreError::Corrupt`] when the file is not a database or was written by a newer
+    /// build (a schema this build does not know), and [`StoreError::Unavailable`] on I/O errors.
+    pub fn open(dir: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create data folder {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let mut writer = schema::open_writer(&path, options)?;
+        schema::migrate(&mut writer)?;
+        let readers =
+            (0..READER_CONNECTIONS).map(|_| schema::open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(path = %path.display(), synchronous_full = options.synchronous_full, "event store opened");
+        Ok(Self {
+            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: ReaderPool::new(readers) }),
+        })
+    }
+
+    /// The database file, for logs and for tools that inspect it.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` on the writer connection on a blocking thread.
+    ///
+    /// If the caller stops awaiting (a timeout, a cancelled task), the work still runs to its end:
+    /// a commit may then be durable although its caller never learned it, which the sequencer
+    /// handles like any commit whose answer was lost (resubmissions are deduplicated).
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn)
+        })
+        .await
+    }
+
+    /// Runs `work` on a reader connection on a blocking thread.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.readers.with(work)).await
+    }
+}
+
+/// Moves `work` off the async runtime.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task did not finish: {e}")))?
+}
+
+/// Maps a SQLite error that is not a key conflict: damaged files and undecodable values are
+/// `Corrupt` (retrying cannot help), everything else (I/O, locks held too long, full disk) is
+/// `Unavailable`.
+fn sqlite_error(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as Code;
+    match &err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, Code::DatabaseCorrupt | Code::NotADatabase | Code::TypeMismatch) =>
+        {
+            StoreError::Corrupt(err.to_string())
+        }
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::Utf8Error(_) => StoreError::Corrupt(err.to_string()),
+        _ => StoreError::Unavailable(err.to_string()),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        sqlite_error(err)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
+        self.write(move |conn| queries::claim_partition(conn, partition)).await
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        // The batch is copied once so the blocking thread owns it; encoding it there keeps the
+        // JSON work off the runtime too.
+        let batch = batch.clone();
+        self.write(move |conn| queries::commit(conn, &batch)).await
+    }
+
+    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
+        let doc = doc.clone();
+        self.read(move |conn| queries::latest_version(conn, &doc)).await
+    }
+
+    async fn read_events(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<CommittedEvent>, StoreError> {
+        let doc = doc.clone();
+        self.read(move |conn| queries::read_events(conn, &doc, after, up_to, limit)).await
+    }
+
+    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
+        let doc = doc.clone();
+        self.read(move |conn| queries::load_document(conn, &doc)).await
+    }
+
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let snapshot = snapshot.clone();
+        self.write(move |conn| queries::write_snapshot(conn, &snapshot)).await
+    }
+
+    async fn find_outcome(
+        &self,
+        doc: &DocId,
+        client: &ClientId,
+        seq: u64,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let (doc, client) = (doc.clone(), client.clone());
+        self.read(move |conn| queries::find_outcome(conn, &doc, &client, seq)).await
+    }
+}

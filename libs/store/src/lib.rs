@@ -28,6 +28,7 @@ pub type PartitionId = u32;
 /// documents), and how far into its input partition it has consumed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommitBatch {
+    /// The input partition the batch's ops came from: the unit the epoch fences.
     pub partition: PartitionId,
     /// The committing owner's epoch, from [`EventStore::claim_partition`]. The commit fails with
     /// [`StoreError::Fenced`] when another owner has claimed the partition since.
@@ -37,10 +38,13 @@ pub struct CommitBatch {
     pub next_offset: Option<i64>,
     /// New versions, in version order per document.
     pub events: Vec<CommittedEvent>,
+    /// Refused ops: stored so that a resubmission of the same `seq` gets the same error.
     pub rejections: Vec<Rejection>,
 }
 
 impl CommitBatch {
+    /// True when committing the batch would change nothing, so the caller can skip the round trip.
+    /// (Committing an empty batch is still valid: it only checks the epoch.)
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.rejections.is_empty() && self.next_offset.is_none()
     }
@@ -58,7 +62,9 @@ pub struct PartitionClaim {
 /// The last `seq` a client used on a document and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRecord {
+    /// The client's highest `seq` on the document.
     pub seq: u64,
+    /// What became of that `seq`, answered again if the client resubmits it.
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -66,8 +72,11 @@ pub struct ClientRecord {
 /// A document's state at a version: the read cache that bounds loading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The document this is a snapshot of.
     pub doc: DocId,
+    /// The version whose text this is: events after it are applied on top when loading.
     pub version: u64,
+    /// The whole text at `version`.
     pub text: String,
     /// The last `seq` of every client that ever wrote the document, as of `version`.
     pub clients: BTreeMap<ClientId, ClientRecord>,
@@ -77,8 +86,12 @@ pub struct Snapshot {
 /// every rejection at or after its version, each in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDocument {
+    /// The newest snapshot; `None` when none was written, and loading starts from the empty text.
     pub snapshot: Option<Snapshot>,
+    /// Every event after the snapshot's version (after 0 without one), ascending by version.
     pub events: Vec<CommittedEvent>,
+    /// Every rejection with `at_version` at or after the snapshot's version (every one without a
+    /// snapshot), ascending by `at_version`.
     pub rejections: Vec<Rejection>,
 }
 
@@ -87,8 +100,16 @@ pub struct StoredDocument {
 pub enum StoreError {
     /// Another owner claimed the partition: this one must stop, nothing was written.
     #[error("partition {partition} is owned by epoch {current}, not {epoch}: this owner is stale")]
-    Fenced { partition: PartitionId, epoch: u64, current: u64 },
-    /// A version or a (client, seq) that already exists: nothing was written.
+    Fenced {
+        /// The partition the commit was for.
+        partition: PartitionId,
+        /// The epoch the commit carried.
+        epoch: u64,
+        /// The partition's epoch in the store (0 for a partition never claimed).
+        current: u64,
+    },
+    /// A version or a (client, seq) that already exists, or a version the log cannot hold: nothing
+    /// was written. The message names the document and the version or the client and seq.
     #[error("conflict: {0}")]
     Conflict(String),
     /// The store cannot be reached or failed to do the work; retrying may succeed.
@@ -109,6 +130,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Writes a whole batch in one transaction, or nothing. Fails with `Fenced` if the batch's epoch
     /// is not the partition's current one, with `Conflict` if an event's (doc, version) or
     /// (doc, client, seq) already exists, or a rejection's (doc, client, seq) does.
+    ///
+    /// A partition must be claimed before anything is committed to it: epoch 0 is never current,
+    /// so two owners that both skipped the claim cannot write unfenced. A (doc, client, seq) has
+    /// one outcome: committing it after it was rejected, or rejecting it after it was committed,
+    /// is a `Conflict` too. An empty batch only checks the epoch.
     async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
 
     /// The latest committed version of a document; 0 for a document never written.

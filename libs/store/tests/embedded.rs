@@ -1,0 +1,250 @@
+//! The embedded store: the contract suite, and what only a store on disk can promise (reopening,
+//! several connections on one file, concurrent use, damaged data reported instead of panicking).
+
+use std::sync::Arc;
+
+use tandem_ot::Operation;
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
+use tandem_protocol::{ClientId, DocId, ErrorCode};
+use tandem_store::embedded::{SqliteOptions, SqliteStore, DATABASE_FILE};
+use tandem_store::{contract, CommitBatch, EventStore, Snapshot, StoreError};
+
+/// Tests trade power-loss durability for speed; one test checks the default below.
+const FAST: SqliteOptions = SqliteOptions { synchronous_full: false };
+
+fn doc(name: &str) -> DocId {
+    DocId::parse(name).unwrap()
+}
+
+fn client(name: &str) -> ClientId {
+    ClientId::parse(name).unwrap()
+}
+
+fn events(doc: &DocId, client: &ClientId, versions: std::ops::RangeInclusive<u64>) -> Vec<CommittedEvent> {
+    versions
+        .map(|version| {
+            let mut op = Operation::new();
+            op.retain(version as usize - 1).insert("a");
+            CommittedEvent { doc: doc.clone(), version, client: client.clone(), seq: version, op }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn contract_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), FAST).unwrap();
+    contract::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_suite_with_full_synchronous_on_a_multi_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("nested/data"), SqliteOptions::default()).unwrap();
+    assert!(dir.path().join("nested/data").join(DATABASE_FILE).is_file());
+    contract::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, c) = (doc("durable"), client("c1"));
+    let history = events(&d, &c, 1..=3);
+    let rejection = Rejection {
+        doc: d.clone(),
+        client: c.clone(),
+        seq: 4,
+        code: ErrorCode::InvalidOp,
+        message: "retain past the end".into(),
+        at_version: 3,
+    };
+    let snapshot = Snapshot { doc: d.clone(), version: 2, text: "aa".into(), clients: Default::default() };
+    let epoch = {
+        let store = SqliteStore::open(dir.path(), FAST).unwrap();
+        let epoch = store.claim_partition(0).await.unwrap().epoch;
+        let batch = CommitBatch {
+            partition: 0,
+            epoch,
+            next_offset: Some(17),
+            events: history.clone(),
+            rejections: vec![rejection.clone()],
+        };
+        store.commit(&batch).await.unwrap();
+        store.write_snapshot(&snapshot).await.unwrap();
+        epoch
+    };
+
+    let store = SqliteStore::open(dir.path(), FAST).unwrap();
+    assert_eq!(store.latest_version(&d).await.unwrap(), 3);
+    assert_eq!(store.read_events(&d, 0, u64::MAX, 100).await.unwrap(), history);
+    let loaded = store.load_document(&d).await.unwrap();
+    assert_eq!(loaded.snapshot, Some(snapshot));
+    assert_eq!(loaded.events, history[2..]);
+    assert_eq!(loaded.rejections, [rejection]);
+    assert_eq!(
+        store.find_outcome(&d, &c, 4).await.unwrap(),
+        Some(Outcome::Rejected { code: ErrorCode::InvalidOp, message: "retain past the end".into() })
+    );
+    let claim = store.claim_partition(0).await.unwrap();
+    assert_eq!(claim.epoch, epoch + 1, "epochs continue after a restart");
+    assert_eq!(claim.next_offset, Some(17));
+}
+
+#[tokio::test]
+async fn two_stores_on_one_folder_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path(), FAST).unwrap();
+    let second = SqliteStore::open(dir.path(), FAST).unwrap();
+    let (d, c) = (doc("shared"), client("c1"));
+
+    let epoch = first.claim_partition(3).await.unwrap().epoch;
+    let batch = CommitBatch {
+        partition: 3,
+        epoch,
+        next_offset: None,
+        events: events(&d, &c, 1..=2),
+        rejections: vec![],
+    };
+    first.commit(&batch).await.unwrap();
+    assert_eq!(second.latest_version(&d).await.unwrap(), 2);
+    assert_eq!(second.read_events(&d, 0, 10, 10).await.unwrap(), batch.events);
+
+    // The second store claims the partition: the first is fenced although it holds its own
+    // connection to the file.
+    let newer = second.claim_partition(3).await.unwrap().epoch;
+    let next = CommitBatch { events: events(&d, &c, 3..=3), ..batch.clone() };
+    assert!(matches!(first.commit(&next).await, Err(StoreError::Fenced { current, .. }) if current == newer));
+
+    // A plain SQLite connection (another process, a backup tool) reads the same rows.
+    let raw = rusqlite::Connection::open(first.path()).unwrap();
+    let count: i64 =
+        raw.query_row("SELECT COUNT(*) FROM events WHERE doc = 'shared'", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_readers_do_not_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), FAST).unwrap());
+    const WRITERS: u32 = 6;
+    const BATCHES: u64 = 40;
+    const PER_BATCH: u64 = 5;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for partition in 0..WRITERS {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let epoch = store.claim_partition(partition).await.unwrap().epoch;
+            let (a, b, c) = (doc(&format!("p{partition}/a")), doc(&format!("p{partition}/b")), client("w"));
+            for i in 0..BATCHES {
+                let versions = i * PER_BATCH + 1..=(i + 1) * PER_BATCH;
+                let mut batch_events = events(&a, &c, versions.clone());
+                batch_events.extend(events(&b, &c, versions));
+                let batch = CommitBatch {
+                    partition,
+                    epoch,
+                    next_offset: Some(i as i64 + 1),
+                    events: batch_events,
+                    rejections: vec![],
+                };
+                store.commit(&batch).await.unwrap();
+            }
+        });
+    }
+    for reader in 0..4u32 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let d = doc(&format!("p{}/a", reader % WRITERS));
+            let mut seen = 0;
+            while seen < BATCHES * PER_BATCH {
+                let latest = store.latest_version(&d).await.unwrap();
+                assert!(latest >= seen, "versions went back from {seen} to {latest}");
+                let read = store.read_events(&d, 0, latest, usize::MAX).await.unwrap();
+                assert_eq!(read.len() as u64, latest, "a reader saw a gap or a partial batch");
+                let loaded = store.load_document(&d).await.unwrap();
+                assert!(loaded.events.len() as u64 >= latest);
+                assert_eq!(loaded.events.len() as u64 % PER_BATCH, 0, "a reader saw a partial batch");
+                seen = latest;
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    // A failed writer would leave readers waiting for versions that never come: bound the wait.
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap();
+        }
+    })
+    .await
+    .expect("writers and readers finish");
+    for partition in 0..WRITERS {
+        let d = doc(&format!("p{partition}/b"));
+        assert_eq!(store.latest_version(&d).await.unwrap(), BATCHES * PER_BATCH);
+        assert_eq!(store.claim_partition(partition).await.unwrap().next_offset, Some(BATCHES as i64));
+    }
+}
+
+#[tokio::test]
+async fn damaged_rows_are_reported_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), FAST).unwrap();
+    let (d, c) = (doc("damaged"), client("c1"));
+    let epoch = store.claim_partition(0).await.unwrap().epoch;
+    let batch = CommitBatch {
+        partition: 0,
+        epoch,
+        next_offset: None,
+        events: events(&d, &c, 1..=2),
+        rejections: vec![],
+    };
+    store.commit(&batch).await.unwrap();
+    let rejection = Rejection {
+        doc: d.clone(),
+        client: c.clone(),
+        seq: 9,
+        code: ErrorCode::Forbidden,
+        message: "read only".into(),
+        at_version: 2,
+    };
+    store.commit(&CommitBatch { events: vec![], rejections: vec![rejection], ..batch }).await.unwrap();
+
+    let raw = rusqlite::Connection::open(store.path()).unwrap();
+    raw.execute("UPDATE events SET op = '[\"unterminated' WHERE doc = 'damaged' AND version = 2", [])
+        .unwrap();
+    raw.execute("UPDATE rejections SET code = 'no_such_code' WHERE doc = 'damaged'", []).unwrap();
+    raw.execute(
+        "INSERT INTO snapshots (doc, version, text, clients) VALUES ('damaged-snapshot', 1, 'x', '{not json')",
+        [],
+    )
+    .unwrap();
+
+    assert!(
+        matches!(store.read_events(&d, 0, 10, 10).await, Err(StoreError::Corrupt(m)) if m.contains("damaged"))
+    );
+    assert_eq!(store.read_events(&d, 0, 1, 10).await.unwrap().len(), 1, "undamaged rows still read");
+    assert!(
+        matches!(store.find_outcome(&d, &c, 9).await, Err(StoreError::Corrupt(m)) if m.contains("no_such_code"))
+    );
+    assert!(matches!(store.load_document(&doc("damaged-snapshot")).await, Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path(), FAST).unwrap());
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let version: i64 = raw.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert!(version >= 1, "migrations set the schema version");
+    raw.pragma_update(None, "user_version", version + 1).unwrap();
+    drop(raw);
+    // Reopening an up-to-date file is fine; a newer one is not misread.
+    let err = SqliteStore::open(dir.path(), FAST).unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("newer")), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DATABASE_FILE), vec![0x5a; 8192]).unwrap();
+    assert!(SqliteStore::open(dir.path(), FAST).is_err());
+}
