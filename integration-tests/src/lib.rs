@@ -1,1 +1,278 @@
-//! (being written)
+//! Harness for tests that run real Tandem processes on real sockets.
+//!
+//! [`Standalone`] starts the `tandem-standalone` binary on a free port with its own data folder, can
+//! SIGKILL and restart it on the same port and data, and always kills it when dropped, also when a
+//! test fails. [`RawConn`] speaks the protocol frame by frame, for tests of exact wire behaviour.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for one expected frame before failing.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `tandem-standalone` binary: `TANDEM_BIN`, or the one cargo built next to this test.
+pub fn standalone_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("TANDEM_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> → target/<profile>/tandem-standalone
+    let bin = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    let bin = bin.join("tandem-standalone");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p tandem-standalone` first (make test does)", bin.display());
+    bin
+}
+
+/// Builds a [`Standalone`].
+#[derive(Debug, Default)]
+pub struct StandaloneBuilder {
+    args: Vec<String>,
+}
+
+impl StandaloneBuilder {
+    /// Adds a command-line flag, e.g. `.arg("--max-op-chars").arg("10")`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn start(self) -> Standalone {
+        let data = tempfile::tempdir().expect("a temporary data folder");
+        let mut server = Standalone { child: None, data, args: self.args, address: None };
+        server.spawn();
+        server
+    }
+}
+
+/// A running single-process Tandem.
+pub struct Standalone {
+    child: Option<Child>,
+    data: tempfile::TempDir,
+    args: Vec<String>,
+    /// `127.0.0.1:PORT`, fixed at the first start so restarts keep it and clients reconnect.
+    address: Option<String>,
+}
+
+impl Standalone {
+    pub fn builder() -> StandaloneBuilder {
+        StandaloneBuilder::default()
+    }
+
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// `ws://127.0.0.1:PORT/v1/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.address.as_deref().expect("started"))
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.address.as_deref().expect("started"))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// SIGKILL: no shutdown code runs, exactly like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        for _ in 0..150 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts again on the same port and data folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let listen = self.address.clone().unwrap_or_else(|| "127.0.0.1:0".to_owned());
+        let mut last_error = String::new();
+        // A restart may find the port briefly unavailable; try a few times.
+        for _ in 0..50 {
+            let mut child = Command::new(standalone_binary())
+                .arg("--listen")
+                .arg(&listen)
+                .arg("--data-dir")
+                .arg(self.data.path().join("store"))
+                .args(&self.args)
+                .env("TANDEM_LOG", std::env::var("TANDEM_LOG").unwrap_or_else(|_| "warn".into()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("tandem-standalone starts");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                // Keep draining stdout so the server never blocks on a full pipe.
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
+                    }
+                }
+            });
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(address) => {
+                    self.address = Some(address);
+                    self.child = Some(child);
+                    return;
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = format!("tandem-standalone did not start (exit status {status:?})");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        panic!("{last_error}");
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket speaking the protocol frame by frame.
+pub struct RawConn {
+    ws: Socket,
+    /// The close code the server sent, once it closed.
+    close_code: Option<u16>,
+}
+
+impl RawConn {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket upgrade");
+        Self { ws, close_code: None }
+    }
+
+    /// Connects and completes the handshake as `client`.
+    pub async fn hello(url: &str, client: &str) -> Self {
+        let mut conn = Self::connect(url).await;
+        conn.send(json!({"type": "hello", "protocol": 1, "client": client})).await;
+        let welcome = conn.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        conn
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_frame(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next JSON frame; fails the test on a close or after [`FRAME_TIMEOUT`].
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame within the timeout")
+                .expect("the connection is open")
+                .expect("a readable frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Close(frame) => panic!("connection closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next JSON frame, or `None` once the connection has ended (see [`RawConn::close_code`]).
+    pub async fn recv_any(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+                Some(Ok(Message::Close(frame))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The close code the server sent, if it has closed the connection.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
+    /// The next frame of the given type, skipping none: fails if another type comes first.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], kind, "expected {kind}, got {message}");
+        message
+    }
+
+    /// The next `error`, asserting its code.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let message = self.expect("error").await;
+        assert_eq!(message["code"], code, "{message}");
+        message
+    }
+
+    /// Reads until the server closes; returns the close frame.
+    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await.expect("close within the timeout") {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Ping → pong: proves the connection still works.
+    pub async fn assert_alive(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        self.expect("pong").await;
+    }
+
+    /// Asserts that no frame arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("expected no frame, got {message:?}");
+        }
+    }
+}

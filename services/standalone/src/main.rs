@@ -44,6 +44,18 @@ struct Config {
     /// Largest WebSocket message, in bytes.
     #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
     max_frame_bytes: usize,
+    /// Frames queued for one client before it is disconnected as `overloaded`.
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = 4096)]
+    outbound_queue: usize,
+    /// Documents one connection may have open at once.
+    #[arg(long, env = "TANDEM_MAX_OPEN_DOCUMENTS", default_value_t = 100)]
+    max_open_documents: usize,
+    /// Seconds from connecting to the `hello` frame.
+    #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds a connection may stay silent before it is closed.
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", default_value_t = 120)]
+    idle_timeout: u64,
     /// fsync every commit (survives power loss); without it a commit survives a process crash only.
     #[arg(long, env = "TANDEM_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
@@ -113,7 +125,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    let gateway_config = GatewayConfig { max_frame_bytes: config.max_frame_bytes, ..GatewayConfig::default() };
+    let gateway_config = GatewayConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        outbound_queue: config.outbound_queue,
+        max_open_documents: config.max_open_documents,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout),
+        idle_timeout: Duration::from_secs(config.idle_timeout),
+        ..GatewayConfig::default()
+    };
     let deps = GatewayDeps { submitter: Arc::new(submitter), events: Arc::new(subscriber), store };
     let gateway = tasks.spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
     tasks.close();
