@@ -25,4 +25,7 @@ pub enum OtError {
     /// Two operations cannot be transformed against each other: they have different bases.
     #[error("cannot transform: the operations apply to texts of {a_base} and {b_base} characters")]
     TransformLengthMismatch { a_base: usize, b_base: usize },
+    /// An edit given as position, deleted count and inserted text reaches past the end of the text.
+    #[error("cannot edit {delete} characters at position {pos} of a text of {doc_len} characters")]
+    PatchOutOfRange { pos: usize, delete: usize, doc_len: usize },
 }
