@@ -38,7 +38,7 @@ unit-tests:
 js-tests:
 	$(CARGO) build --locked -p tandem-standalone
 	cd libs/client-js && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone \
-		node --experimental-websocket --test test/
+		node --experimental-websocket --test test/*.test.mjs
 
 ## Criterion benchmarks (trace replay through libs/ot).
 bench:
