@@ -17,6 +17,19 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The seed of a randomized test: `TANDEM_SEED` to replay one, else a random one. Printed either way.
+pub fn seed() -> u64 {
+    let seed = match std::env::var("TANDEM_SEED") {
+        Ok(s) => s.parse().expect("TANDEM_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    eprintln!("seed {seed} (replay with TANDEM_SEED={seed})");
+    seed
+}
+
 /// How long a test waits for one expected frame before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 

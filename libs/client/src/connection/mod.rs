@@ -1,0 +1,496 @@
+//! The async client over a real WebSocket.
+//!
+//! One background task per [`Client`] owns the socket: it reads frames, feeds them to the documents'
+//! [`DocumentClient`]s, writes what they want sent, and reconnects. The state the handles read (the
+//! documents, errors, stats) sits in one `std::sync::Mutex` that is never held across an `.await`, so
+//! [`DocHandle::edit`] and [`DocHandle::text`] are synchronous and a local edit shows at once, as in an
+//! editor. Edits wake the task through a [`Notify`] and a set of documents with something to send, whose
+//! size is bounded by the number of open documents; requests (open, close, drop) go through a bounded
+//! channel. Nothing grows without bound: the error log is capped too.
+//!
+//! Delivery guarantees are checked, not assumed: every `op`/`ack` must carry exactly the next version.
+//! A violation (or any op that does not fit) is recorded in [`Client::errors`] with
+//! [`ErrorSource::Client`] and the document is reloaded from a fresh snapshot; the client does not panic,
+//! because a panic in the background task would only turn into a silent hang in the test that uses it.
+
+mod socket;
+mod task;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use tandem_ot::{Operation, OtError};
+use tandem_protocol::{ClientId, DocId, ErrorCode};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::{ClientError, DocumentClient};
+
+/// How many error records a client keeps; later ones are only counted ([`Stats::errors_dropped`]).
+pub const MAX_ERROR_RECORDS: usize = 1000;
+
+/// How to connect. `Default` gives a random client id, no token, reconnect on, and timeouts suited to
+/// tests on one machine.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The `client` of `hello`: identifies this editing session across reconnects, so the server can
+    /// recognise resubmissions. `None` draws 16 random alphanumerics.
+    pub client_id: Option<ClientId>,
+    /// Sent as `Authorization: Bearer <token>` on the upgrade request.
+    pub token: Option<String>,
+    /// Reconnect (with `since` and resubmission) when the socket drops. Off: a lost connection closes
+    /// the client for good and every call fails with [`ClientError::Closed`].
+    pub reconnect: bool,
+    /// Limit for connecting plus the handshake, per attempt.
+    pub connect_timeout: Duration,
+    /// Limit for [`Client::open`] to get its snapshot.
+    pub request_timeout: Duration,
+    /// First reconnect delay; it doubles per failed attempt up to `reconnect_max_delay`, and each delay
+    /// is drawn at random between half and all of it, so thousands of clients do not return in step.
+    pub reconnect_min_delay: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max_delay: Duration,
+    /// Capacity of the request channel to the background task; senders wait when it is full.
+    pub command_capacity: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            token: None,
+            reconnect: true,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            reconnect_min_delay: Duration::from_millis(50),
+            reconnect_max_delay: Duration::from_secs(5),
+            command_capacity: 64,
+        }
+    }
+}
+
+/// Who found an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// An `error` message from the server.
+    Server,
+    /// The client found the server breaking the protocol (a version out of order, an ack for the wrong
+    /// op, an op that does not fit, an unreadable frame). Such records carry [`ErrorCode::Internal`].
+    Client,
+}
+
+/// One recorded error, so that tests can assert on what went wrong (or that nothing did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRecord {
+    /// Who found it.
+    pub source: ErrorSource,
+    /// The protocol code (`internal` for what the client found).
+    pub code: ErrorCode,
+    /// The server's message, or the client's description.
+    pub message: String,
+    /// The document it is about, if any.
+    pub doc: Option<DocId>,
+    /// The `seq` of the op it is about, if any.
+    pub seq: Option<u64>,
+}
+
+/// Counters for tests and the load generator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Successful reconnects (not counting the first connection).
+    pub reconnects: u64,
+    /// `op` messages written, resubmissions included.
+    pub ops_sent: u64,
+    /// Ops sent again with a `seq` already sent: after a reconnect or a `rate_limited`/`unavailable`.
+    pub resubmissions: u64,
+    /// `ack`s taken.
+    pub acks: u64,
+    /// Other clients' `op`s taken.
+    pub remote_ops: u64,
+    /// Documents reloaded from a snapshot after a rejected op or a protocol violation.
+    pub resyncs: u64,
+    /// Error records not kept because [`MAX_ERROR_RECORDS`] were already kept.
+    pub errors_dropped: u64,
+}
+
+/// Where a document stands on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Subscribed and caught up: ops are sent as soon as they exist.
+    Open,
+    /// Reopened with `since` after a reconnect (or waiting to be): versions are taken, nothing is sent
+    /// until `opened`.
+    CatchingUp,
+    /// Reopened without `since` after a rejected op: everything is ignored until the snapshot.
+    Resyncing,
+    /// Closed by the application or the server refused access; kept for its next `seq`, which must
+    /// continue if the document is opened again by this client id.
+    Closed,
+}
+
+struct DocEntry {
+    doc: DocumentClient,
+    phase: Phase,
+    /// The op in flight has not been written on the current connection.
+    unsent: bool,
+    /// Highest `seq` ever written, to count resubmissions.
+    last_sent_seq: u64,
+}
+
+/// What the handles and the task share.
+struct State {
+    docs: HashMap<DocId, DocEntry>,
+    /// Documents whose op in flight is to be written (`unsent`); a set, so bounded by the documents.
+    outbox: HashSet<DocId>,
+    errors: Vec<ErrorRecord>,
+    stats: Stats,
+    connected: bool,
+    /// Why the client ended, once it has.
+    closed: Option<String>,
+}
+
+impl State {
+    fn record(&mut self, record: ErrorRecord) {
+        if self.errors.len() < MAX_ERROR_RECORDS {
+            self.errors.push(record);
+        } else {
+            self.stats.errors_dropped += 1;
+        }
+    }
+
+    /// Marks the op in flight of `doc` as to be written.
+    fn mark_unsent(&mut self, doc: &DocId) {
+        if let Some(entry) = self.docs.get_mut(doc) {
+            entry.unsent = true;
+            self.outbox.insert(doc.clone());
+        }
+    }
+}
+
+struct Shared {
+    client_id: ClientId,
+    state: Mutex<State>,
+    /// Bumped on every change a waiter may care about (version, sync, connection, close).
+    changed: watch::Sender<()>,
+    /// Wakes the task when the outbox got something.
+    outbox_ready: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going rather than cascade.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify_changed(&self) {
+        self.changed.send_replace(());
+    }
+
+    /// Waits until `check` returns `Some`, re-checking after every change, up to `timeout`.
+    async fn wait<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&State) -> Option<Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Subscribe before checking, so a change between the check and the wait is not missed.
+            let mut rx = self.changed.subscribe();
+            if let Some(result) = check(&self.lock()) {
+                return result;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                // The sender lives in `Shared`, so this cannot happen; treat it as the end anyway.
+                Ok(Err(_)) => return Err(ClientError::Closed("the client state is gone".into())),
+                Err(_) => return Err(ClientError::Timeout(timeout)),
+            }
+        }
+    }
+}
+
+/// Requests from handles to the background task.
+enum Command {
+    Open {
+        doc: DocId,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Close {
+        doc: DocId,
+    },
+    /// Answered once the socket is dropped.
+    DropConnection {
+        done: oneshot::Sender<()>,
+    },
+    Shutdown,
+}
+
+/// A connection to the gateway, shared by any number of documents. Cheap to clone: clones talk to the
+/// same background task. The task ends when [`Client::shutdown`] is called, when the connection is lost
+/// for good, or when every `Client` and [`DocHandle`] is dropped.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    options: Arc<ClientOptions>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("client_id", &self.shared.client_id).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `url` (`ws://HOST:PORT/v1/ws`) and completes the handshake. Errors of this first
+    /// connection are returned as they are (no retry), so a test with a wrong address fails fast.
+    pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        if options.command_capacity == 0 {
+            return Err(ClientError::InvalidConfig("command_capacity must be at least 1".into()));
+        }
+        let client_id = match &options.client_id {
+            Some(id) => id.clone(),
+            None => random_client_id(),
+        };
+        let ws = socket::connect(url, options.token.as_deref(), &client_id, options.connect_timeout).await?;
+        let shared = Arc::new(Shared {
+            client_id,
+            state: Mutex::new(State {
+                docs: HashMap::new(),
+                outbox: HashSet::new(),
+                errors: Vec::new(),
+                stats: Stats::default(),
+                connected: true,
+                closed: None,
+            }),
+            changed: watch::channel(()).0,
+            outbox_ready: Notify::new(),
+        });
+        let (commands, rx) = mpsc::channel(options.command_capacity);
+        let options = Arc::new(options);
+        task::spawn(url.to_owned(), Arc::clone(&options), Arc::clone(&shared), rx, ws);
+        Ok(Client { shared, commands, options })
+    }
+
+    /// The client id sent in `hello`; the server tags this client's ops with it.
+    pub fn client_id(&self) -> &ClientId {
+        &self.shared.client_id
+    }
+
+    /// Subscribes to `doc` and resolves once its snapshot arrived. Opening a document again after
+    /// [`DocHandle::close`] continues its `seq`, as the server expects from the same client id.
+    pub async fn open(&self, doc: &DocId) -> Result<DocHandle, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Open { doc: doc.clone(), reply }).await?;
+        let timeout = self.options.request_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Err(_) => return Err(ClientError::Timeout(timeout)),
+        }
+        Ok(DocHandle { shared: Arc::clone(&self.shared), commands: self.commands.clone(), doc: doc.clone() })
+    }
+
+    /// Everything that went wrong so far: `error` messages from the server and protocol violations the
+    /// client found. A healthy run has none.
+    pub fn errors(&self) -> Vec<ErrorRecord> {
+        self.shared.lock().errors.clone()
+    }
+
+    /// Counters: reconnects, ops sent, acks, remote ops, resyncs.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// True while the socket is up and the handshake done.
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().connected
+    }
+
+    /// Waits until the socket is up again (after [`Client::drop_connection`], say).
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.shared
+            .wait(timeout, |state| match (&state.closed, state.connected) {
+                (Some(reason), _) => Some(Err(ClientError::Closed(reason.clone()))),
+                (None, true) => Some(Ok(())),
+                (None, false) => None,
+            })
+            .await
+    }
+
+    /// Test hook: closes the socket abruptly, without a close frame, as a network failure would. The
+    /// client then reconnects (if `reconnect` is on) or closes. Resolves once the socket is dropped, so
+    /// [`Client::is_connected`] is false right after (until the reconnect).
+    pub async fn drop_connection(&self) -> Result<(), ClientError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::DropConnection { done }).await?;
+        rx.await.map_err(|_| self.closed_error())
+    }
+
+    /// Closes the connection politely and ends the client; later calls fail with
+    /// [`ClientError::Closed`]. Resolves once the task has finished.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.send(Command::Shutdown).await?;
+        let _ = self
+            .shared
+            .wait(self.options.request_timeout, |state| state.closed.as_ref().map(|_| Ok(())))
+            .await;
+        Ok(())
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ClientError> {
+        self.commands.send(command).await.map_err(|_| self.closed_error())
+    }
+
+    fn closed_error(&self) -> ClientError {
+        closed_error(&self.shared)
+    }
+}
+
+fn closed_error(shared: &Shared) -> ClientError {
+    let reason = shared.lock().closed.clone();
+    ClientError::Closed(reason.unwrap_or_else(|| "the client task ended".into()))
+}
+
+/// One open document of a [`Client`]. Cheap to clone. Reads and edits are synchronous and local;
+/// the background task sends and receives.
+#[derive(Clone)]
+pub struct DocHandle {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    doc: DocId,
+}
+
+impl std::fmt::Debug for DocHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocHandle").field("doc", &self.doc).finish_non_exhaustive()
+    }
+}
+
+impl DocHandle {
+    /// The document id.
+    pub fn doc(&self) -> &DocId {
+        &self.doc
+    }
+
+    /// The local text: the last server version plus this client's unacknowledged edits. After close,
+    /// the last text seen.
+    pub fn text(&self) -> String {
+        self.read(|d| d.text())
+    }
+
+    /// The last server version this client has.
+    pub fn version(&self) -> u64 {
+        self.read(|d| d.version())
+    }
+
+    /// Length of the local text in characters: the base length an edit must have.
+    pub fn len_chars(&self) -> usize {
+        self.read(|d| d.len_chars())
+    }
+
+    /// True when every own edit is acknowledged and the document is not being reloaded.
+    pub fn is_synced(&self) -> bool {
+        let state = self.shared.lock();
+        state.docs.get(&self.doc).is_some_and(|e| e.phase != Phase::Resyncing && e.doc.is_synced())
+    }
+
+    /// Applies an edit to the local text at once; the task sends it (or composes it into the buffer if
+    /// an op is in flight). Refused if it does not fit the current text (see [`DocHandle::len_chars`]),
+    /// if the document is closed, or while it is reloaded after a rejected op.
+    pub fn edit(&self, op: Operation) -> Result<(), ClientError> {
+        self.edit_with(|_| Ok(op))
+    }
+
+    /// Inserts `text` at character `pos`.
+    pub fn insert(&self, pos: usize, text: &str) -> Result<(), ClientError> {
+        self.edit_with(|len| Operation::from_patch(len, pos, 0, text))
+    }
+
+    /// Deletes `n` characters from character `pos`.
+    pub fn delete(&self, pos: usize, n: usize) -> Result<(), ClientError> {
+        self.edit_with(|len| Operation::from_patch(len, pos, n, ""))
+    }
+
+    /// Builds the op from the current length and applies it under one lock, so that a remote op taken
+    /// in between cannot make a position-based edit miss.
+    fn edit_with(&self, build: impl FnOnce(usize) -> Result<Operation, OtError>) -> Result<(), ClientError> {
+        let mut state = self.shared.lock();
+        if let Some(reason) = &state.closed {
+            return Err(ClientError::Closed(reason.clone()));
+        }
+        let Some(entry) = state.docs.get_mut(&self.doc) else {
+            return Err(ClientError::NotOpen(self.doc.clone()));
+        };
+        match entry.phase {
+            Phase::Closed => return Err(ClientError::NotOpen(self.doc.clone())),
+            Phase::Resyncing => return Err(ClientError::Resyncing(self.doc.clone())),
+            Phase::Open | Phase::CatchingUp => {}
+        }
+        let op = build(entry.doc.len_chars())?;
+        if entry.doc.local_edit(op)?.is_some() {
+            state.mark_unsent(&self.doc);
+            drop(state);
+            self.shared.outbox_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits until every own edit is acknowledged ([`DocHandle::is_synced`]).
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.wait(timeout, |e| e.phase != Phase::Resyncing && e.doc.is_synced()).await
+    }
+
+    /// Waits until the document has reached `version` (by others' ops or own acks).
+    pub async fn wait_version(&self, version: u64, timeout: Duration) -> Result<(), ClientError> {
+        self.wait(timeout, |e| e.phase != Phase::Resyncing && e.doc.version() >= version).await
+    }
+
+    /// Unsubscribes. Unacknowledged edits may still be committed by the server, but their acks are not
+    /// taken any more.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Close { doc: self.doc.clone() })
+            .await
+            .map_err(|_| closed_error(&self.shared))
+    }
+
+    fn read<T: Default>(&self, f: impl FnOnce(&DocumentClient) -> T) -> T {
+        // A handle exists only after its entry was created, and entries are never removed.
+        self.shared.lock().docs.get(&self.doc).map(|e| f(&e.doc)).unwrap_or_default()
+    }
+
+    async fn wait(&self, timeout: Duration, done: impl Fn(&DocEntry) -> bool) -> Result<(), ClientError> {
+        self.shared
+            .wait(timeout, |state| {
+                if let Some(reason) = &state.closed {
+                    return Some(Err(ClientError::Closed(reason.clone())));
+                }
+                match state.docs.get(&self.doc) {
+                    None => Some(Err(ClientError::NotOpen(self.doc.clone()))),
+                    Some(e) if e.phase == Phase::Closed => Some(Err(ClientError::NotOpen(self.doc.clone()))),
+                    Some(e) => done(e).then_some(Ok(())),
+                }
+            })
+            .await
+    }
+}
+
+/// 16 random alphanumerics: unique enough for one editing session.
+fn random_client_id() -> ClientId {
+    let id: String = rand::thread_rng().sample_iter(&Alphanumeric).take(16).map(char::from).collect();
+    ClientId::parse(&id).expect("alphanumerics form a valid client id")
+}
+
+/// The delay before reconnect attempt `attempt` (0-based): exponential, capped, with jitter.
+fn backoff(options: &ClientOptions, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+    let full = options.reconnect_min_delay.saturating_mul(factor).min(options.reconnect_max_delay);
+    full.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+#[cfg(test)]
+mod tests;

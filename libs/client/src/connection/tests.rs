@@ -1,0 +1,473 @@
+//! The connection against a small in-test server that follows PROTOCOL.md for one process: handshake,
+//! snapshot and catch-up with `since`, transform and broadcast, strict `seq` checking, and switches to
+//! lose ops or acks and to reject an op, so that reconnect, resubmission and reload are exercised.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tandem_ot::Operation;
+use tandem_protocol::ws::{ClientMessage, ServerMessage};
+use tandem_protocol::{ClientId, DocId, ErrorCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct FakeDoc {
+    text: String,
+    /// Version `i + 1`: author, seq, op.
+    history: Vec<(ClientId, u64, Operation)>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    docs: HashMap<DocId, FakeDoc>,
+    /// Live connections: client id, subscribed documents, outgoing frames.
+    conns: HashMap<u64, (ClientId, Vec<DocId>, mpsc::UnboundedSender<String>)>,
+    next_conn: u64,
+    /// Last seq used per client and document, and the seqs that were rejected.
+    last_seq: HashMap<(ClientId, DocId), u64>,
+    rejected: Vec<(ClientId, DocId, u64)>,
+}
+
+#[derive(Default)]
+struct Fake {
+    state: Mutex<FakeState>,
+    token: Option<String>,
+    /// Incoming ops vanish, as if lost on the network.
+    lose_ops: AtomicBool,
+    /// Ops are committed but their ack is not sent.
+    lose_acks: AtomicBool,
+    /// The next op is refused with `invalid_op`.
+    reject_next: AtomicBool,
+}
+
+impl Fake {
+    async fn start(token: Option<&str>) -> (Arc<Fake>, String) {
+        let fake = Arc::new(Fake { token: token.map(str::to_owned), ..Fake::default() });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr: SocketAddr = listener.local_addr().expect("bound address");
+        let server = Arc::clone(&fake);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(Arc::clone(&server).serve(stream));
+            }
+        });
+        (fake, format!("ws://{addr}/v1/ws"))
+    }
+
+    fn text(&self, doc: &DocId) -> String {
+        self.state.lock().unwrap().docs.get(doc).map(|d| d.text.clone()).unwrap_or_default()
+    }
+
+    fn version(&self, doc: &DocId) -> u64 {
+        self.state.lock().unwrap().docs.get(doc).map_or(0, |d| d.history.len() as u64)
+    }
+
+    // The callback type is tungstenite's; its error is an HTTP response.
+    #[allow(clippy::result_large_err)]
+    async fn serve(self: Arc<Self>, stream: TcpStream) {
+        let token = self.token.clone();
+        let check = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            let given = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+            match &token {
+                Some(t) if given != Some(format!("Bearer {t}").as_str()) => {
+                    let mut refusal = ErrorResponse::new(Some("no valid token".into()));
+                    *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+                    Err(refusal)
+                }
+                _ => Ok(response),
+            }
+        };
+        let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else { return };
+        let (mut sink, mut frames) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if sink.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let client = match frames.next().await {
+            Some(Ok(Message::Text(t))) => match ClientMessage::parse(t.as_str()) {
+                Ok(ClientMessage::Hello { client, .. }) => client,
+                _ => return,
+            },
+            _ => return,
+        };
+        let welcome = ServerMessage::Welcome { protocol: 1, client: client.clone(), user: "tester".into() };
+        let _ = tx.send(welcome.to_json());
+        let conn = {
+            let mut state = self.state.lock().unwrap();
+            state.next_conn += 1;
+            let id = state.next_conn;
+            state.conns.insert(id, (client.clone(), Vec::new(), tx));
+            id
+        };
+        while let Some(Ok(frame)) = frames.next().await {
+            if let Message::Text(t) = frame {
+                if let Ok(message) = ClientMessage::parse(t.as_str()) {
+                    self.handle(conn, &client, message);
+                }
+            }
+        }
+        self.state.lock().unwrap().conns.remove(&conn);
+        writer.abort();
+    }
+
+    fn handle(&self, conn: u64, client: &ClientId, message: ClientMessage) {
+        let mut guard = self.state.lock().unwrap();
+        let state = &mut *guard;
+        let send = |state: &FakeState, to: u64, m: ServerMessage| {
+            if let Some((_, _, tx)) = state.conns.get(&to) {
+                let _ = tx.send(m.to_json());
+            }
+        };
+        match message {
+            ClientMessage::Hello { .. } => {}
+            ClientMessage::Ping => send(state, conn, ServerMessage::Pong),
+            ClientMessage::Close { doc } => {
+                if let Some((_, docs, _)) = state.conns.get_mut(&conn) {
+                    docs.retain(|d| *d != doc);
+                }
+            }
+            ClientMessage::Open { doc, since } => {
+                if let Some((_, docs, _)) = state.conns.get_mut(&conn) {
+                    docs.push(doc.clone());
+                }
+                let d = state.docs.entry(doc.clone()).or_default();
+                let version = d.history.len() as u64;
+                let mut replies = Vec::new();
+                match since {
+                    None => replies.push(ServerMessage::Snapshot {
+                        doc: doc.clone(),
+                        version,
+                        text: d.text.clone(),
+                    }),
+                    Some(since) => {
+                        for (i, (author, seq, op)) in d.history.iter().enumerate().skip(since as usize) {
+                            let v = i as u64 + 1;
+                            replies.push(if author == client {
+                                ServerMessage::Ack { doc: doc.clone(), seq: *seq, version: v }
+                            } else {
+                                ServerMessage::Op {
+                                    doc: doc.clone(),
+                                    version: v,
+                                    client: author.clone(),
+                                    op: op.clone(),
+                                }
+                            });
+                        }
+                        replies.push(ServerMessage::Opened { doc: doc.clone(), version });
+                    }
+                }
+                for m in replies {
+                    send(state, conn, m);
+                }
+            }
+            ClientMessage::Op { doc, seq, base, op } => {
+                if self.lose_ops.load(Ordering::SeqCst) {
+                    return;
+                }
+                let invalid = |message: &str| ServerMessage::Error {
+                    code: ErrorCode::InvalidOp,
+                    message: message.into(),
+                    doc: Some(doc.clone()),
+                    seq: Some(seq),
+                };
+                let key = (client.clone(), doc.clone());
+                let last = state.last_seq.get(&key).copied().unwrap_or(0);
+                if seq <= last {
+                    if state.rejected.contains(&(client.clone(), doc.clone(), seq)) {
+                        send(state, conn, invalid("rejected before"));
+                    }
+                    return; // a committed resubmission whose version this test server always delivered
+                }
+                state.last_seq.insert(key, seq);
+                let reject = |state: &mut FakeState, why: &str| {
+                    state.rejected.push((client.clone(), doc.clone(), seq));
+                    send(state, conn, invalid(why));
+                };
+                if seq != last + 1 {
+                    return reject(state, "seq gap");
+                }
+                if self.reject_next.swap(false, Ordering::SeqCst) {
+                    return reject(state, "rejected by the test");
+                }
+                let d = state.docs.entry(doc.clone()).or_default();
+                let Some(committed) = d.history.get(base as usize..) else {
+                    return reject(state, "base ahead");
+                };
+                let mut op = op;
+                for (_, _, c) in committed {
+                    op = Operation::transform(&op, c).expect("same base").0;
+                }
+                let Ok(text) = op.apply(&d.text) else { return reject(state, "does not fit") };
+                d.text = text;
+                d.history.push((client.clone(), seq, op.clone()));
+                let version = d.history.len() as u64;
+                let lose_acks = self.lose_acks.load(Ordering::SeqCst);
+                for (id, (who, docs, tx)) in &state.conns {
+                    if !docs.contains(&doc) {
+                        continue;
+                    }
+                    let m = if who == client {
+                        if lose_acks && *id == conn {
+                            continue;
+                        }
+                        ServerMessage::Ack { doc: doc.clone(), seq, version }
+                    } else {
+                        ServerMessage::Op {
+                            doc: doc.clone(),
+                            version,
+                            client: client.clone(),
+                            op: op.clone(),
+                        }
+                    };
+                    let _ = tx.send(m.to_json());
+                }
+            }
+        }
+    }
+}
+
+fn doc() -> DocId {
+    DocId::parse("notes/1").unwrap()
+}
+
+fn options() -> ClientOptions {
+    ClientOptions { reconnect_min_delay: Duration::from_millis(5), ..ClientOptions::default() }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn edits_are_acknowledged_and_reach_other_clients() {
+    let (fake, url) = Fake::start(None).await;
+    let a = Client::connect(&url, options()).await.unwrap();
+    let b = Client::connect(&url, options()).await.unwrap();
+    assert_ne!(a.client_id(), b.client_id());
+    let da = a.open(&doc()).await.unwrap();
+    let db = b.open(&doc()).await.unwrap();
+    assert!(matches!(a.open(&doc()).await, Err(ClientError::AlreadyOpen(_))));
+
+    da.insert(0, "hello").unwrap();
+    assert_eq!(da.text(), "hello", "a local edit shows at once");
+    db.wait_version(1, WAIT).await.unwrap();
+    assert_eq!(db.text(), "hello");
+
+    // Concurrent edits, several while one is in flight.
+    for i in 0..20 {
+        da.insert(da.len_chars(), &i.to_string()).unwrap();
+        db.insert(0, "é").unwrap();
+        if i % 5 == 0 {
+            db.delete(1, 1).unwrap();
+        }
+    }
+    da.wait_synced(WAIT).await.unwrap();
+    db.wait_synced(WAIT).await.unwrap();
+    let version = fake.version(&doc());
+    da.wait_version(version, WAIT).await.unwrap();
+    db.wait_version(version, WAIT).await.unwrap();
+    assert_eq!(da.text(), fake.text(&doc()));
+    assert_eq!(db.text(), fake.text(&doc()));
+    assert!(a.errors().is_empty(), "{:?}", a.errors());
+    assert!(b.errors().is_empty(), "{:?}", b.errors());
+    let stats = a.stats();
+    assert_eq!(stats.acks, stats.ops_sent);
+    assert!(stats.remote_ops > 0 && stats.reconnects == 0, "{stats:?}");
+
+    da.edit(Operation::identity(da.len_chars())).unwrap();
+    da.wait_synced(WAIT).await.unwrap();
+    da.close().await.unwrap();
+    eventually("close", || matches!(da.edit(Operation::identity(0)), Err(ClientError::NotOpen(_)))).await;
+    // Reopening continues the seq (the test server refuses gaps).
+    let again = a.open(&doc()).await.unwrap();
+    again.insert(0, "!").unwrap();
+    again.wait_synced(WAIT).await.unwrap();
+    assert!(a.errors().is_empty(), "{:?}", a.errors());
+    a.shutdown().await.unwrap();
+    assert!(matches!(again.insert(0, "x"), Err(ClientError::Closed(_))));
+    assert!(matches!(a.open(&doc()).await, Err(ClientError::Closed(_))));
+}
+
+#[tokio::test]
+async fn an_op_lost_with_the_connection_is_resubmitted_unchanged() {
+    let (fake, url) = Fake::start(None).await;
+    let a = Client::connect(&url, options()).await.unwrap();
+    let b = Client::connect(&url, options()).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    let db = b.open(&doc()).await.unwrap();
+    fake.lose_ops.store(true, Ordering::SeqCst);
+    da.insert(0, "mine").unwrap();
+    eventually("the op to be written", || a.stats().ops_sent == 1).await;
+    fake.lose_ops.store(false, Ordering::SeqCst);
+    db.insert(0, "theirs").unwrap();
+    db.wait_synced(WAIT).await.unwrap();
+    da.insert(4, "+").unwrap(); // buffered behind the lost op
+    a.drop_connection().await.unwrap();
+    da.wait_synced(WAIT).await.unwrap();
+    db.wait_version(3, WAIT).await.unwrap();
+    // The resubmitted op went left of the concurrent insert at the same place, on both sides.
+    assert_eq!(fake.text(&doc()), "mine+theirs");
+    assert_eq!(da.text(), fake.text(&doc()));
+    assert_eq!(db.text(), fake.text(&doc()));
+    let stats = a.stats();
+    assert_eq!(
+        (stats.reconnects, stats.resubmissions, stats.remote_ops, stats.acks),
+        (1, 1, 1, 2),
+        "{stats:?}"
+    );
+    assert!(a.errors().is_empty(), "{:?}", a.errors());
+}
+
+#[tokio::test]
+async fn an_ack_lost_with_the_connection_arrives_in_the_catch_up() {
+    let (fake, url) = Fake::start(None).await;
+    let a = Client::connect(&url, options()).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    fake.lose_acks.store(true, Ordering::SeqCst);
+    da.insert(0, "x").unwrap();
+    eventually("the commit", || fake.version(&doc()) == 1).await;
+    fake.lose_acks.store(false, Ordering::SeqCst);
+    assert!(!da.is_synced());
+    a.drop_connection().await.unwrap();
+    da.wait_synced(WAIT).await.unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    let stats = a.stats();
+    assert_eq!((stats.reconnects, stats.resubmissions, stats.acks), (1, 0, 1), "{stats:?}");
+    assert_eq!((da.version(), da.text().as_str()), (1, "x"));
+    assert!(a.errors().is_empty(), "{:?}", a.errors());
+}
+
+#[tokio::test]
+async fn invalid_op_reloads_the_document_and_seq_continues() {
+    let (fake, url) = Fake::start(None).await;
+    let a = Client::connect(&url, options()).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    fake.reject_next.store(true, Ordering::SeqCst);
+    da.insert(0, "lost").unwrap();
+    eventually("the reload", || a.stats().resyncs == 1).await;
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!(da.text(), "", "the rejected edit is discarded");
+    let errors = a.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].source, errors[0].code, errors[0].seq),
+        (ErrorSource::Server, ErrorCode::InvalidOp, Some(1))
+    );
+    da.insert(0, "kept").unwrap(); // seq 2: a gap would be refused
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!((fake.text(&doc()).as_str(), da.version()), ("kept", 1));
+    assert_eq!(a.errors().len(), 1);
+}
+
+#[tokio::test]
+async fn the_token_goes_in_the_upgrade_request() {
+    let (_fake, url) = Fake::start(Some("s3cret")).await;
+    let refused = Client::connect(&url, options()).await.unwrap_err();
+    assert!(matches!(refused, ClientError::Unauthorized(_)), "{refused}");
+    let id = ClientId::parse("fixed-id").unwrap();
+    let ok = ClientOptions { token: Some("s3cret".into()), client_id: Some(id.clone()), ..options() };
+    let client = Client::connect(&url, ok).await.unwrap();
+    assert_eq!(client.client_id(), &id);
+}
+
+#[tokio::test]
+async fn without_reconnect_a_lost_connection_closes_the_client() {
+    let (_fake, url) = Fake::start(None).await;
+    let a = Client::connect(&url, ClientOptions { reconnect: false, ..options() }).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    a.drop_connection().await.unwrap();
+    assert!(matches!(a.wait_connected(WAIT).await, Err(ClientError::Closed(_))));
+    assert!(matches!(da.insert(0, "x"), Err(ClientError::Closed(_))));
+    assert!(matches!(da.wait_synced(WAIT).await, Err(ClientError::Closed(_))));
+}
+
+#[tokio::test]
+async fn a_bad_address_fails_fast() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1/ws", listener.local_addr().unwrap());
+    drop(listener);
+    assert!(matches!(Client::connect(&url, options()).await, Err(ClientError::WebSocket(_))));
+    assert!(matches!(Client::connect("not a url", options()).await, Err(ClientError::InvalidConfig(_))));
+}
+
+#[test]
+fn backoff_grows_and_stays_capped() {
+    let o = ClientOptions::default();
+    for attempt in [0, 1, 5, 40, u32::MAX] {
+        let d = backoff(&o, attempt);
+        assert!(d <= o.reconnect_max_delay, "{d:?}");
+        assert!(d >= o.reconnect_min_delay / 2, "{d:?}");
+    }
+    assert!(backoff(&o, 30) >= o.reconnect_max_delay / 2);
+}
+
+/// Random edits from three clients with random connection drops; everyone must converge with no error.
+/// The seed fixes the choices (not the thread timing); `TANDEM_SEED` replays them.
+#[tokio::test]
+async fn random_edits_and_drops_converge() {
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    let seed =
+        std::env::var("TANDEM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    eprintln!("connection simulation seed {seed} (replay with TANDEM_SEED={seed})");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (fake, url) = Fake::start(None).await;
+    let mut clients = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let c = Client::connect(&url, options()).await.unwrap();
+        handles.push(c.open(&doc()).await.unwrap());
+        clients.push(c);
+    }
+    for step in 0..300 {
+        let i = rng.gen_range(0..clients.len());
+        let h = &handles[i];
+        match rng.gen_range(0..100) {
+            0..=3 => clients[i].drop_connection().await.unwrap(),
+            4..=9 => tokio::time::sleep(Duration::from_millis(rng.gen_range(0..3))).await,
+            10..=29 => {
+                let len = h.len_chars();
+                if len > 0 {
+                    let pos = rng.gen_range(0..len);
+                    h.delete(pos, rng.gen_range(1..=(len - pos).min(3))).unwrap();
+                }
+            }
+            _ => {
+                let pos = rng.gen_range(0..=h.len_chars());
+                h.insert(pos, ["a", "bc", "é", "😀"][step % 4]).unwrap();
+            }
+        }
+    }
+    for h in &handles {
+        h.wait_synced(WAIT).await.unwrap();
+    }
+    let version = fake.version(&doc());
+    for (c, h) in clients.iter().zip(&handles) {
+        h.wait_version(version, WAIT).await.unwrap();
+        assert_eq!(h.text(), fake.text(&doc()), "seed {seed}");
+        assert!(c.errors().is_empty(), "seed {seed}: {:?}", c.errors());
+    }
+    let total: u64 = clients.iter().map(|c| c.stats().reconnects).sum();
+    assert!(total > 0, "seed {seed}: no reconnect happened");
+}
