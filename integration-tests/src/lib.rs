@@ -42,7 +42,11 @@ pub fn standalone_binary() -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/tandem-standalone
     let bin = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
     let bin = bin.join("tandem-standalone");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p tandem-standalone` first (make test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tandem-standalone` first (make test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -235,7 +239,9 @@ impl RawConn {
     pub async fn recv_any(&mut self) -> Option<Value> {
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+                Some(Ok(Message::Text(text))) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"))
+                }
                 Some(Ok(Message::Close(frame))) => {
                     self.close_code = frame.map(|f| u16::from(f.code));
                     return None;
@@ -268,7 +274,8 @@ impl RawConn {
     /// Reads until the server closes; returns the close frame.
     pub async fn expect_close(&mut self) -> Option<CloseFrame> {
         loop {
-            match tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await.expect("close within the timeout") {
+            match tokio::time::timeout(FRAME_TIMEOUT, self.ws.next()).await.expect("close within the timeout")
+            {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,

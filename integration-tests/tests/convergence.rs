@@ -70,11 +70,21 @@ async fn concurrent_editors_converge_to_the_server_text() {
         fresh.wait_version(version, SETTLE).await.expect("reader reaches the last version");
         for (client, handles) in &clients {
             handles[d].wait_version(version, SETTLE).await.expect("editor reaches the last version");
-            assert_eq!(handles[d].text(), fresh.text(), "seed {seed}: {} diverged on {doc}", client.client_id());
+            assert_eq!(
+                handles[d].text(),
+                fresh.text(),
+                "seed {seed}: {} diverged on {doc}",
+                client.client_id()
+            );
         }
         assert!(version > 0, "seed {seed}: nothing was committed on {doc}");
     }
     for (client, _) in &clients {
-        assert!(client.errors().is_empty(), "seed {seed}: {} recorded {:?}", client.client_id(), client.errors());
+        assert!(
+            client.errors().is_empty(),
+            "seed {seed}: {} recorded {:?}",
+            client.client_id(),
+            client.errors()
+        );
     }
 }

@@ -77,7 +77,8 @@ async fn documents_survive_a_graceful_restart() {
     let mut server = Standalone::start();
     let url = server.ws_url();
     let doc = DocId::parse("kept").unwrap();
-    let client = Client::connect(&url, ClientOptions { reconnect: false, ..Default::default() }).await.unwrap();
+    let client =
+        Client::connect(&url, ClientOptions { reconnect: false, ..Default::default() }).await.unwrap();
     let handle = client.open(&doc).await.unwrap();
     handle.insert(0, "hello").unwrap();
     handle.wait_synced(SETTLE).await.unwrap();

@@ -85,7 +85,10 @@ async fn malformed_messages_get_bad_request_and_the_connection_stays_open() {
         (json!({"type": "op", "doc": "doc", "seq": "1", "base": 0, "op": []}).to_string(), "invalid type"),
         (json!({"type": "op", "doc": "doc", "seq": 1, "base": 0, "op": [1.5]}).to_string(), "field `op`"),
         (json!({"type": "op", "doc": "doc", "seq": 1, "base": 0, "op": [1e300]}).to_string(), "field `op`"),
-        (json!({"type": "op", "doc": "doc", "seq": 1, "base": 0, "op": [u64::MAX]}).to_string(), "out of range"),
+        (
+            json!({"type": "op", "doc": "doc", "seq": 1, "base": 0, "op": [u64::MAX]}).to_string(),
+            "out of range",
+        ),
         (json!({"type": "op", "doc": "other", "seq": 1, "base": 0, "op": ["x"]}).to_string(), "not open"),
         (json!({"type": "open", "doc": "doc"}).to_string(), "already open"),
         (json!({"type": "hello", "protocol": 1, "client": "c"}).to_string(), "already received"),

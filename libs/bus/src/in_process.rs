@@ -33,7 +33,12 @@ pub struct InProcessConfig {
 
 impl Default for InProcessConfig {
     fn default() -> Self {
-        Self { partitions: 1, op_queue: 65_536, record_buffer: 65_536, submit_timeout: Duration::from_secs(2) }
+        Self {
+            partitions: 1,
+            op_queue: 65_536,
+            record_buffer: 65_536,
+            submit_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -108,7 +113,10 @@ impl OpConsumer for InProcessConsumer {
             return Err(BusError::Closed);
         }
         let partition = self.partition;
-        Ok(buffer.into_iter().map(|(offset, submission)| SubmissionRecord { partition, offset, submission }).collect())
+        Ok(buffer
+            .into_iter()
+            .map(|(offset, submission)| SubmissionRecord { partition, offset, submission })
+            .collect())
     }
 }
 
@@ -181,7 +189,10 @@ mod tests {
         }
         let p = partition_of(&DocId::parse("doc-a").unwrap(), 4) as usize;
         let batch = consumers[p].next_batch(10).await.unwrap();
-        assert_eq!(batch.iter().map(|r| (r.offset, r.submission.seq)).collect::<Vec<_>>(), [(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(
+            batch.iter().map(|r| (r.offset, r.submission.seq)).collect::<Vec<_>>(),
+            [(0, 1), (1, 2), (2, 3)]
+        );
     }
 
     #[tokio::test]
@@ -199,13 +210,11 @@ mod tests {
         let config = InProcessConfig { record_buffer: 2, ..Default::default() };
         let (_, _, publisher, subscriber) = in_process(&config);
         let mut stream = subscriber.subscribe();
-        let record = |seq| {
-            SequencedRecord::Reacknowledged {
-                doc: DocId::parse("d").unwrap(),
-                client: ClientId::parse("c").unwrap(),
-                seq,
-                version: seq,
-            }
+        let record = |seq| SequencedRecord::Reacknowledged {
+            doc: DocId::parse("d").unwrap(),
+            client: ClientId::parse("c").unwrap(),
+            seq,
+            version: seq,
         };
         publisher.publish((1..=5).map(record).collect()).await.unwrap();
         assert!(matches!(stream.next().await, Some(Delivery::Lagged(3))));

@@ -53,7 +53,8 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<Clien
     let text = loop {
         match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
-                let message = format!("no hello within {} s of connecting", state.config.handshake_timeout.as_secs());
+                let message =
+                    format!("no hello within {} s of connecting", state.config.handshake_timeout.as_secs());
                 refuse(socket, ProtocolError::bad_request(message), close_code::POLICY).await;
                 return None;
             }
@@ -72,19 +73,26 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<Clien
     };
     match ClientMessage::parse(&text) {
         Ok(ClientMessage::Hello { protocol, client }) if protocol == PROTOCOL_VERSION => {
-            let welcome = ServerMessage::Welcome { protocol, client: client.clone(), user: "anonymous".to_owned() };
+            let welcome =
+                ServerMessage::Welcome { protocol, client: client.clone(), user: "anonymous".to_owned() };
             socket.send(Message::Text(welcome.to_json().into())).await.ok()?;
             Some(client)
         }
         Ok(ClientMessage::Hello { protocol, .. }) => {
-            let message =
-                format!("protocol version {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
-            refuse(socket, ProtocolError::new(ErrorCode::UnsupportedProtocol, message), close_code::PROTOCOL_ERROR)
-                .await;
+            let message = format!(
+                "protocol version {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+            );
+            refuse(
+                socket,
+                ProtocolError::new(ErrorCode::UnsupportedProtocol, message),
+                close_code::PROTOCOL_ERROR,
+            )
+            .await;
             None
         }
         Ok(_) => {
-            refuse(socket, ProtocolError::bad_request("the first message must be hello"), close_code::POLICY).await;
+            refuse(socket, ProtocolError::bad_request("the first message must be hello"), close_code::POLICY)
+                .await;
             None
         }
         Err(e) => {
@@ -195,7 +203,9 @@ impl Session {
             Err(e) => return Some(e.into()),
         };
         match message {
-            ClientMessage::Hello { .. } => Some(ProtocolError::bad_request("hello was already received").into()),
+            ClientMessage::Hello { .. } => {
+                Some(ProtocolError::bad_request("hello was already received").into())
+            }
             ClientMessage::Ping => Some(ServerMessage::Pong),
             ClientMessage::Open { doc, since } => self.open(doc, since).await.err().map(Into::into),
             ClientMessage::Close { doc } => {
@@ -206,7 +216,8 @@ impl Session {
             }
             ClientMessage::Op { doc, seq, base, op } => {
                 if !self.open.contains(&doc) {
-                    let e = ProtocolError::bad_request(format!("document {doc} is not open on this connection"));
+                    let e =
+                        ProtocolError::bad_request(format!("document {doc} is not open on this connection"));
                     return Some(e.with_doc(doc).with_seq(seq).into());
                 }
                 let submission = Submission { doc: doc.clone(), client: self.client.clone(), seq, base, op };
@@ -215,10 +226,19 @@ impl Session {
                     Err(e) => {
                         warn!(doc = %doc, seq, error = %e, "submit failed");
                         let message = match e {
-                            BusError::Unavailable(_) => "the server is busy and cannot take the op now; resend it",
-                            BusError::Closed => "the server is shutting down; resend the op after reconnecting",
+                            BusError::Unavailable(_) => {
+                                "the server is busy and cannot take the op now; resend it"
+                            }
+                            BusError::Closed => {
+                                "the server is shutting down; resend the op after reconnecting"
+                            }
                         };
-                        Some(ProtocolError::new(ErrorCode::Unavailable, message).with_doc(doc).with_seq(seq).into())
+                        Some(
+                            ProtocolError::new(ErrorCode::Unavailable, message)
+                                .with_doc(doc)
+                                .with_seq(seq)
+                                .into(),
+                        )
                     }
                 }
             }
@@ -227,8 +247,10 @@ impl Session {
 
     async fn open(&mut self, doc: DocId, since: Option<u64>) -> Result<(), ProtocolError> {
         if self.open.contains(&doc) {
-            return Err(ProtocolError::bad_request(format!("document {doc} is already open; close it first"))
-                .with_doc(doc));
+            return Err(ProtocolError::bad_request(format!(
+                "document {doc} is already open; close it first"
+            ))
+            .with_doc(doc));
         }
         let limit = self.state.config.max_open_documents;
         if self.open.len() >= limit {

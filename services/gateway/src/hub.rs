@@ -28,8 +28,16 @@ pub type ConnId = u64;
 
 /// What a document task is asked to do.
 enum Command {
-    Subscribe { conn: ConnId, client: ClientId, outbound: Outbound, since: Option<u64>, reply: oneshot::Sender<Result<(), ProtocolError>> },
-    Unsubscribe { conn: ConnId },
+    Subscribe {
+        conn: ConnId,
+        client: ClientId,
+        outbound: Outbound,
+        since: Option<u64>,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    Unsubscribe {
+        conn: ConnId,
+    },
     Record(Arc<SequencedRecord>),
     /// Records may have been lost: compare with the store.
     Wake,
@@ -74,7 +82,8 @@ impl Hubs {
             }
         }
         answer.await.unwrap_or_else(|_| {
-            Err(ProtocolError::new(ErrorCode::Internal, "the document task ended during open").with_doc(doc.clone()))
+            Err(ProtocolError::new(ErrorCode::Internal, "the document task ended during open")
+                .with_doc(doc.clone()))
         })
     }
 
@@ -161,7 +170,13 @@ impl DocTask {
                 if let Err(e) = self.catch_up_with_store(None).await {
                     warn!(doc = %self.doc, error = %e, "gap repair failed; retrying");
                     self.lagged.store(true, Ordering::Release);
-                    let tx = self.hubs.docs.lock().expect("hub registry lock").get(&self.doc).map(|h| h.tx.clone());
+                    let tx = self
+                        .hubs
+                        .docs
+                        .lock()
+                        .expect("hub registry lock")
+                        .get(&self.doc)
+                        .map(|h| h.tx.clone());
                     if let Some(tx) = tx {
                         tokio::spawn(async move {
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -210,7 +225,8 @@ impl DocTask {
         let doc = self.doc.clone();
         let unavailable = |e: StoreError| {
             warn!(doc = %doc, error = %e, "open failed");
-            ProtocolError::new(ErrorCode::Unavailable, "the document cannot be read now; try again").with_doc(doc.clone())
+            ProtocolError::new(ErrorCode::Unavailable, "the document cannot be read now; try again")
+                .with_doc(doc.clone())
         };
         self.catch_up_with_store(None).await.map_err(unavailable)?;
         let loaded = self.loaded.as_ref().expect("caught up above");
@@ -233,14 +249,20 @@ impl DocTask {
                 let timeout = self.hubs.config.catch_up_send_timeout;
                 let mut after = since;
                 while after < version {
-                    let events = store.read_events(&self.doc, after, version, page).await.map_err(unavailable)?;
+                    let events =
+                        store.read_events(&self.doc, after, version, page).await.map_err(unavailable)?;
                     let Some(last) = events.last() else {
-                        return Err(unavailable(StoreError::Corrupt(format!("versions after {after} are missing"))));
+                        return Err(unavailable(StoreError::Corrupt(format!(
+                            "versions after {after} are missing"
+                        ))));
                     };
                     after = last.version;
                     for event in &events {
                         let message = if event.client == client { ack(event) } else { op(event) };
-                        outbound.push_waiting(frame(&message), timeout).await.map_err(|_| overloaded(&self.doc))?;
+                        outbound
+                            .push_waiting(frame(&message), timeout)
+                            .await
+                            .map_err(|_| overloaded(&self.doc))?;
                     }
                 }
                 let opened = ServerMessage::Opened { doc: self.doc.clone(), version };
@@ -337,7 +359,8 @@ impl DocTask {
             seq: Some(rejection.seq),
         };
         let frame = frame(&message);
-        self.subscribers.retain(|_, sub| sub.client != rejection.client || sub.outbound.push(frame.clone()).is_ok());
+        self.subscribers
+            .retain(|_, sub| sub.client != rejection.client || sub.outbound.push(frame.clone()).is_ok());
     }
 }
 
@@ -366,9 +389,15 @@ fn ack(event: &CommittedEvent) -> ServerMessage {
 }
 
 fn op(event: &CommittedEvent) -> ServerMessage {
-    ServerMessage::Op { doc: event.doc.clone(), version: event.version, client: event.client.clone(), op: event.op.clone() }
+    ServerMessage::Op {
+        doc: event.doc.clone(),
+        version: event.version,
+        client: event.client.clone(),
+        op: event.op.clone(),
+    }
 }
 
 fn overloaded(doc: &DocId) -> ProtocolError {
-    ProtocolError::new(ErrorCode::Overloaded, "the connection cannot keep up with the document").with_doc(doc.clone())
+    ProtocolError::new(ErrorCode::Overloaded, "the connection cannot keep up with the document")
+        .with_doc(doc.clone())
 }

@@ -162,7 +162,11 @@ impl DocumentState {
             return self.reject(
                 sub,
                 ErrorCode::InvalidOp,
-                format!("seq {} skips ahead: the next seq of this client on this document is {}", sub.seq, last + 1),
+                format!(
+                    "seq {} skips ahead: the next seq of this client on this document is {}",
+                    sub.seq,
+                    last + 1
+                ),
             );
         }
         if sub.base > self.version {
@@ -265,12 +269,18 @@ impl DocumentState {
         }
         let skip = sub.base.saturating_sub(self.window_start) as usize;
         let window = std::mem::take(&mut self.window);
-        let result = window.iter().skip(skip).try_fold(op, |op, entry| self.transform_one(sub, op, &entry.op));
+        let result =
+            window.iter().skip(skip).try_fold(op, |op, entry| self.transform_one(sub, op, &entry.op));
         self.window = window;
         result
     }
 
-    fn transform_one(&mut self, sub: &Submission, op: Operation, committed: &Operation) -> Result<Operation, Decision> {
+    fn transform_one(
+        &mut self,
+        sub: &Submission,
+        op: Operation,
+        committed: &Operation,
+    ) -> Result<Operation, Decision> {
         match Operation::transform(&op, committed) {
             Ok((transformed, _)) => Ok(transformed),
             Err(_) => Err(self.reject(

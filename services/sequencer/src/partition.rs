@@ -78,7 +78,8 @@ pub async fn run_partition(
     let partition = consumer.partition();
     let claim = store.claim_partition(partition).await?;
     info!(partition, epoch = claim.epoch, "partition claimed");
-    let mut owner = PartitionOwner { partition, epoch: claim.epoch, store, config, docs: HashMap::new(), tick: 0 };
+    let mut owner =
+        PartitionOwner { partition, epoch: claim.epoch, store, config, docs: HashMap::new(), tick: 0 };
     loop {
         let batch = tokio::select! {
             biased;
@@ -110,7 +111,10 @@ struct PartitionOwner {
 
 impl PartitionOwner {
     /// Sequences and commits one batch; returns what to publish.
-    async fn process(&mut self, batch: Vec<SubmissionRecord>) -> Result<Vec<SequencedRecord>, PartitionError> {
+    async fn process(
+        &mut self,
+        batch: Vec<SubmissionRecord>,
+    ) -> Result<Vec<SequencedRecord>, PartitionError> {
         self.tick += 1;
         let mut commit = CommitBatch {
             partition: self.partition,
@@ -156,7 +160,8 @@ impl PartitionOwner {
         let doc = &mut self.docs.get_mut(&sub.doc).expect("loaded just above").state;
         let decision = match doc.decide(sub, limits, Fetched::Nothing) {
             Decision::NeedHistory { after, up_to } => {
-                let history = self.store.read_events(&sub.doc, after, up_to, (up_to - after) as usize).await?;
+                let history =
+                    self.store.read_events(&sub.doc, after, up_to, (up_to - after) as usize).await?;
                 doc.decide(sub, limits, Fetched::History(&history))
             }
             Decision::NeedOutcome => {

@@ -159,7 +159,13 @@ impl Simulation {
 
     fn deliver_to_server(&mut self, i: usize) {
         let Some(out) = self.clients[i].to_server.pop_front() else { return };
-        let sub = Submission { doc: self.doc.clone(), client: self.clients[i].id.clone(), seq: out.seq, base: out.base, op: out.op };
+        let sub = Submission {
+            doc: self.doc.clone(),
+            client: self.clients[i].id.clone(),
+            seq: out.seq,
+            base: out.base,
+            op: out.op,
+        };
         let record = self.server.submit(&sub);
         self.fan_out(record);
     }
@@ -175,7 +181,9 @@ impl Simulation {
                 SequencedRecord::Committed(e) => {
                     c.from_server.push_back(Delivery::Op { version: e.version, op: e.op.clone() })
                 }
-                SequencedRecord::Rejected(r) if r.client == c.id => c.from_server.push_back(Delivery::Rejected(r.clone())),
+                SequencedRecord::Rejected(r) if r.client == c.id => {
+                    c.from_server.push_back(Delivery::Rejected(r.clone()))
+                }
                 _ => {}
             }
         }
@@ -268,7 +276,11 @@ impl Simulation {
             assert_eq!(c.doc.text(), text, "seed {seed}: {} diverged", c.id);
             if self.insert_only {
                 let count = text.chars().filter(|&ch| ch == c.letter).count();
-                assert_eq!(count, c.typed, "seed {seed}: {} typed {} but the text has {count}", c.id, c.typed);
+                assert_eq!(
+                    count, c.typed,
+                    "seed {seed}: {} typed {} but the text has {count}",
+                    c.id, c.typed
+                );
             }
         }
     }

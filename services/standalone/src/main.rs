@@ -93,7 +93,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     // Bind first: a taken port is reported before any real work starts.
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     let address = listener.local_addr().context("read the bound address")?;
     let store = SqliteStore::open(&config.data_dir, SqliteOptions { synchronous_full: config.fsync })
         .with_context(|| format!("open the event store in {}", config.data_dir.display()))?;
@@ -138,7 +139,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tasks.close();
 
     println!("Tandem (single-process mode) listening on http://{address}/");
-    println!("  open http://{address}/?doc=welcome in two browser tabs; data in {}", config.data_dir.display());
+    println!(
+        "  open http://{address}/?doc=welcome in two browser tabs; data in {}",
+        config.data_dir.display()
+    );
 
     tokio::select! {
         _ = shutdown_signal() => info!("shutting down"),

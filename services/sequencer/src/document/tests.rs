@@ -157,7 +157,8 @@ fn uncommitted_ops_stay_in_the_window_until_durable() {
     let small = Limits { history_window: 1, ..limits() };
     let mut state = DocumentState::new(doc());
     for seq in 1..=3u64 {
-        let Decision::Commit(_) = state.decide(&sub("a", seq, seq - 1, json!([seq as usize - 1, "a"])), &small, Fetched::Nothing)
+        let Decision::Commit(_) =
+            state.decide(&sub("a", seq, seq - 1, json!([seq as usize - 1, "a"])), &small, Fetched::Nothing)
         else {
             panic!()
         };
@@ -179,7 +180,10 @@ fn old_seq_outside_the_window_asks_for_its_outcome() {
     let old = sub("a", 1, 0, json!(["a"]));
     assert_eq!(state.decide(&old, &small, Fetched::Nothing), Decision::NeedOutcome);
     let outcome = Outcome::Committed { version: 1 };
-    assert_eq!(state.decide(&old, &small, Fetched::Outcome(Some(&outcome))), Decision::Duplicate { version: 1 });
+    assert_eq!(
+        state.decide(&old, &small, Fetched::Outcome(Some(&outcome))),
+        Decision::Duplicate { version: 1 }
+    );
 }
 
 #[test]
@@ -189,7 +193,13 @@ fn load_restores_text_version_and_client_seqs() {
     clients.insert(client.clone(), ClientRecord { seq: 1, outcome: Outcome::Committed { version: 1 } });
     let stored = StoredDocument {
         snapshot: Some(Snapshot { doc: doc(), version: 1, text: "x".into(), clients }),
-        events: vec![CommittedEvent { doc: doc(), version: 2, client: client.clone(), seq: 2, op: op(json!([1, "y"])) }],
+        events: vec![CommittedEvent {
+            doc: doc(),
+            version: 2,
+            client: client.clone(),
+            seq: 2,
+            op: op(json!([1, "y"])),
+        }],
         rejections: vec![Rejection {
             doc: doc(),
             client: client.clone(),
@@ -203,7 +213,10 @@ fn load_restores_text_version_and_client_seqs() {
     assert_eq!((state.version(), state.text().to_string()), (2, "xy".to_owned()));
     let (r, new) = rejection(&mut state, &sub("a", 3, 2, json!([2])), &limits());
     assert_eq!((r.message.as_str(), new), ("nope", false));
-    assert_eq!(state.decide(&sub("a", 2, 1, json!([1])), &limits(), Fetched::Nothing), Decision::Duplicate { version: 2 });
+    assert_eq!(
+        state.decide(&sub("a", 2, 1, json!([1])), &limits(), Fetched::Nothing),
+        Decision::Duplicate { version: 2 }
+    );
     commit(&mut state, &sub("a", 4, 2, json!([2, "z"])));
 }
 
