@@ -88,3 +88,15 @@ async fn concurrent_editors_converge_to_the_server_text() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_reading_client_stays_connected_past_the_idle_timeout() {
+    let server = Standalone::builder().arg("--idle-timeout").arg("1").start();
+    let options = ClientOptions { keepalive: Duration::from_millis(300), ..ClientOptions::default() };
+    let client = Client::connect(&server.ws_url(), options).await.expect("connect");
+    let doc = client.open(&DocId::parse("quiet").unwrap()).await.expect("open");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    doc.insert(0, "still here").expect("insert");
+    doc.wait_synced(SETTLE).await.expect("acknowledged");
+    assert_eq!(client.stats().reconnects, 0, "the keepalive kept the connection open");
+}

@@ -53,6 +53,9 @@ pub struct ClientOptions {
     pub reconnect_min_delay: Duration,
     /// Longest reconnect delay.
     pub reconnect_max_delay: Duration,
+    /// A connection that has written nothing for this long sends a `ping`, staying inside the
+    /// server's idle timeout (120 s by default).
+    pub keepalive: Duration,
     /// Capacity of the request channel to the background task; senders wait when it is full.
     pub command_capacity: usize,
 }
@@ -67,6 +70,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             reconnect_min_delay: Duration::from_millis(50),
             reconnect_max_delay: Duration::from_secs(5),
+            keepalive: Duration::from_secs(30),
             command_capacity: 64,
         }
     }

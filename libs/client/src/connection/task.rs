@@ -24,7 +24,15 @@ pub(super) fn spawn(
     commands: mpsc::Receiver<Command>,
     ws: Ws,
 ) {
-    let task = Task { url, options, shared, commands, opening: HashMap::new(), resends: Vec::new() };
+    let task = Task {
+        url,
+        options,
+        shared,
+        commands,
+        opening: HashMap::new(),
+        resends: Vec::new(),
+        last_write: Instant::now(),
+    };
     tokio::spawn(task.run(ws));
 }
 
@@ -38,6 +46,9 @@ struct Task {
     /// Ops refused as `rate_limited` or `unavailable`, to send again at the given time. At most one
     /// per document (only the op in flight can be refused).
     resends: Vec<(Instant, DocId, u64)>,
+    /// When a frame was last written: a connection silent for `keepalive` sends a `ping`, so the
+    /// server's idle timeout never closes a client that is merely reading.
+    last_write: Instant,
 }
 
 /// What to do after an event.
@@ -54,6 +65,7 @@ enum Event {
     Command(Option<Command>),
     Outbox,
     Resend,
+    Keepalive,
 }
 
 impl Task {
@@ -134,6 +146,7 @@ impl Task {
             () = tokio::time::sleep_until(resend_at.unwrap_or_else(Instant::now)), if resend_at.is_some() => {
                 Event::Resend
             }
+            () = tokio::time::sleep_until(self.last_write + self.options.keepalive) => Event::Keepalive,
         };
         let mut out = Vec::new();
         let flow = match event {
@@ -144,6 +157,10 @@ impl Task {
                 self.fire_resends();
                 Flow::Continue
             }
+            Event::Keepalive => {
+                out.push(encode(&ClientMessage::Ping));
+                Flow::Continue
+            }
         };
         if !matches!(flow, Flow::Continue) {
             return flow;
@@ -152,6 +169,7 @@ impl Task {
         if out.is_empty() {
             return Flow::Continue;
         }
+        self.last_write = Instant::now();
         match write_all(ws, out).await {
             Ok(()) => Flow::Continue,
             Err(e) => Flow::Lost(format!("write failed: {e}")),

@@ -1,0 +1,68 @@
+//! The gateway answers `unavailable` when the op log cannot take an op, and the connection stays open.
+//! The refusing submitter is a test double of the bus (the in-process bus only refuses under a load
+//! that cannot be produced deterministically); the gateway, the store and the socket are real.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tandem_bus::in_process::{in_process, InProcessConfig};
+use tandem_bus::{BusError, OpSubmitter};
+use tandem_gateway::{GatewayConfig, GatewayDeps};
+use tandem_protocol::records::Submission;
+use tandem_store::embedded::{SqliteOptions, SqliteStore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+struct Refusing;
+
+#[async_trait]
+impl OpSubmitter for Refusing {
+    async fn submit(&self, _: Submission) -> Result<(), BusError> {
+        Err(BusError::Unavailable("partition 0 is full".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_refused_submission_is_unavailable_and_the_connection_stays_open() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(data.path(), SqliteOptions { synchronous_full: false }).unwrap());
+    let (_, _consumers, _, subscriber) = in_process(&InProcessConfig::default());
+    let deps = GatewayDeps { submitter: Arc::new(Refusing), events: Arc::new(subscriber), store };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server =
+        tokio::spawn(tandem_gateway::run(GatewayConfig::default(), listener, deps, shutdown.clone()));
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/v1/ws")).await.unwrap();
+    for message in [
+        json!({"type": "hello", "protocol": 1, "client": "c"}),
+        json!({"type": "open", "doc": "d"}),
+        json!({"type": "op", "doc": "d", "seq": 1, "base": 0, "op": ["x"]}),
+        json!({"type": "ping"}),
+    ] {
+        ws.send(Message::text(message.to_string())).await.unwrap();
+    }
+    let mut frames = Vec::new();
+    while frames.len() < 4 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(text) = frame {
+            frames.push(serde_json::from_str::<Value>(&text).unwrap());
+        }
+    }
+    assert_eq!(frames[0]["type"], "welcome");
+    assert_eq!(frames[1]["type"], "snapshot");
+    assert_eq!(
+        (frames[2]["code"].as_str(), frames[2]["seq"].as_u64()),
+        (Some("unavailable"), Some(1)),
+        "{}",
+        frames[2]
+    );
+    assert!(frames[2]["message"].as_str().unwrap().contains("resend"), "{}", frames[2]);
+    assert_eq!(frames[3]["type"], "pong", "the connection stays open");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
