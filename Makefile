@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run test deps lint unit-tests js-tests bench vectors fmt clean-data
+.PHONY: run test deps lint unit-tests js-tests browser-tests bench vectors fmt clean-data
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data).
 run:
@@ -15,7 +15,7 @@ run:
 	$(CARGO) run --release -p tandem-standalone -- $(ARGS)
 
 ## Install what the tests need, then run every check and test.
-test: deps lint unit-tests js-tests
+test: deps lint unit-tests js-tests browser-tests
 
 deps:
 	@deploy/install-deps.sh
@@ -53,3 +53,9 @@ fmt:
 
 clean-data:
 	rm -rf data
+
+## End-to-end test of the demo page in headless Chromium (Debian's); prints where the screenshots are.
+browser-tests:
+	$(CARGO) build --locked -p tandem-standalone
+	@deploy/install-browser-test-deps.sh
+	cd integration-tests/browser && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone node --test demo.test.mjs

@@ -395,6 +395,8 @@ export class TandemClient {
    *   the text changed by something other than a local edit: a remote op (`op` is it as applied locally,
    *   so a caret can be moved with transformIndex), or a snapshot that replaced the text (`reset: true`,
    *   `op` is the diff from the old text)
+   * @param {(ack: {seq: number, version: number}) => void} [callbacks.onAck]
+   *   one of this client's own ops was committed as `version` (the text does not change, the version does)
    * @param {(status: string) => void} [callbacks.onStatus] 'connecting' | 'online' | 'offline'
    * @param {(error: {code: string, message: string, doc?: string, seq?: number}) => void} [callbacks.onError]
    * @returns {DocHandle}
@@ -673,6 +675,7 @@ export class TandemClient {
     if (handle.phase !== 'ready' && handle.phase !== 'catching_up') return;
     if (msg.version <= handle.state.version) return; // already have it
     const next = handle.state.onAck(msg.seq, msg.version);
+    handle.callbacks.onAck?.({ seq: msg.seq, version: msg.version });
     // During catch-up the next op waits for `opened`, then goes out as the in-flight op.
     if (next && handle.phase === 'ready') this._send(next);
   }
