@@ -1,0 +1,103 @@
+//! The partition loop over the in-process bus and the real embedded store: ops are committed before
+//! they are published, snapshots are written every N versions, and an owner whose partition was
+//! claimed by another stops without writing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_bus::in_process::{in_process, InProcessConfig};
+use tandem_bus::{Delivery, EventSubscriber, OpSubmitter};
+use tandem_ot::Operation;
+use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::{ClientId, DocId};
+use tandem_sequencer::{run_partition, PartitionConfig, PartitionError};
+use tandem_store::embedded::{SqliteOptions, SqliteStore};
+use tandem_store::EventStore;
+use tokio_util::sync::CancellationToken;
+
+fn append(doc: &DocId, seq: u64) -> Submission {
+    // Each op appends one character to a text of seq - 1 characters.
+    let op = Operation::from_patch(seq as usize - 1, seq as usize - 1, 0, "x").unwrap();
+    Submission { doc: doc.clone(), client: ClientId::parse("writer").unwrap(), seq, base: seq - 1, op }
+}
+
+fn store(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
+    Arc::new(SqliteStore::open(dir.path(), SqliteOptions { synchronous_full: false }).unwrap())
+}
+
+#[tokio::test]
+async fn published_records_are_committed_and_snapshots_bound_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let shutdown = CancellationToken::new();
+    let config = PartitionConfig { snapshot_every: 10, ..PartitionConfig::default() };
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        config,
+        shutdown.clone(),
+    ));
+
+    let doc = DocId::parse("snap").unwrap();
+    for seq in 1..=25 {
+        submitter.submit(append(&doc, seq)).await.unwrap();
+    }
+    for expected in 1..=25u64 {
+        let Some(Delivery::Record(record)) = records.next().await else { panic!("record stream ended") };
+        let SequencedRecord::Committed(event) = &*record else { panic!("unexpected {record:?}") };
+        assert_eq!(event.version, expected);
+        // Published only after the commit: the store already has it.
+        assert!(store.latest_version(&doc).await.unwrap() >= expected);
+    }
+    // Snapshots are written off the hot path; give them a moment.
+    let mut loaded = store.load_document(&doc).await.unwrap();
+    for _ in 0..50 {
+        if loaded.snapshot.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        loaded = store.load_document(&doc).await.unwrap();
+    }
+    // Snapshots are taken at the end of a batch once 10 versions have passed since the last one.
+    let snapshot = loaded.snapshot.expect("a snapshot was written");
+    assert!(snapshot.version >= 10, "snapshot at {}", snapshot.version);
+    assert_eq!(snapshot.text.chars().count() as u64, snapshot.version);
+    let after: Vec<u64> = loaded.events.iter().map(|e| e.version).collect();
+    assert_eq!(after, (snapshot.version + 1..=25).collect::<Vec<_>>(), "loading reads only what follows");
+
+    shutdown.cancel();
+    owner.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_owner_fenced_by_a_new_claim_stops_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let (submitter, mut consumers, publisher, _subscriber) = in_process(&InProcessConfig::default());
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        PartitionConfig::default(),
+        CancellationToken::new(),
+    ));
+    let doc = DocId::parse("fenced").unwrap();
+    submitter.submit(append(&doc, 1)).await.unwrap();
+    for _ in 0..100 {
+        if store.latest_version(&doc).await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.latest_version(&doc).await.unwrap(), 1);
+
+    // Another owner takes the partition over; the old one's next commit must fail and write nothing.
+    store.claim_partition(0).await.unwrap();
+    submitter.submit(append(&doc, 2)).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), owner).await.expect("the owner stops").unwrap();
+    assert!(matches!(result, Err(PartitionError::Fenced { partition: 0 })), "{result:?}");
+    assert_eq!(store.latest_version(&doc).await.unwrap(), 1);
+}
