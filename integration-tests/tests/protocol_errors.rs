@@ -142,7 +142,10 @@ async fn invalid_ops_are_refused_use_their_seq_and_leave_everything_else_alone()
     // A gap in seq.
     conn.send(json!({"type": "op", "doc": "doc", "seq": 10, "base": 1, "op": [3]})).await;
     let error = conn.expect_error("invalid_op").await;
-    assert!(message(&error).contains("next seq of this client on this document is 4"), "{error}");
+    assert!(
+        message(&error).contains("seq 10 skips ahead (expected 4); it is used up now, so the next seq is 11"),
+        "{error}"
+    );
     // Resubmitting a refused op gets the same error again.
     conn.send(json!({"type": "op", "doc": "doc", "seq": 2, "base": 1, "op": [5, "x"]})).await;
     let again = conn.expect_error("invalid_op").await;
@@ -213,43 +216,37 @@ async fn limits_give_too_large() {
 
 #[tokio::test]
 async fn a_frame_over_the_limit_closes_the_connection_with_1009() {
-    let server = Standalone::builder().arg("--max-frame-bytes").arg("1000").start();
+    let server = Standalone::builder().arg("--max-frame-bytes").arg("100000").start();
     let url = server.ws_url();
     let mut bystander = open(&url, "bystander", "doc").await;
-    let mut conn = open(&url, "c", "doc").await;
-    let frame = json!({"type": "op", "doc": "doc", "seq": 1, "base": 0, "op": ["x".repeat(2000)]});
-    conn.send(frame).await;
-    let error = conn.expect_error("too_large").await;
-    assert!(message(&error).contains("limit of 1000 bytes"), "{error}");
-    assert_eq!(conn.expect_close().await.map(|f| u16::from(f.code)), Some(1009));
+    for size in [100_500, 1_050_000] {
+        let mut conn = open(&url, "c", "doc").await;
+        let frame = json!({"type": "op", "doc": "doc", "seq": 1, "base": 0, "op": ["x".repeat(size)]});
+        conn.send(frame).await;
+        let error = conn.expect_error("too_large").await;
+        assert!(message(&error).contains("limit of 100000 bytes"), "{error}");
+        assert_eq!(conn.expect_close().await.map(|f| u16::from(f.code)), Some(1009), "frame of {size} bytes");
+    }
     assert_eq!(append(&mut bystander, "doc", 1, 0, 0, "still here").await, 1);
 }
 
 #[tokio::test]
-async fn a_client_that_does_not_read_is_disconnected_as_overloaded() {
+async fn a_client_that_reads_too_slowly_is_disconnected_as_overloaded() {
     let server = Standalone::builder().arg("--outbound-queue").arg("8").start();
     let url = server.ws_url();
     let mut slow = open(&url, "slow", "doc").await;
     let mut writer = open(&url, "writer", "doc").await;
-    let chunk = "w".repeat(16_000);
-    // Enough data to fill the socket buffers and then the 8-frame queue of the reader that never reads.
-    let mut len = 0u64;
-    for seq in 1..=400u64 {
-        let op = if len == 0 { json!([chunk]) } else { json!([len, chunk]) };
-        writer.send(json!({"type": "op", "doc": "doc", "seq": seq, "base": seq - 1, "op": op})).await;
-        writer.expect("ack").await;
-        len += 16_000;
-    }
+    // Enough data to fill the socket buffers and then the 8-frame queue of the reader that is not reading.
+    write_chunks(&mut writer, "doc", 400, 16_000).await;
     // The slow reader now reads: it finds an `overloaded` error and the 4408 close after what was queued.
     let mut saw_error = false;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), slow.recv_any()).await.expect("frames") {
-            Some(frame) if frame["type"] == "error" => {
-                assert_eq!(frame["code"], "overloaded", "{frame}");
-                saw_error = true;
-            }
-            Some(_) => continue,
-            None => break,
+    while let Some(frame) =
+        tokio::time::timeout(Duration::from_secs(10), slow.recv_any()).await.expect("frames")
+    {
+        if frame["type"] == "error" {
+            assert_eq!(frame["code"], "overloaded", "{frame}");
+            assert!(message(&frame).contains("more than 8 messages"), "{frame}");
+            saw_error = true;
         }
     }
     assert!(saw_error, "no overloaded error before the close");
@@ -258,4 +255,70 @@ async fn a_client_that_does_not_read_is_disconnected_as_overloaded() {
     writer.assert_alive().await;
     let mut fresh = open(&url, "fresh", "other").await;
     fresh.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_after_the_write_timeout() {
+    let server = Standalone::builder().arg("--write-timeout").arg("1").start();
+    let url = server.ws_url();
+    let mut stalled = open(&url, "stalled", "doc").await;
+    let mut writer = open(&url, "writer", "doc").await;
+    write_chunks(&mut writer, "doc", 400, 16_000).await;
+    // Not reading for longer than the write timeout: the server gives up on this connection.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), async { while stalled.recv_any().await.is_some() {} })
+            .await;
+    assert!(ended.is_ok(), "the stalled connection was not closed");
+    assert!(matches!(stalled.close_code(), None | Some(4408)), "{:?}", stalled.close_code());
+    writer.assert_alive().await;
+}
+
+#[tokio::test]
+async fn catch_up_longer_than_the_outbound_queue_completes() {
+    let server = Standalone::builder().arg("--outbound-queue").arg("16").start();
+    let url = server.ws_url();
+    let mut writer = open(&url, "writer", "long").await;
+    write_chunks(&mut writer, "long", 300, 1).await;
+    let mut reader = RawConn::hello(&url, "reader").await;
+    reader.send(json!({"type": "open", "doc": "long", "since": 0})).await;
+    for version in 1..=300u64 {
+        let op = reader.expect("op").await;
+        assert_eq!(op["version"], version);
+    }
+    assert_eq!(reader.expect("opened").await["version"], 300);
+}
+
+#[tokio::test]
+async fn hostile_sequence_numbers_do_not_disturb_the_server() {
+    let server = Standalone::start();
+    let url = server.ws_url();
+    let mut conn = open(&url, "evil", "doc").await;
+    for _ in 0..2 {
+        conn.send(json!({"type": "op", "doc": "doc", "seq": 0, "base": 0, "op": ["x"]})).await;
+        let error = conn.expect_error("invalid_op").await;
+        assert!(message(&error).contains("seq must start at 1"), "{error}");
+    }
+    conn.send(json!({"type": "op", "doc": "doc", "seq": u64::MAX, "base": 0, "op": ["x"]})).await;
+    let error = conn.expect_error("bad_request").await;
+    assert!(message(&error).contains("the limit is 9007199254740991"), "{error}");
+    let top = (1u64 << 53) - 1;
+    conn.send(json!({"type": "op", "doc": "doc", "seq": top, "base": 0, "op": ["x"]})).await;
+    conn.expect_error("invalid_op").await;
+    conn.send(json!({"type": "op", "doc": "doc", "seq": 5, "base": 0, "op": ["x"]})).await;
+    let error = conn.expect_error("invalid_op").await;
+    assert!(message(&error).contains("already used"), "{error}");
+    // The server and other clients carry on.
+    let mut other = open(&url, "other", "doc").await;
+    assert_eq!(append(&mut other, "doc", 1, 0, 0, "fine").await, 1);
+}
+
+/// Writes `count` ops, each appending `size` characters, waiting for each ack.
+async fn write_chunks(writer: &mut RawConn, doc: &str, count: u64, size: usize) {
+    let chunk = "w".repeat(size);
+    let mut len = 0;
+    for seq in 1..=count {
+        append(writer, doc, seq, seq - 1, len, &chunk).await;
+        len += size as u64;
+    }
 }

@@ -43,11 +43,17 @@ impl ClientMessage {
             }
             "open" => {
                 let m: raw::Open = field_errors(value)?;
-                Ok(ClientMessage::Open { doc: parse_doc(&m.doc)?, since: m.since })
+                let doc = parse_doc(&m.doc)?;
+                if let Some(since) = m.since {
+                    check_safe("since", since).map_err(|e| e.with_doc(doc.clone()))?;
+                }
+                Ok(ClientMessage::Open { doc, since: m.since })
             }
             "op" => {
                 let m: raw::Op = field_errors(value)?;
                 let doc = parse_doc(&m.doc)?;
+                check_safe("seq", m.seq).map_err(|e| e.with_doc(doc.clone()))?;
+                check_safe("base", m.base).map_err(|e| e.with_doc(doc.clone()).with_seq(m.seq))?;
                 let op = Operation::from_json(&m.op).map_err(|e| {
                     ProtocolError::bad_request(format!("field `op`: {e}"))
                         .with_doc(doc.clone())
@@ -65,6 +71,19 @@ impl ClientMessage {
             ))),
         }
     }
+}
+
+/// The largest integer every JSON client reads exactly (2^53 - 1, JavaScript's `MAX_SAFE_INTEGER`).
+/// Versions, `seq` and `since` above it could not be echoed back faithfully, so they are refused.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+fn check_safe(field: &str, value: u64) -> Result<(), ProtocolError> {
+    if value > MAX_SAFE_INTEGER {
+        return Err(ProtocolError::bad_request(format!(
+            "field `{field}` is {value}; the limit is {MAX_SAFE_INTEGER} (2^53 - 1)"
+        )));
+    }
+    Ok(())
 }
 
 fn field_errors<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, ProtocolError> {
@@ -201,6 +220,9 @@ mod tests {
         let e = ClientMessage::parse(r#"{"type":"op","doc":"d","seq":4,"base":0,"op":[1.5]}"#).unwrap_err();
         assert!(e.message.contains("field `op`"), "{}", e.message);
         assert_eq!(e.seq, Some(4));
+        assert!(err(r#"{"type":"op","doc":"d","seq":9007199254740992,"base":0,"op":[]}"#)
+            .contains("the limit is 9007199254740991"));
+        assert!(err(r#"{"type":"open","doc":"d","since":18446744073709551615}"#).contains("field `since`"));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(err(&deep).contains("recursion limit"));
     }

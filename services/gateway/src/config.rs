@@ -9,6 +9,10 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Frames waiting to be written to one client; when full the client is `overloaded` (4408).
     pub outbound_queue: usize,
+    /// Bytes waiting to be written to one client; past this the client is `overloaded` too.
+    pub outbound_queue_bytes: usize,
+    /// Longest a write to a client may block before the client is `overloaded`.
+    pub write_timeout: Duration,
     /// Documents one connection may have open at once (`too_large` beyond).
     pub max_open_documents: usize,
     /// Time from the upgrade to the `hello` frame.
@@ -28,6 +32,8 @@ impl Default for GatewayConfig {
         Self {
             max_frame_bytes: 1 << 20,
             outbound_queue: 4096,
+            outbound_queue_bytes: 8 << 20,
+            write_timeout: Duration::from_secs(10),
             max_open_documents: 100,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),

@@ -1,9 +1,13 @@
 //! One client connection: the `hello` handshake, then requests from the client and frames queued by
 //! the document tasks, until either side ends it.
+//!
+//! Every write to the socket is bounded in time: a client that stops reading is closed as
+//! `overloaded` instead of holding the gateway's memory.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
@@ -15,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::hub::ConnId;
-use crate::outbound::Outbound;
+use crate::outbound::{Inbound, Outbound};
 use crate::GatewayState;
 
 /// WebSocket close codes used by the protocol.
@@ -29,20 +33,27 @@ mod close_code {
 
 /// Most queued frames written before flushing the socket.
 const WRITE_BATCH: usize = 256;
+/// How long a closing connection waits for the client's close frame, so the close code arrives
+/// instead of a reset.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Why a connection ends, and the close frame to send.
+type End = Option<(u16, &'static str)>;
 
 /// Serves one upgraded socket to the end.
 pub(crate) async fn serve(mut socket: WebSocket, state: Arc<GatewayState>) {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let Some(client) = handshake(&mut socket, &state).await else { return };
     debug!(conn, client = %client, "connection open");
-    let (outbound, frames, overloaded) = Outbound::new(state.config.outbound_queue);
+    let (outbound, mut inbound) =
+        Outbound::new(state.config.outbound_queue, state.config.outbound_queue_bytes);
     let mut session = Session { conn, client, outbound, open: HashSet::new(), state: state.clone() };
-    let end = session.run(&mut socket, frames, overloaded).await;
+    let end = session.run(&mut socket, &mut inbound).await;
     for doc in &session.open {
         state.hubs.unsubscribe(doc, conn).await;
     }
     if let Some((code, reason)) = end {
-        let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+        close(&mut socket, code, reason, state.config.write_timeout).await;
     }
     debug!(conn, "connection closed");
 }
@@ -50,12 +61,13 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<GatewayState>) {
 /// Waits for `hello` and answers `welcome`; on anything else, says why and closes.
 async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<ClientId> {
     let deadline = Instant::now() + state.config.handshake_timeout;
+    let timeout = state.config.write_timeout;
     let text = loop {
         match tokio::time::timeout_at(deadline, socket.recv()).await {
             Err(_) => {
                 let message =
                     format!("no hello within {} s of connecting", state.config.handshake_timeout.as_secs());
-                refuse(socket, ProtocolError::bad_request(message), close_code::POLICY).await;
+                refuse(socket, ProtocolError::bad_request(message), close_code::POLICY, timeout).await;
                 return None;
             }
             Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return None,
@@ -65,7 +77,7 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<Clien
             }
             Ok(Some(Ok(Message::Text(text)))) => break text,
             Ok(Some(Ok(Message::Binary(_)))) => {
-                refuse(socket, binary_frame(), close_code::POLICY).await;
+                refuse(socket, binary_frame(), close_code::POLICY, timeout).await;
                 return None;
             }
             Ok(Some(Ok(_))) => continue, // WebSocket-level ping and pong
@@ -75,39 +87,64 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<Clien
         Ok(ClientMessage::Hello { protocol, client }) if protocol == PROTOCOL_VERSION => {
             let welcome =
                 ServerMessage::Welcome { protocol, client: client.clone(), user: "anonymous".to_owned() };
-            socket.send(Message::Text(welcome.to_json().into())).await.ok()?;
+            send(socket, &welcome, timeout).await.ok()?;
             Some(client)
         }
         Ok(ClientMessage::Hello { protocol, .. }) => {
             let message = format!(
                 "protocol version {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
             );
-            refuse(
-                socket,
-                ProtocolError::new(ErrorCode::UnsupportedProtocol, message),
-                close_code::PROTOCOL_ERROR,
-            )
-            .await;
+            let error = ProtocolError::new(ErrorCode::UnsupportedProtocol, message);
+            refuse(socket, error, close_code::PROTOCOL_ERROR, timeout).await;
             None
         }
         Ok(_) => {
-            refuse(socket, ProtocolError::bad_request("the first message must be hello"), close_code::POLICY)
-                .await;
+            let error = ProtocolError::bad_request("the first message must be hello");
+            refuse(socket, error, close_code::POLICY, timeout).await;
             None
         }
         Err(e) => {
             let e = ProtocolError::bad_request(format!("the first message must be hello: {}", e.message));
-            refuse(socket, e, close_code::POLICY).await;
+            refuse(socket, e, close_code::POLICY, timeout).await;
             None
         }
     }
 }
 
+/// Sends one message, giving up after `timeout` (a client that does not read).
+async fn send(socket: &mut WebSocket, message: &ServerMessage, timeout: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(timeout, socket.send(Message::Text(message.to_json().into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
 /// Sends an error, then closes with `code`.
-async fn refuse(socket: &mut WebSocket, error: ProtocolError, code: u16) {
+async fn refuse(socket: &mut WebSocket, error: ProtocolError, code: u16, timeout: Duration) {
     let reason = error.code.as_str();
-    let _ = socket.send(Message::Text(ServerMessage::from(error.clone()).to_json().into())).await;
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = send(socket, &ServerMessage::from(error), timeout).await;
+    close(socket, code, reason, timeout).await;
+}
+
+/// Sends the close frame, then reads (and drops) what the client still sends until its own close
+/// frame: dropping a socket with unread input resets the connection, and the client would see 1006
+/// instead of the close code.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, timeout: Duration) {
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    if tokio::time::timeout(timeout, socket.send(frame)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(_)) => {}
+                // Unreadable (the rest of an oversized frame): give the client time to read the close.
+                Some(Err(_)) => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
 }
 
 /// A read failed: when the frame was over the limit, say so (`too_large`, 1009) before closing.
@@ -115,7 +152,11 @@ async fn read_error(socket: &mut WebSocket, error: axum::Error, state: &GatewayS
     let text = error.to_string();
     if text.contains("too long") || text.contains("too big") || text.contains("limit exceeded") {
         let message = format!("the frame is larger than the limit of {} bytes", state.config.max_frame_bytes);
-        refuse(socket, ProtocolError::new(ErrorCode::TooLarge, message), close_code::TOO_BIG).await;
+        let error = ProtocolError::new(ErrorCode::TooLarge, message);
+        refuse(socket, error, close_code::TOO_BIG, state.config.write_timeout).await;
+        // The rest of the frame cannot be read through the WebSocket any more, and dropping the socket
+        // with it unread resets the connection: keep it open until the client has read the close.
+        tokio::time::sleep(CLOSE_LINGER).await;
     } else {
         debug!(error = %text, "socket read failed");
     }
@@ -135,73 +176,126 @@ struct Session {
 
 impl Session {
     /// The connection's main loop. Returns the close frame to send, if any.
-    async fn run(
-        &mut self,
-        socket: &mut WebSocket,
-        mut frames: tokio::sync::mpsc::Receiver<Utf8Bytes>,
-        overloaded: tokio_util::sync::CancellationToken,
-    ) -> Option<(u16, &'static str)> {
+    async fn run(&mut self, socket: &mut WebSocket, inbound: &mut Inbound) -> End {
         let idle = self.state.config.idle_timeout;
         let mut idle_deadline = Instant::now() + idle;
         loop {
+            // Not biased: neither a flood of outgoing frames nor of incoming messages starves the other.
             tokio::select! {
-                biased;
-                _ = overloaded.cancelled() => {
-                    let error = ProtocolError::new(
-                        ErrorCode::Overloaded,
-                        format!(
-                            "the connection fell {} messages behind; reconnect and open with since",
-                            self.state.config.outbound_queue
-                        ),
-                    );
-                    let _ = socket.send(Message::Text(ServerMessage::from(error).to_json().into())).await;
-                    return Some((close_code::OVERLOADED, "overloaded"));
-                }
+                _ = inbound.overloaded.cancelled() => return self.overloaded(socket).await,
                 _ = self.state.shutdown.cancelled() => return Some((close_code::GOING_AWAY, "server shutting down")),
-                Some(frame) = frames.recv() => {
-                    if write_batch(socket, frame, &mut frames).await.is_err() {
-                        return None;
+                Some(frame) = inbound.frames.recv() => {
+                    if let Some(end) = self.write_queued(socket, inbound, frame).await {
+                        return end;
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline) => {
                     let error = ProtocolError::bad_request(format!("no message for {} s; closing", idle.as_secs()));
-                    let _ = socket.send(Message::Text(ServerMessage::from(error).to_json().into())).await;
+                    let _ = send(socket, &error.into(), self.state.config.write_timeout).await;
                     return Some((close_code::POLICY, "idle"));
                 }
                 message = socket.recv() => {
                     idle_deadline = Instant::now() + idle;
-                    match message {
+                    let reply = match message {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
                             read_error(socket, e, &self.state).await;
                             return None;
                         }
-                        Some(Ok(Message::Text(text))) => {
-                            if let Some(reply) = self.on_text(&text).await {
-                                if socket.send(Message::Text(reply.to_json().into())).await.is_err() {
-                                    return None;
+                        Some(Ok(Message::Text(text))) => match ClientMessage::parse(&text) {
+                            Ok(ClientMessage::Open { doc, since }) => {
+                                match self.open_while_writing(socket, inbound, doc, since).await {
+                                    Ok(reply) => reply,
+                                    Err(end) => return end,
                                 }
                             }
+                            Ok(message) => self.on_message(message).await,
+                            Err(e) => Some(e.into()),
+                        },
+                        Some(Ok(Message::Binary(_))) => Some(binary_frame().into()),
+                        Some(Ok(_)) => None, // WebSocket-level ping and pong
+                    };
+                    // Replies take the same queue as everything else, so they never overtake a
+                    // snapshot, catch-up or live version queued before them.
+                    if let Some(reply) = reply {
+                        if self.outbound.push(reply.to_json().into()).is_err() {
+                            return self.overloaded(socket).await;
                         }
-                        Some(Ok(Message::Binary(_))) => {
-                            let reply = ServerMessage::from(binary_frame());
-                            if socket.send(Message::Text(reply.to_json().into())).await.is_err() {
-                                return None;
-                            }
-                        }
-                        Some(Ok(_)) => {} // WebSocket-level ping and pong
                     }
                 }
             }
         }
     }
 
-    /// Handles one client message; returns the direct reply, if any.
-    async fn on_text(&mut self, text: &str) -> Option<ServerMessage> {
-        let message = match ClientMessage::parse(text) {
-            Ok(message) => message,
-            Err(e) => return Some(e.into()),
+    /// Writes `first` and whatever else is queued (up to a batch), then flushes, all within the
+    /// write timeout: a client that does not read is overloaded.
+    async fn write_queued(
+        &self,
+        socket: &mut WebSocket,
+        inbound: &mut Inbound,
+        first: Utf8Bytes,
+    ) -> Option<End> {
+        let write = async {
+            inbound.written(&first);
+            socket.feed(Message::Text(first)).await?;
+            for _ in 1..WRITE_BATCH {
+                let Ok(frame) = inbound.frames.try_recv() else { break };
+                inbound.written(&frame);
+                socket.feed(Message::Text(frame)).await?;
+            }
+            socket.flush().await
         };
+        match tokio::time::timeout(self.state.config.write_timeout, write).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(None),
+            Err(_) => Some(self.overloaded(socket).await),
+        }
+    }
+
+    async fn overloaded(&self, socket: &mut WebSocket) -> End {
+        let error = ProtocolError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "the connection fell behind by more than {} messages or {} bytes; reconnect and open with since",
+                self.state.config.outbound_queue, self.state.config.outbound_queue_bytes
+            ),
+        );
+        let _ = send(socket, &error.into(), self.state.config.write_timeout).await;
+        Some((close_code::OVERLOADED, "overloaded"))
+    }
+
+    /// Opens a document while still writing queued frames: the catch-up of a long history goes through
+    /// this connection's own queue, which must keep draining for the open to finish.
+    async fn open_while_writing(
+        &mut self,
+        socket: &mut WebSocket,
+        inbound: &mut Inbound,
+        doc: DocId,
+        since: Option<u64>,
+    ) -> Result<Option<ServerMessage>, End> {
+        let write_timeout = self.state.config.write_timeout;
+        let open = self.open(doc, since);
+        tokio::pin!(open);
+        loop {
+            tokio::select! {
+                result = &mut open => return Ok(result.err().map(Into::into)),
+                Some(frame) = inbound.frames.recv() => {
+                    let written = tokio::time::timeout(write_timeout, async {
+                        inbound.written(&frame);
+                        socket.send(Message::Text(frame)).await
+                    });
+                    match written.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(None),
+                        Err(_) => return Err(Some((close_code::OVERLOADED, "overloaded"))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one client message other than `open`; returns the direct reply, if any.
+    async fn on_message(&mut self, message: ClientMessage) -> Option<ServerMessage> {
         match message {
             ClientMessage::Hello { .. } => {
                 Some(ProtocolError::bad_request("hello was already received").into())
@@ -264,20 +358,4 @@ impl Session {
         self.open.insert(doc);
         Ok(())
     }
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    first: Utf8Bytes,
-    frames: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match frames.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
-        }
-    }
-    socket.flush().await
 }

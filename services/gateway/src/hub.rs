@@ -3,7 +3,8 @@
 //! The task is the only place that decides what a subscriber of its document receives, so the
 //! snapshot or catch-up of a new subscriber and the live records can never interleave wrongly: each
 //! subscriber gets every version after its starting point exactly once, in order. The task keeps the
-//! document's current text (so opening a document already open here costs no store read) and the
+//! document's current text (so opening a document already open here reads one version number from the
+//! store, never its history) and the
 //! version it has fanned out; a record that skips ahead, a shed record or a lagging stream makes it
 //! read the missing versions from the event store before delivering anything after them.
 
@@ -71,20 +72,21 @@ impl Hubs {
         outbound: Outbound,
         since: Option<u64>,
     ) -> Result<(), ProtocolError> {
-        let (reply, answer) = oneshot::channel();
-        let mut command = Command::Subscribe { conn, client, outbound, since, reply };
-        // A task that is just ending refuses the command; the next attempt starts a fresh one.
-        loop {
-            let tx = self.handle(doc);
-            match tx.send(command).await {
-                Ok(()) => break,
-                Err(mpsc::error::SendError(returned)) => command = returned,
+        // A task that is just ending may refuse the command or drop it unanswered; the next attempt
+        // starts a fresh task. A few attempts suffice: a new task serves the command before it can end.
+        for _ in 0..5 {
+            let (reply, answer) = oneshot::channel();
+            let command =
+                Command::Subscribe { conn, client: client.clone(), outbound: outbound.clone(), since, reply };
+            if self.handle(doc).send(command).await.is_err() {
+                continue;
+            }
+            if let Ok(result) = answer.await {
+                return result;
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(ProtocolError::new(ErrorCode::Internal, "the document task ended during open")
-                .with_doc(doc.clone()))
-        })
+        Err(ProtocolError::new(ErrorCode::Internal, "the document could not be opened; try again")
+            .with_doc(doc.clone()))
     }
 
     pub async fn unsubscribe(&self, doc: &DocId, conn: ConnId) {
@@ -99,8 +101,16 @@ impl Hubs {
     pub fn dispatch(&self, record: Arc<SequencedRecord>) {
         let docs = self.docs.lock().expect("hub registry lock");
         let Some(handle) = docs.get(record.doc()) else { return };
-        if let Err(mpsc::error::TrySendError::Full(_)) = handle.tx.try_send(Command::Record(record)) {
-            handle.lagged.store(true, Ordering::Release);
+        if let Err(mpsc::error::TrySendError::Full(command)) = handle.tx.try_send(Command::Record(record)) {
+            if matches!(&command, Command::Record(r) if matches!(**r, SequencedRecord::Rejected(_))) {
+                // A rejection cannot be repaired from the store's events: deliver it late, not never.
+                let tx = handle.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(command).await;
+                });
+            } else {
+                handle.lagged.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -120,7 +130,7 @@ impl Hubs {
 
     fn handle(self: &Arc<Self>, doc: &DocId) -> mpsc::Sender<Command> {
         let mut docs = self.docs.lock().expect("hub registry lock");
-        if let Some(handle) = docs.get(doc) {
+        if let Some(handle) = docs.get(doc).filter(|h| !h.tx.is_closed()) {
             return handle.tx.clone();
         }
         let (tx, rx) = mpsc::channel(self.config.document_queue);
@@ -132,6 +142,7 @@ impl Hubs {
             loaded: None,
             subscribers: HashMap::new(),
             lagged,
+            retry_pending: Arc::new(AtomicBool::new(false)),
         };
         tokio::spawn(task.run(rx));
         tx
@@ -156,6 +167,8 @@ struct DocTask {
     loaded: Option<Loaded>,
     subscribers: HashMap<ConnId, Subscriber>,
     lagged: Arc<AtomicBool>,
+    /// A repair retry is scheduled: at most one timer per document while the store is down.
+    retry_pending: Arc<AtomicBool>,
 }
 
 impl DocTask {
@@ -177,9 +190,11 @@ impl DocTask {
                         .expect("hub registry lock")
                         .get(&self.doc)
                         .map(|h| h.tx.clone());
-                    if let Some(tx) = tx {
+                    if let Some(tx) = tx.filter(|_| !self.retry_pending.swap(true, Ordering::AcqRel)) {
+                        let pending = self.retry_pending.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            pending.store(false, Ordering::Release);
                             let _ = tx.send(Command::Wake).await;
                         });
                     }
@@ -291,7 +306,11 @@ impl DocTask {
                 // so the author has its ack already once we are at `version`.
                 self.catch_up_with_store(Some(*version)).await?;
             }
-            SequencedRecord::Rejected(rejection) => self.reject(rejection),
+            SequencedRecord::Rejected(rejection) => {
+                // Versions committed before the refusal come first.
+                self.catch_up_with_store(Some(rejection.at_version)).await?;
+                self.reject(rejection);
+            }
         }
         Ok(())
     }
@@ -398,6 +417,9 @@ fn op(event: &CommittedEvent) -> ServerMessage {
 }
 
 fn overloaded(doc: &DocId) -> ProtocolError {
-    ProtocolError::new(ErrorCode::Overloaded, "the connection cannot keep up with the document")
+    ProtocolError::new(
+        ErrorCode::Overloaded,
+        "the connection's outbound queue is full (see the server's outbound queue limits); reconnect and open with since",
+    )
         .with_doc(doc.clone())
 }

@@ -24,11 +24,19 @@ pub struct Limits {
     /// Committed ops kept in memory per document to transform late ops against; older ones are read
     /// from the store.
     pub history_window: usize,
+    /// Oldest `base` accepted, in versions behind the document: transforming against a longer history
+    /// would stall every document of the partition for one op.
+    pub max_base_lag: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_document_chars: 10_000_000, max_op_insert_chars: 1_000_000, history_window: 1_000 }
+        Self {
+            max_document_chars: 10_000_000,
+            max_op_insert_chars: 1_000_000,
+            history_window: 1_000,
+            max_base_lag: 100_000,
+        }
     }
 }
 
@@ -153,7 +161,8 @@ impl DocumentState {
         debug_assert_eq!(sub.doc, self.doc, "a submission routed to the wrong document");
         let last = self.clients.get(&sub.client).map(|r| r.seq).unwrap_or(0);
         if sub.seq == 0 {
-            return self.reject(sub, ErrorCode::InvalidOp, "seq must start at 1".to_owned());
+            // Never stored: seq 0 names no op, so there is nothing for a resubmission to find.
+            return self.refuse(sub, ErrorCode::InvalidOp, "seq must start at 1".to_owned());
         }
         if sub.seq <= last {
             return self.resubmission(sub, last, fetched);
@@ -163,9 +172,10 @@ impl DocumentState {
                 sub,
                 ErrorCode::InvalidOp,
                 format!(
-                    "seq {} skips ahead: the next seq of this client on this document is {}",
+                    "seq {} skips ahead (expected {}); it is used up now, so the next seq is {}",
                     sub.seq,
-                    last + 1
+                    last + 1,
+                    sub.seq.saturating_add(1)
                 ),
             );
         }
@@ -174,6 +184,18 @@ impl DocumentState {
                 sub,
                 ErrorCode::InvalidOp,
                 format!("base {} is ahead of the document, which is at version {}", sub.base, self.version),
+            );
+        }
+        if self.version - sub.base > limits.max_base_lag {
+            return self.reject(
+                sub,
+                ErrorCode::InvalidOp,
+                format!(
+                    "base {} is {} versions behind the document; the limit is {}: reload the document",
+                    sub.base,
+                    self.version - sub.base,
+                    limits.max_base_lag
+                ),
             );
         }
         let inserted = sub.op.inserted_chars();
@@ -257,10 +279,11 @@ impl DocumentState {
             let expected = sub.base + 1..=self.window_start;
             let versions = history.iter().map(|e| e.version);
             if !versions.eq(expected) {
-                return Err(self.reject(
+                // A store hiccup, not the client's fault: refuse without using the seq up.
+                return Err(self.refuse(
                     sub,
-                    ErrorCode::Internal,
-                    format!("the history after version {} could not be read completely", sub.base),
+                    ErrorCode::Unavailable,
+                    format!("the history after version {} could not be read; resend the op", sub.base),
                 ));
             }
             for event in history {
@@ -326,7 +349,11 @@ impl DocumentState {
                     client: sub.client.clone(),
                     seq: sub.seq,
                     code: ErrorCode::InvalidOp,
-                    message: format!("seq {} was already used; the next seq is {}", sub.seq, last + 1),
+                    message: format!(
+                        "seq {} was already used; the next seq is {}",
+                        sub.seq,
+                        last.saturating_add(1)
+                    ),
                     at_version: self.version,
                 },
                 new: false,
@@ -339,6 +366,21 @@ impl DocumentState {
             .iter()
             .position(|e| e.seq == seq && &e.client == client)
             .map(|i| self.window_start + 1 + i as u64)
+    }
+
+    /// Refuses without recording anything: the same `seq` may be sent again.
+    fn refuse(&self, sub: &Submission, code: ErrorCode, message: String) -> Decision {
+        Decision::Reject {
+            rejection: Rejection {
+                doc: self.doc.clone(),
+                client: sub.client.clone(),
+                seq: sub.seq,
+                code,
+                message,
+                at_version: self.version,
+            },
+            new: false,
+        }
     }
 
     fn reject(&mut self, sub: &Submission, code: ErrorCode, message: String) -> Decision {

@@ -178,7 +178,7 @@ impl PartitionOwner {
             cached.last_used = self.tick;
             return Ok(());
         }
-        let stored = self.store.load_document(doc).await?;
+        let stored = retry(self.partition, || self.store.load_document(doc)).await?;
         let state = DocumentState::load(doc.clone(), stored, &self.config.limits)?;
         self.docs.insert(doc.clone(), CachedDocument { state, last_used: self.tick });
         Ok(())
@@ -190,20 +190,12 @@ impl PartitionOwner {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut delay = Duration::from_millis(10);
-        loop {
-            match self.store.commit(batch).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::Unavailable(e)) => {
-                    warn!(partition = self.partition, error = %e, retry_in = ?delay, "commit failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    // A conflict or a fence means our memory is not what the store has: forget it.
-                    self.docs.clear();
-                    return Err(e.into());
-                }
+        match retry(self.partition, || self.store.commit(batch)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // A conflict or a fence means our memory is not what the store has: forget it.
+                self.docs.clear();
+                Err(e.into())
             }
         }
     }
@@ -239,6 +231,27 @@ impl PartitionOwner {
         by_age.sort_unstable_by_key(|(used, _)| *used);
         for (_, doc) in by_age.into_iter().take(excess) {
             self.docs.remove(&doc);
+        }
+    }
+}
+
+/// Runs a store call until it succeeds or fails for a reason other than unavailability. The
+/// partition cannot move past the op in hand, so waiting is the only correct choice; the backoff keeps
+/// a store outage from turning into a retry storm.
+async fn retry<T, F, Fut>(partition: PartitionId, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match call().await {
+            Err(StoreError::Unavailable(e)) => {
+                warn!(partition, error = %e, retry_in = ?delay, "store unavailable, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
         }
     }
 }

@@ -47,6 +47,15 @@ struct Config {
     /// Frames queued for one client before it is disconnected as `overloaded`.
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = 4096)]
     outbound_queue: usize,
+    /// Bytes queued for one client before it is disconnected as `overloaded`.
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20)]
+    outbound_queue_bytes: usize,
+    /// Seconds a write to a client may block before the client is disconnected as `overloaded`.
+    #[arg(long, env = "TANDEM_WRITE_TIMEOUT", default_value_t = 10)]
+    write_timeout: u64,
+    /// Oldest `base` accepted, in versions behind the document.
+    #[arg(long, env = "TANDEM_MAX_BASE_LAG", default_value_t = 100_000)]
+    max_base_lag: u64,
     /// Documents one connection may have open at once.
     #[arg(long, env = "TANDEM_MAX_OPEN_DOCUMENTS", default_value_t = 100)]
     max_open_documents: usize,
@@ -108,6 +117,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         limits: Limits {
             max_document_chars: config.max_document_chars,
             max_op_insert_chars: config.max_op_chars,
+            max_base_lag: config.max_base_lag,
             ..Limits::default()
         },
         snapshot_every: config.snapshot_every,
@@ -118,9 +128,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let (store, publisher, config, shutdown) =
             (store.clone(), publisher.clone(), partition_config.clone(), shutdown.clone());
         tasks.spawn(async move {
-            // A sequencer partition is critical: without it no op commits, so its end ends the process.
-            if let Err(e) = run_partition(consumer, store, publisher, config, shutdown.clone()).await {
-                error!(error = %e, "sequencer partition stopped");
+            // A sequencer partition is critical: without it no op commits, so its end (an error or a
+            // panic alike) ends the process instead of leaving a half-alive server.
+            let partition = tokio::spawn(run_partition(consumer, store, publisher, config, shutdown.clone()));
+            match partition.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(error = %e, "sequencer partition stopped"),
+                Err(e) => error!(error = %e, "sequencer partition panicked"),
             }
             shutdown.cancel();
         });
@@ -129,6 +143,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let gateway_config = GatewayConfig {
         max_frame_bytes: config.max_frame_bytes,
         outbound_queue: config.outbound_queue,
+        outbound_queue_bytes: config.outbound_queue_bytes,
+        write_timeout: Duration::from_secs(config.write_timeout),
         max_open_documents: config.max_open_documents,
         handshake_timeout: Duration::from_secs(config.handshake_timeout),
         idle_timeout: Duration::from_secs(config.idle_timeout),

@@ -23,7 +23,7 @@ fn sub(client: &str, seq: u64, base: u64, o: serde_json::Value) -> Submission {
 }
 
 fn limits() -> Limits {
-    Limits { max_document_chars: 20, max_op_insert_chars: 10, history_window: 1000 }
+    Limits { max_document_chars: 20, max_op_insert_chars: 10, history_window: 1000, max_base_lag: 100 }
 }
 
 fn commit(state: &mut DocumentState, s: &Submission) -> CommittedEvent {
@@ -84,7 +84,11 @@ fn seq_gap_is_invalid_and_uses_the_seq_up() {
     let (r, new) = rejection(&mut state, &sub("a", 3, 0, json!(["x"])), &limits());
     assert!(new);
     assert_eq!(r.code, ErrorCode::InvalidOp);
-    assert!(r.message.contains("next seq of this client on this document is 1"), "{}", r.message);
+    assert!(
+        r.message.contains("seq 3 skips ahead (expected 1); it is used up now, so the next seq is 4"),
+        "{}",
+        r.message
+    );
     assert_eq!(state.version(), 0);
     commit(&mut state, &sub("a", 4, 0, json!(["x"])));
 }
@@ -102,6 +106,49 @@ fn seq_zero_base_ahead_and_length_mismatch_are_invalid_and_change_nothing() {
     let (r, _) = rejection(&mut state, &sub("b", 3, 0, json!([1, "x"])), &limits());
     assert!(r.message.contains("spans 1 characters but version 0 has 0"), "{}", r.message);
     assert_eq!((state.version(), state.text().to_string()), (1, "abc".to_owned()));
+}
+
+#[test]
+fn seq_zero_is_refused_every_time_without_being_stored() {
+    let mut state = DocumentState::new(doc());
+    for _ in 0..2 {
+        let (r, new) = rejection(&mut state, &sub("a", 0, 0, json!(["x"])), &limits());
+        assert!(!new, "nothing to store for seq 0");
+        assert!(r.message.contains("seq must start at 1"));
+    }
+    commit(&mut state, &sub("a", 1, 0, json!(["x"])));
+}
+
+#[test]
+fn the_largest_seq_does_not_overflow() {
+    let mut state = DocumentState::new(doc());
+    let (r, _) = rejection(&mut state, &sub("a", u64::MAX, 0, json!(["x"])), &limits());
+    assert!(r.message.contains("skips ahead"), "{}", r.message);
+    // Every later seq is now a resubmission of an older one: refused, never a panic.
+    let five = sub("a", 5, 0, json!(["x"]));
+    assert_eq!(state.decide(&five, &limits(), Fetched::Nothing), Decision::NeedOutcome);
+    let Decision::Reject { rejection: r, new } = state.decide(&five, &limits(), Fetched::Outcome(None))
+    else {
+        panic!("expected a rejection")
+    };
+    assert!(!new);
+    assert!(r.message.contains("already used"), "{}", r.message);
+}
+
+#[test]
+fn a_base_too_far_behind_is_refused() {
+    let mut state = DocumentState::new(doc());
+    let lax = Limits { max_document_chars: 1000, ..limits() };
+    for seq in 1..=101u64 {
+        let s = sub("a", seq, seq - 1, json!([seq as usize - 1, "a"]));
+        assert!(matches!(state.decide(&s, &lax, Fetched::Nothing), Decision::Commit(_)));
+    }
+    let (r, _) = rejection(&mut state, &sub("b", 1, 0, json!(["b"])), &lax);
+    assert!(
+        r.message.contains("base 0 is 101 versions behind the document; the limit is 100"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]
@@ -267,7 +314,7 @@ mod properties {
         fn arbitrary_submissions_never_panic_and_rejections_change_nothing(
             steps in proptest::collection::vec((0usize..3, 0u64..6, 0u64..8, arbitrary_op()), 1..40)
         ) {
-            let limits = Limits { max_document_chars: 30, max_op_insert_chars: 6, history_window: 3 };
+            let limits = Limits { max_document_chars: 30, max_op_insert_chars: 6, history_window: 3, max_base_lag: 5 };
             let mut state = DocumentState::new(doc());
             for (client, seq, base, o) in steps {
                 let s = Submission {
