@@ -1,13 +1,13 @@
 //! Harness for tests that run real Tandem processes on real sockets.
 //!
+//! [`process::ServiceProcess`] is the building block: a service started, awaited until it prints
+//! its address, and always killed when dropped.
+//!
 //! [`Standalone`] starts the `tandem-standalone` binary on a free port with its own data folder, can
 //! SIGKILL and restart it on the same port and data, and always kills it when dropped, also when a
 //! test fails. [`RawConn`] speaks the protocol frame by frame, for tests of exact wire behaviour.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -16,6 +16,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub mod process;
+
+pub use process::{binary, ServiceProcess, ServiceSpec};
 
 /// The seed of a randomized test: `TANDEM_SEED` to replay one, else a random one. Printed either way.
 pub fn seed() -> u64 {
@@ -33,23 +37,6 @@ pub fn seed() -> u64 {
 /// How long a test waits for one expected frame before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `tandem-standalone` binary: `TANDEM_BIN`, or the one cargo built next to this test.
-pub fn standalone_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("TANDEM_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    // target/<profile>/deps/<test> → target/<profile>/tandem-standalone
-    let bin = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
-    let bin = bin.join("tandem-standalone");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p tandem-standalone` first (make test does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Builds a [`Standalone`].
 #[derive(Debug, Default)]
 pub struct StandaloneBuilder {
@@ -65,19 +52,27 @@ impl StandaloneBuilder {
 
     pub fn start(self) -> Standalone {
         let data = tempfile::tempdir().expect("a temporary data folder");
-        let mut server = Standalone { child: None, data, args: self.args, address: None };
-        server.spawn();
-        server
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--data-dir".into()];
+        args.push(data.path().join("store").display().to_string());
+        args.extend(self.args);
+        let spec = ServiceSpec {
+            program: binary("tandem-standalone", "TANDEM_BIN"),
+            args,
+            env: Vec::new(),
+            ready_marker: "listening on http://".into(),
+        };
+        let mut process = ServiceProcess::start(spec);
+        // Restarts keep the port, so clients reconnect to the same URL.
+        let address = process.address().to_owned();
+        process.set_arg("--listen", &address);
+        Standalone { process, data }
     }
 }
 
-/// A running single-process Tandem.
+/// A running single-process Tandem with its own data folder.
 pub struct Standalone {
-    child: Option<Child>,
+    process: ServiceProcess,
     data: tempfile::TempDir,
-    args: Vec<String>,
-    /// `127.0.0.1:PORT`, fixed at the first start so restarts keep it and clients reconnect.
-    address: Option<String>,
 }
 
 impl Standalone {
@@ -91,12 +86,12 @@ impl Standalone {
 
     /// `ws://127.0.0.1:PORT/v1/ws`
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.address.as_deref().expect("started"))
+        format!("ws://{}/v1/ws", self.process.address())
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.address.as_deref().expect("started"))
+        format!("http://{}", self.process.address())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -105,81 +100,17 @@ impl Standalone {
 
     /// SIGKILL: no shutdown code runs, exactly like a crash.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM, then waits for a graceful exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        for _ in 0..150 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.process.terminate()
     }
 
     /// Starts again on the same port and data folder.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    fn spawn(&mut self) {
-        let listen = self.address.clone().unwrap_or_else(|| "127.0.0.1:0".to_owned());
-        let mut last_error = String::new();
-        // A restart may find the port briefly unavailable; try a few times.
-        for _ in 0..50 {
-            let mut child = Command::new(standalone_binary())
-                .arg("--listen")
-                .arg(&listen)
-                .arg("--data-dir")
-                .arg(self.data.path().join("store"))
-                .args(&self.args)
-                .env("TANDEM_LOG", std::env::var("TANDEM_LOG").unwrap_or_else(|_| "warn".into()))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("tandem-standalone starts");
-            let stdout = child.stdout.take().expect("piped stdout");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                // Keep draining stdout so the server never blocks on a full pipe.
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
-                    }
-                }
-            });
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(address) => {
-                    self.address = Some(address);
-                    self.child = Some(child);
-                    return;
-                }
-                Err(_) => {
-                    let status = child.try_wait().ok().flatten();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_error = format!("tandem-standalone did not start (exit status {status:?})");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        panic!("{last_error}");
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.restart();
     }
 }
 

@@ -1,0 +1,165 @@
+//! A service process started by a test: spawned, awaited until it prints the address it listens on,
+//! and always killed when dropped, also when the test fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a service may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Tandem binary cargo built next to this test (`target/<profile>/NAME`), or `$ENV_VAR` if set.
+pub fn binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(bin) = std::env::var(env_var) {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (make test does)", bin.display());
+    bin
+}
+
+/// How to start one service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The text before the address in the line the service prints once it is ready, e.g.
+    /// `"listening on http://"`; the address is what follows, up to the next `/` or space.
+    pub ready_marker: String,
+}
+
+/// A running service.
+pub struct ServiceProcess {
+    spec: ServiceSpec,
+    child: Option<Child>,
+    address: String,
+}
+
+impl ServiceProcess {
+    /// Starts the service and waits until it prints its address.
+    pub fn start(spec: ServiceSpec) -> Self {
+        let (child, address) = spawn(&spec);
+        Self { spec, child: Some(child), address }
+    }
+
+    /// `HOST:PORT` the service printed.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL: no shutdown code runs, exactly like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "CONT"); // a stopped process must be able to die
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open, like a long GC pause or a hung host.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "STOP");
+        }
+    }
+
+    /// SIGCONT after [`ServiceProcess::freeze`].
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+    }
+
+    /// SIGTERM, then waits for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        signal(&child, "TERM");
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts again with the same arguments; a fixed `--listen`/port argument keeps the address.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, address) = spawn(&self.spec);
+        self.child = Some(child);
+        self.address = address;
+    }
+
+    /// Changes an argument's value for the next [`ServiceProcess::restart`] (e.g. pin the port).
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.spec.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.spec.args.len() => self.spec.args[i + 1] = value.to_owned(),
+            _ => self.spec.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status();
+}
+
+fn spawn(spec: &ServiceSpec) -> (Child, String) {
+    let mut last_error = String::new();
+    // A restart on a fixed port may find it briefly unavailable; try a few times.
+    for _ in 0..30 {
+        let mut child = Command::new(&spec.program)
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env("TANDEM_LOG", std::env::var("TANDEM_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", spec.program.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        let marker = spec.ready_marker.clone();
+        std::thread::spawn(move || {
+            // Keep draining stdout so the service never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(&marker).nth(1) {
+                    let address = rest.split(['/', ' ']).next().unwrap_or_default().to_owned();
+                    let _ = tx.send(address);
+                }
+            }
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(address) => return (child, address),
+            Err(_) => {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                last_error = format!("{} did not start (exit status {status:?})", spec.program.display());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    panic!("{last_error}");
+}
