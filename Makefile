@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run test deps lint unit-tests js-tests browser-tests bench vectors fmt clean-data
+.PHONY: run test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data).
 run:
@@ -15,23 +15,29 @@ run:
 	$(CARGO) run --release -p tandem-standalone -- $(ARGS)
 
 ## Install what the tests need, then run every check and test.
-test: deps lint unit-tests js-tests browser-tests
+test: deps infra lint unit-tests js-tests browser-tests
 
 deps:
 	@deploy/install-deps.sh
 
+# PostgreSQL on 127.0.0.1:5432 (installed and started when none answers) and the tansu broker binary
+# (tests start their own brokers on free ports).
+infra:
+	@deploy/postgres.sh
+	@deploy/tansu.sh install >/dev/null
+
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-# Rust tests: unit, property, simulation, store contract, and integration tests against the real
-# server process (built first, as the integration tests start it).
+# Rust tests: unit, property, simulation, store contracts (SQLite and Postgres), the Kafka bus on a
+# real broker, and integration tests against real server processes (built first: the tests start them).
 unit-tests:
-	$(CARGO) build --locked -p tandem-standalone
+	$(CARGO) build --locked --workspace --all-features --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
+		$(CARGO) nextest run --workspace --all-features --locked --no-fail-fast; \
 	else \
-		$(CARGO) test --workspace --locked --no-fail-fast; \
+		$(CARGO) test --workspace --all-features --locked --no-fail-fast; \
 	fi
 
 # JavaScript client: shared OT vectors, state machine, and against the real server.

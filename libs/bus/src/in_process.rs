@@ -118,6 +118,13 @@ impl OpConsumer for InProcessConsumer {
             .map(|(offset, submission)| SubmissionRecord { partition, offset, submission })
             .collect())
     }
+
+    /// Nothing to do: the in-process log lives only as long as the process, so a new owner (after a
+    /// restart) has no earlier records to skip or replay. Unacknowledged ops are resubmitted by
+    /// their clients instead.
+    async fn seek(&mut self, _next_offset: i64) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// Publishes records to every subscriber.

@@ -19,6 +19,8 @@ use tandem_protocol::records::{SequencedRecord, Submission};
 use tandem_protocol::DocId;
 
 pub mod in_process;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 /// A partition of the op log; the unit of sequencer ownership.
 pub type PartitionId = u32;
@@ -71,6 +73,10 @@ pub trait OpConsumer: Send + 'static {
     /// Waits until at least one op is available, then returns up to `max` ops that are ready without
     /// further waiting: the batch the sequencer commits together. `Err(Closed)` ends the partition.
     async fn next_batch(&mut self, max: usize) -> Result<Vec<SubmissionRecord>, BusError>;
+
+    /// Continues reading at `next_offset`: a new owner resumes exactly where the last commit (whose
+    /// offset is stored with its events) ended, so no accepted op is skipped or sequenced twice.
+    async fn seek(&mut self, next_offset: i64) -> Result<(), BusError>;
 }
 
 /// The sequencer's side of the record stream.

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Rejection};
+use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 
-use crate::{CommitBatch, EventStore, PartitionId, StoreError};
+use crate::{CommitBatch, EventStore, PartitionId, StoreError, UnpublishedCommit};
 
 mod checks;
 pub use checks::*;
@@ -89,7 +89,15 @@ checks!(
     offset_stored_with_commit,
     snapshot_bounds_loading,
     unicode_round_trips,
+    nul_characters_round_trip,
     extreme_seqs_round_trip,
+    commit_numbers_count_commits_per_partition,
+    unpublished_returns_commits_after_published_through,
+    unpublished_pages_by_whole_commits,
+    published_through_rides_on_the_next_commit,
+    mark_published_is_fenced,
+    new_owner_sees_unpublished_records,
+    failed_batch_takes_no_commit_number,
 );
 
 /// Runs every check against `store`, each as its own task, and panics naming every check that
@@ -172,14 +180,36 @@ pub(crate) fn batch(
     events: Vec<CommittedEvent>,
     rejections: Vec<Rejection>,
 ) -> CommitBatch {
-    CommitBatch { partition, epoch, next_offset: None, events, rejections }
+    CommitBatch { partition, epoch, next_offset: None, events, rejections, published_through: None }
+}
+
+/// Every record of the outbox of `partition` after commit `after`, in one page.
+pub(crate) async fn outbox(
+    store: &dyn EventStore,
+    partition: PartitionId,
+    after: u64,
+) -> Vec<UnpublishedCommit> {
+    store.unpublished(partition, after, usize::MAX).await.expect("read the outbox")
+}
+
+/// The outbox entry of commit `commit` holding `records`, in the given (expected) order.
+pub(crate) fn unpublished(commit: u64, records: Vec<SequencedRecord>) -> UnpublishedCommit {
+    UnpublishedCommit { commit, records }
+}
+
+pub(crate) fn committed(event: &CommittedEvent) -> SequencedRecord {
+    SequencedRecord::Committed(event.clone())
+}
+
+pub(crate) fn rejected(rejection: &Rejection) -> SequencedRecord {
+    SequencedRecord::Rejected(rejection.clone())
 }
 
 pub(crate) async fn all_events(store: &dyn EventStore, doc: &DocId) -> Vec<CommittedEvent> {
     store.read_events(doc, 0, u64::MAX, usize::MAX).await.expect("read events")
 }
 
-pub(crate) fn expect_conflict(result: Result<(), StoreError>, mentions: &str) {
+pub(crate) fn expect_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) {
     match result {
         Err(StoreError::Conflict(message)) => {
             assert!(message.contains(mentions), "conflict {message:?} should mention {mentions:?}")

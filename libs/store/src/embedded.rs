@@ -28,7 +28,10 @@ use rusqlite::Connection;
 use tandem_protocol::records::{CommittedEvent, Outcome};
 use tandem_protocol::{ClientId, DocId};
 
-use crate::{CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument};
+use crate::{
+    CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
+    UnpublishedCommit,
+};
 use pool::ReaderPool;
 
 /// The database file inside the data folder. Its `-wal` and `-shm` companions live next to it and
@@ -180,11 +183,29 @@ impl EventStore for SqliteStore {
         self.write(move |conn| queries::claim_partition(conn, partition)).await
     }
 
-    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
         // The batch is copied once so the blocking thread owns it; encoding it there keeps the
         // JSON work off the runtime too.
         let batch = batch.clone();
         self.write(move |conn| queries::commit(conn, &batch)).await
+    }
+
+    async fn mark_published(
+        &self,
+        partition: PartitionId,
+        epoch: u64,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| queries::mark_published(conn, partition, epoch, through)).await
+    }
+
+    async fn unpublished(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<UnpublishedCommit>, StoreError> {
+        self.read(move |conn| queries::unpublished(conn, partition, after, limit)).await
     }
 
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {

@@ -7,19 +7,29 @@
 //! [`EventStore`] is the trait the sequencer and the gateway use. It is shaped for the distributed
 //! mode from the start: a [`CommitBatch`] carries many events of many documents, the input offset
 //! consumed up to, and the committing owner's epoch, and commits all of it atomically or nothing.
-//! [`embedded::SqliteStore`] implements it for the single-process mode; the Postgres implementation
-//! passes the same contract suite (`contract`, behind the `testing` feature).
+//!
+//! The store is also the transactional outbox between committing and publishing: every commit that
+//! stores records gets the partition's next commit number, and the partition remembers up to which
+//! commit its records were published (see [`EventStore::unpublished`]). A new owner republishes
+//! what its predecessor committed but never published, so nothing committed is lost on the way to
+//! the gateways.
+//! [`embedded::SqliteStore`] implements it for the single-process mode, `postgres::PostgresStore`
+//! (behind the default `postgres` feature) for the distributed mode; both pass the same contract
+//! suite (`contract`, behind the `testing` feature).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId};
 
 #[cfg(feature = "testing")]
 pub mod contract;
 pub mod embedded;
+mod outbox;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 /// A partition of the op log: the unit of ownership. The single-process mode has one or a few.
 pub type PartitionId = u32;
@@ -40,13 +50,24 @@ pub struct CommitBatch {
     pub events: Vec<CommittedEvent>,
     /// Refused ops: stored so that a resubmission of the same `seq` gets the same error.
     pub rejections: Vec<Rejection>,
+    /// Every commit of the partition up to this number has been published: the store raises the
+    /// partition's `published_through` to it (never lowers it) in the same transaction, so the
+    /// owner records its progress with its next commit at no extra cost. It must not exceed the
+    /// partition's last commit *before* this batch (a batch cannot have been published before it
+    /// is committed), or the commit fails with [`StoreError::Conflict`]. `None` leaves it as it was.
+    pub published_through: Option<u64>,
 }
 
 impl CommitBatch {
+    /// True when the batch stores events or rejections: committing it takes a commit number.
+    pub fn has_records(&self) -> bool {
+        !self.events.is_empty() || !self.rejections.is_empty()
+    }
+
     /// True when committing the batch would change nothing, so the caller can skip the round trip.
     /// (Committing an empty batch is still valid: it only checks the epoch.)
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.rejections.is_empty() && self.next_offset.is_none()
+        !self.has_records() && self.next_offset.is_none() && self.published_through.is_none()
     }
 }
 
@@ -57,6 +78,25 @@ pub struct PartitionClaim {
     pub epoch: u64,
     /// Where the previous owner's last commit ended, if any.
     pub next_offset: Option<i64>,
+    /// The number of the partition's latest commit that stored records (0 before the first).
+    /// Commit numbers go on from here across owners: the next one is `last_commit + 1`.
+    pub last_commit: u64,
+    /// Every commit up to this number is published; those after it, up to `last_commit`, may not
+    /// be, and the new owner republishes them (see [`EventStore::unpublished`]).
+    pub published_through: u64,
+}
+
+/// The records of one commit that is not marked published, as [`EventStore::unpublished`] returns
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpublishedCommit {
+    /// The commit's number in its partition.
+    pub commit: u64,
+    /// Every event and rejection the commit stored, as they are published:
+    /// [`SequencedRecord::Committed`] and [`SequencedRecord::Rejected`] only. Ordered by document
+    /// id, then in each document's order: version `v`, then the rejections at version `v`, then
+    /// version `v + 1`. Rejections at the same version are ordered by client id, then by `seq`.
+    pub records: Vec<SequencedRecord>,
 }
 
 /// The last `seq` a client used on a document and what became of it.
@@ -109,7 +149,9 @@ pub enum StoreError {
         current: u64,
     },
     /// A version or a (client, seq) that already exists, or a version the log cannot hold: nothing
-    /// was written. The message names the document and the version or the client and seq.
+    /// was written. The message names the document and the version or the client and seq. Also a
+    /// `published_through` beyond the partition's last commit: marking commits published that do
+    /// not exist yet would lose them when they do.
     #[error("conflict: {0}")]
     Conflict(String),
     /// The store cannot be reached or failed to do the work; retrying may succeed.
@@ -123,19 +165,56 @@ pub enum StoreError {
 /// The event store. Implementations are shared between tasks (`Arc<dyn EventStore>`).
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Takes ownership of a partition: bumps its epoch and returns the new epoch and the offset the
-    /// last commit stored. Every commit of an older epoch fails from now on.
+    /// Takes ownership of a partition: bumps its epoch and returns the new epoch, the offset the
+    /// last commit stored, and the partition's outbox position (its last commit number and how far
+    /// its commits were published). Every commit of an older epoch fails from now on.
     async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError>;
 
-    /// Writes a whole batch in one transaction, or nothing. Fails with `Fenced` if the batch's epoch
-    /// is not the partition's current one, with `Conflict` if an event's (doc, version) or
-    /// (doc, client, seq) already exists, or a rejection's (doc, client, seq) does.
+    /// Writes a whole batch in one transaction, or nothing, and returns the partition's commit
+    /// number after it. Fails with `Fenced` if the batch's epoch is not the partition's current
+    /// one, with `Conflict` if an event's (doc, version) or (doc, client, seq) already exists, or a
+    /// rejection's (doc, client, seq) does, or if `published_through` is beyond the last commit.
     ///
     /// A partition must be claimed before anything is committed to it: epoch 0 is never current,
     /// so two owners that both skipped the claim cannot write unfenced. A (doc, client, seq) has
     /// one outcome: committing it after it was rejected, or rejecting it after it was committed,
-    /// is a `Conflict` too. An empty batch only checks the epoch.
-    async fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+    /// is a `Conflict` too.
+    ///
+    /// Commit numbers: a batch that stores events or rejections ([`CommitBatch::has_records`])
+    /// takes the partition's next number (one more than the last, across owners), and all its
+    /// records are stored under it, unpublished until `published_through` reaches it. A batch
+    /// without records (only an offset, a `published_through`, or nothing: an epoch check) takes
+    /// no number and returns the current last one. A batch that fails takes none either.
+    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError>;
+
+    /// Records that every commit of `partition` up to `through` is published: raises the
+    /// partition's `published_through` to `through` (a lower value changes nothing). For when
+    /// there is no next commit to carry it in [`CommitBatch::published_through`]: the partition
+    /// went idle, or its owner is leaving. Fails with `Fenced` (changing nothing) unless `epoch` is
+    /// the partition's current one, and with `Conflict` if `through` is beyond its last commit.
+    async fn mark_published(
+        &self,
+        partition: PartitionId,
+        epoch: u64,
+        through: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The outbox: the records of the commits of `partition` numbered above both `after` and the
+    /// partition's `published_through`, oldest commit first, each commit whole (see
+    /// [`UnpublishedCommit`] for the order inside one). Records committed before the outbox existed
+    /// count as published.
+    ///
+    /// Bounded: it returns as many whole commits as fit in `limit` records, but always the first
+    /// one (when `limit > 0`) even if it alone holds more (a commit is one owner batch, which its
+    /// owner held in memory). Nothing (an empty vector) means there is nothing more to publish. To
+    /// page, call again with `after` set to the last returned commit number, or after
+    /// [`EventStore::mark_published`] with the same `after`. A read: any epoch may call it.
+    async fn unpublished(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<UnpublishedCommit>, StoreError>;
 
     /// The latest committed version of a document; 0 for a document never written.
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError>;

@@ -68,6 +68,7 @@ async fn data_survives_reopening() {
             next_offset: Some(17),
             events: history.clone(),
             rejections: vec![rejection.clone()],
+            published_through: None,
         };
         store.commit(&batch).await.unwrap();
         store.write_snapshot(&snapshot).await.unwrap();
@@ -104,6 +105,7 @@ async fn two_stores_on_one_folder_see_each_other() {
         next_offset: None,
         events: events(&d, &c, 1..=2),
         rejections: vec![],
+        published_through: None,
     };
     first.commit(&batch).await.unwrap();
     assert_eq!(second.latest_version(&d).await.unwrap(), 2);
@@ -146,6 +148,7 @@ async fn concurrent_writers_and_readers_do_not_fail() {
                     next_offset: Some(i as i64 + 1),
                     events: batch_events,
                     rejections: vec![],
+                    published_through: None,
                 };
                 store.commit(&batch).await.unwrap();
             }
@@ -196,6 +199,7 @@ async fn damaged_rows_are_reported_as_corrupt() {
         next_offset: None,
         events: events(&d, &c, 1..=2),
         rejections: vec![],
+        published_through: None,
     };
     store.commit(&batch).await.unwrap();
     let rejection = Rejection {
@@ -226,6 +230,54 @@ async fn damaged_rows_are_reported_as_corrupt() {
         matches!(store.find_outcome(&d, &c, 9).await, Err(StoreError::Corrupt(m)) if m.contains("no_such_code"))
     );
     assert!(matches!(store.load_document(&doc("damaged-snapshot")).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(store.unpublished(0, 0, 100).await, Err(StoreError::Corrupt(_))));
+}
+
+/// A data folder written before the outbox existed (schema version 1), with data, gains it on
+/// opening: its rows count as published, and commit numbers start at 1.
+#[tokio::test]
+async fn the_outbox_migration_keeps_earlier_rows_published() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The schema of version 1, as the previous build wrote it.
+        let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        raw.execute_batch(
+            r#"
+            CREATE TABLE events (doc TEXT NOT NULL, version INTEGER NOT NULL, client TEXT NOT NULL,
+                seq INTEGER NOT NULL, op TEXT NOT NULL, PRIMARY KEY (doc, version), UNIQUE (doc, client, seq)
+            ) STRICT, WITHOUT ROWID;
+            CREATE TABLE rejections (doc TEXT NOT NULL, client TEXT NOT NULL, seq INTEGER NOT NULL,
+                code TEXT NOT NULL, message TEXT NOT NULL, at_version INTEGER NOT NULL,
+                PRIMARY KEY (doc, client, seq)
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX rejections_by_version ON rejections (doc, at_version);
+            CREATE TABLE snapshots (doc TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
+                clients TEXT NOT NULL, PRIMARY KEY (doc, version)) STRICT;
+            CREATE TABLE partitions ("partition" INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,
+                next_offset INTEGER) STRICT;
+            INSERT INTO partitions VALUES (4, 3, 12);
+            INSERT INTO events VALUES ('old', 1, 'c', 1, '["a"]');
+            INSERT INTO rejections VALUES ('old', 'c', 2, 'invalid_op', 'no', 1);
+            PRAGMA user_version = 1;
+            "#,
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), FAST).unwrap();
+    let claim = store.claim_partition(4).await.unwrap();
+    assert_eq!(
+        (claim.epoch, claim.next_offset, claim.last_commit, claim.published_through),
+        (4, Some(12), 0, 0)
+    );
+    assert_eq!(store.unpublished(4, 0, 100).await.unwrap(), [], "earlier rows count as published");
+    assert_eq!(store.read_events(&doc("old"), 0, 10, 10).await.unwrap().len(), 1);
+    let mut next = events(&doc("old"), &client("c"), 2..=2);
+    next[0].seq = 3;
+    let batch = CommitBatch { partition: 4, epoch: claim.epoch, events: next, ..CommitBatch::default() };
+    assert_eq!(store.commit(&batch).await.unwrap(), 1);
+    let outbox = store.unpublished(4, 0, 100).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!((outbox[0].commit, outbox[0].records.len()), (1, 1));
 }
 
 #[test]

@@ -77,9 +77,22 @@ pub async fn run_partition(
 ) -> Result<(), PartitionError> {
     let partition = consumer.partition();
     let claim = store.claim_partition(partition).await?;
-    info!(partition, epoch = claim.epoch, "partition claimed");
-    let mut owner =
-        PartitionOwner { partition, epoch: claim.epoch, store, config, docs: HashMap::new(), tick: 0 };
+    info!(partition, epoch = claim.epoch, next_offset = ?claim.next_offset, "partition claimed");
+    // Resume exactly after the last committed batch: nothing accepted is skipped or sequenced twice.
+    if let Some(offset) = claim.next_offset {
+        consumer.seek(offset).await?;
+    }
+    let mut owner = PartitionOwner {
+        partition,
+        epoch: claim.epoch,
+        store,
+        config,
+        docs: HashMap::new(),
+        tick: 0,
+        published: claim.published_through,
+        marked: claim.published_through,
+    };
+    owner.republish(&*publisher).await?;
     loop {
         let batch = tokio::select! {
             biased;
@@ -89,16 +102,32 @@ pub async fn run_partition(
                 Err(BusError::Closed) => break,
                 Err(e) => return Err(e.into()),
             },
+            // Idle: record what was published, so the next owner does not publish it again.
+            _ = tokio::time::sleep(IDLE_MARK), if owner.published > owner.marked => {
+                owner.mark_published().await?;
+                continue;
+            }
         };
-        let records = owner.process(batch).await?;
-        if let Err(e) = publisher.publish(records).await {
-            // Committed records reach gateways anyway: they repair gaps from the store.
-            warn!(partition, error = %e, "publish failed after commit");
+        let (commit, records) = owner.process(batch).await?;
+        match publisher.publish(records).await {
+            Ok(()) => owner.published = owner.published.max(commit),
+            // Committed records reach gateways anyway: they repair gaps from the store, and the next
+            // owner republishes what this one did not mark as published.
+            Err(e) => warn!(partition, error = %e, "publish failed after commit"),
         }
+    }
+    if owner.published > owner.marked {
+        let _ = owner.mark_published().await;
     }
     info!(partition, "partition released");
     Ok(())
 }
+
+/// How long a partition stays idle before it records its published mark on its own.
+const IDLE_MARK: Duration = Duration::from_millis(500);
+
+/// Records republished per page when a partition is taken over.
+const REPUBLISH_PAGE: usize = 1000;
 
 struct PartitionOwner {
     partition: PartitionId,
@@ -107,19 +136,47 @@ struct PartitionOwner {
     config: PartitionConfig,
     docs: HashMap<DocId, CachedDocument>,
     tick: u64,
+    /// Every commit up to this one has been published.
+    published: u64,
+    /// The published mark the store has; the next commit carries `published` when it is higher.
+    marked: u64,
 }
 
 impl PartitionOwner {
-    /// Sequences and commits one batch; returns what to publish.
+    /// The transactional outbox: publishes what the previous owner committed but did not mark as
+    /// published, before this owner sequences anything new. Gateways drop versions they already have,
+    /// so publishing twice is harmless; not publishing would leave an ack unsent.
+    async fn republish(&mut self, publisher: &dyn EventPublisher) -> Result<(), PartitionError> {
+        loop {
+            let (partition, after) = (self.partition, self.published);
+            let page = retry(partition, || self.store.unpublished(partition, after, REPUBLISH_PAGE)).await?;
+            let Some(last) = page.last().map(|c| c.commit) else { return Ok(()) };
+            let records: Vec<SequencedRecord> = page.into_iter().flat_map(|c| c.records).collect();
+            info!(partition, records = records.len(), through = last, "republishing");
+            publisher.publish(records).await?;
+            self.published = last;
+            self.mark_published().await?;
+        }
+    }
+
+    async fn mark_published(&mut self) -> Result<(), PartitionError> {
+        let (partition, epoch, through) = (self.partition, self.epoch, self.published);
+        retry(partition, || self.store.mark_published(partition, epoch, through)).await?;
+        self.marked = through;
+        Ok(())
+    }
+
+    /// Sequences and commits one batch; returns its commit number and what to publish.
     async fn process(
         &mut self,
         batch: Vec<SubmissionRecord>,
-    ) -> Result<Vec<SequencedRecord>, PartitionError> {
+    ) -> Result<(u64, Vec<SequencedRecord>), PartitionError> {
         self.tick += 1;
         let mut commit = CommitBatch {
             partition: self.partition,
             epoch: self.epoch,
             next_offset: batch.last().map(|r| r.offset + 1),
+            published_through: (self.published > self.marked).then_some(self.published),
             ..CommitBatch::default()
         };
         let mut records = Vec::with_capacity(batch.len());
@@ -148,9 +205,12 @@ impl PartitionOwner {
                 }
             }
         }
-        self.commit(&commit).await?;
+        let number = self.commit(&commit).await?;
+        if let Some(through) = commit.published_through {
+            self.marked = through;
+        }
         self.after_commit(&commit);
-        Ok(records)
+        Ok((number, records))
     }
 
     /// Runs the state machine, fetching from the store what it asks for.
@@ -186,12 +246,12 @@ impl PartitionOwner {
 
     /// Commits, retrying while the store is unavailable: the batch cannot be skipped (its ops are
     /// already applied in memory) and nothing after it may commit first.
-    async fn commit(&mut self, batch: &CommitBatch) -> Result<(), PartitionError> {
+    async fn commit(&mut self, batch: &CommitBatch) -> Result<u64, PartitionError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(self.published);
         }
         match retry(self.partition, || self.store.commit(batch)).await {
-            Ok(()) => Ok(()),
+            Ok(number) => Ok(number),
             Err(e) => {
                 // A conflict or a fence means our memory is not what the store has: forget it.
                 self.docs.clear();

@@ -101,3 +101,67 @@ async fn an_owner_fenced_by_a_new_claim_stops_without_writing() {
     assert!(matches!(result, Err(PartitionError::Fenced { partition: 0 })), "{result:?}");
     assert_eq!(store.latest_version(&doc).await.unwrap(), 1);
 }
+
+/// A publisher that loses everything: the commit happened, the records never reached anyone.
+struct LosingPublisher;
+
+#[async_trait::async_trait]
+impl tandem_bus::EventPublisher for LosingPublisher {
+    async fn publish(&self, _: Vec<SequencedRecord>) -> Result<(), tandem_bus::BusError> {
+        Err(tandem_bus::BusError::Unavailable("the broker is gone".into()))
+    }
+}
+
+#[tokio::test]
+async fn the_next_owner_republishes_what_was_committed_but_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let doc = DocId::parse("outbox").unwrap();
+
+    // The first owner commits two ops, but its publishes are lost.
+    let (submitter, mut consumers, _, _) = in_process(&InProcessConfig::default());
+    let shutdown = CancellationToken::new();
+    let first = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(LosingPublisher),
+        PartitionConfig::default(),
+        shutdown.clone(),
+    ));
+    for seq in 1..=2 {
+        submitter.submit(append(&doc, seq)).await.unwrap();
+    }
+    for _ in 0..100 {
+        if store.latest_version(&doc).await.unwrap() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    first.await.unwrap().unwrap();
+
+    // The next owner publishes them before anything new.
+    let (_, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let shutdown = CancellationToken::new();
+    let second = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        PartitionConfig::default(),
+        shutdown.clone(),
+    ));
+    for expected in 1..=2u64 {
+        let delivery =
+            tokio::time::timeout(Duration::from_secs(5), records.next()).await.expect("republished");
+        let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
+        let SequencedRecord::Committed(event) = &*record else { panic!("unexpected {record:?}") };
+        assert_eq!(event.version, expected);
+    }
+    shutdown.cancel();
+    second.await.unwrap().unwrap();
+    // Marked as published on the way out: a third owner has nothing to republish.
+    let claim = store.claim_partition(0).await.unwrap();
+    assert_eq!((claim.last_commit, claim.published_through), (1, 1), "{claim:?}");
+    assert!(store.unpublished(0, claim.published_through, 10).await.unwrap().is_empty());
+}

@@ -7,7 +7,10 @@ use tandem_ot::Operation;
 use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
 use tandem_protocol::{DocId, ErrorCode};
 
-use super::{all_events, batch, claim, client, event, expect_conflict, history, rejection, Namespace};
+use super::{
+    all_events, batch, claim, client, committed, event, expect_conflict, history, outbox, rejected,
+    rejection, unpublished, Namespace,
+};
 use crate::{ClientRecord, CommitBatch, EventStore, Snapshot, StoreError, StoredDocument};
 
 /// A document never written is at version 0 with nothing stored.
@@ -345,6 +348,24 @@ pub async fn unicode_round_trips(store: &dyn EventStore, ns: &Namespace) {
     );
 }
 
+/// U+0000 is a character like any other to a document: it round-trips in ops and in snapshot
+/// text, although C strings (and Postgres `text` values) cannot hold it.
+pub async fn nul_characters_round_trip(store: &dyn EventStore, ns: &Namespace) {
+    let doc = ns.doc("nul");
+    let tess = client("tess");
+    let p = ns.partition(14);
+    let epoch = claim(store, p).await;
+    let text = "a\u{0}b\u{0}\u{0}";
+    let mut op = Operation::new();
+    op.insert(text);
+    let events = vec![CommittedEvent { doc: doc.clone(), version: 1, client: tess.clone(), seq: 1, op }];
+    store.commit(&batch(p, epoch, events.clone(), vec![])).await.unwrap();
+    let snapshot = Snapshot { doc: doc.clone(), version: 1, text: text.to_owned(), clients: BTreeMap::new() };
+    store.write_snapshot(&snapshot).await.unwrap();
+    assert_eq!(all_events(store, &doc).await, events);
+    assert_eq!(store.load_document(&doc).await.unwrap().snapshot, Some(snapshot));
+}
+
 /// Clients choose `seq`, so every `u64` must be stored and found again, including values beyond
 /// what a signed 64-bit column holds.
 pub async fn extreme_seqs_round_trip(store: &dyn EventStore, ns: &Namespace) {
@@ -380,4 +401,298 @@ pub async fn extreme_seqs_round_trip(store: &dyn EventStore, ns: &Namespace) {
         store.commit(&batch(p, epoch, vec![event(&doc, 4, &sam, u64::MAX)], vec![])).await,
         "sam",
     );
+}
+
+/// A commit that stores records takes the partition's next number, one more than the last; a
+/// batch without records (an epoch check, an offset) takes none and answers the current one. Each
+/// partition counts on its own, and the count goes on across claims.
+pub async fn commit_numbers_count_commits_per_partition(store: &dyn EventStore, ns: &Namespace) {
+    let (doc, other) = (ns.doc("numbers"), ns.doc("numbers-other"));
+    let uma = client("uma");
+    let (p, q) = (ns.partition(15), ns.partition(16));
+    let claimed = store.claim_partition(p).await.unwrap();
+    assert_eq!((claimed.last_commit, claimed.published_through), (0, 0), "a new partition has no commits");
+    let epoch = claimed.epoch;
+    let events = history(&doc, &uma, 4);
+
+    assert_eq!(store.commit(&batch(p, epoch, vec![], vec![])).await.unwrap(), 0, "an epoch check");
+    assert_eq!(store.commit(&batch(p, epoch, events[..2].to_vec(), vec![])).await.unwrap(), 1);
+    assert_eq!(store.commit(&batch(p, epoch, vec![], vec![rejection(&doc, &uma, 99, 2)])).await.unwrap(), 2);
+    let only_offset = CommitBatch { next_offset: Some(3), ..batch(p, epoch, vec![], vec![]) };
+    assert_eq!(store.commit(&only_offset).await.unwrap(), 2, "a batch without records takes no number");
+    assert_eq!(store.commit(&batch(p, epoch, vec![], vec![])).await.unwrap(), 2);
+
+    // Another partition counts from its own start.
+    let q_epoch = claim(store, q).await;
+    assert_eq!(store.commit(&batch(q, q_epoch, history(&other, &uma, 1), vec![])).await.unwrap(), 1);
+    assert_eq!(store.commit(&batch(p, epoch, events[2..3].to_vec(), vec![])).await.unwrap(), 3);
+
+    // A new owner goes on from the last number; the old owner's fenced commit takes none.
+    let next = store.claim_partition(p).await.unwrap();
+    assert_eq!((next.last_commit, next.next_offset), (3, Some(3)));
+    assert!(matches!(
+        store.commit(&batch(p, epoch, events[3..].to_vec(), vec![])).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(store.commit(&batch(p, next.epoch, events[3..].to_vec(), vec![])).await.unwrap(), 4);
+    assert_eq!(store.claim_partition(q).await.unwrap().last_commit, 1);
+    assert_eq!(store.claim_partition(p).await.unwrap().last_commit, 4);
+}
+
+/// The outbox holds exactly the records (events and rejections) of the commits after
+/// `published_through` (and after the caller's cursor), one entry per commit in commit order; in a
+/// commit, by document, then in document order: version v, the rejections at v (by client, then
+/// seq as a `u64`), version v + 1.
+pub async fn unpublished_returns_commits_after_published_through(store: &dyn EventStore, ns: &Namespace) {
+    let (a, b) = (ns.doc("outbox-a"), ns.doc("outbox-b"));
+    let (x, y) = (client("xavier"), client("yara"));
+    let p = ns.partition(17);
+    let epoch = claim(store, p).await;
+    assert_eq!(outbox(store, p, 0).await, [], "nothing committed, nothing to publish");
+
+    let (a1, a2, a3) = (event(&a, 1, &x, 1), event(&a, 2, &y, 1), event(&a, 3, &x, 3));
+    let (b1, b2) = (event(&b, 1, &x, 10), event(&b, 2, &y, 10));
+    let (ra1, rb0) = (rejection(&a, &y, 2, 1), rejection(&b, &x, 2, 0));
+    let (ra2, ra3_max, ra3_7) =
+        (rejection(&a, &x, 2, 2), rejection(&a, &y, u64::MAX, 3), rejection(&a, &y, 7, 3));
+    // The batches list their records in an order the outbox does not keep.
+    let first = store
+        .commit(&batch(p, epoch, vec![b1.clone(), a1.clone(), a2.clone()], vec![ra1.clone(), rb0.clone()]))
+        .await
+        .unwrap();
+    let second = store
+        .commit(&batch(p, epoch, vec![a3.clone()], vec![ra3_max.clone(), ra3_7.clone(), ra2.clone()]))
+        .await
+        .unwrap();
+    let third = store.commit(&batch(p, epoch, vec![b2.clone()], vec![])).await.unwrap();
+    assert!(first < second && second < third);
+
+    let c1 = unpublished(
+        first,
+        vec![committed(&a1), rejected(&ra1), committed(&a2), rejected(&rb0), committed(&b1)],
+    );
+    let c2 = unpublished(second, vec![rejected(&ra2), committed(&a3), rejected(&ra3_7), rejected(&ra3_max)]);
+    let c3 = unpublished(third, vec![committed(&b2)]);
+    assert_eq!(outbox(store, p, 0).await, [c1.clone(), c2.clone(), c3.clone()]);
+    // The cursor skips commits without marking them.
+    assert_eq!(outbox(store, p, first).await, [c2.clone(), c3.clone()]);
+    assert_eq!(outbox(store, p, third).await, []);
+    assert_eq!(outbox(store, p, u64::MAX).await, []);
+    assert_eq!(store.unpublished(p, 0, 0).await.unwrap(), [], "a limit of 0 reads nothing");
+    // Marking published hides what it covers, whatever the cursor.
+    store.mark_published(p, epoch, first).await.unwrap();
+    assert_eq!(outbox(store, p, 0).await, [c2, c3.clone()]);
+    store.mark_published(p, epoch, third).await.unwrap();
+    assert_eq!(outbox(store, p, 0).await, []);
+    // Other partitions, claimed or not, have their own outbox.
+    assert_eq!(outbox(store, ns.partition(24), 0).await, []);
+    assert_eq!(outbox(store, ns.partition(200), 0).await, []);
+    // The log itself is unaffected.
+    assert_eq!(all_events(store, &a).await, [a1, a2, a3]);
+}
+
+/// A page holds whole commits only: as many as fit in the limit, or the first alone when it is
+/// larger; paging with the cursor reads every commit once.
+pub async fn unpublished_pages_by_whole_commits(store: &dyn EventStore, ns: &Namespace) {
+    let doc = ns.doc("outbox-pages");
+    let vera = client("vera");
+    let p = ns.partition(18);
+    let epoch = claim(store, p).await;
+    let events = history(&doc, &vera, 11);
+    let mut numbers = Vec::new();
+    let mut expected = Vec::new();
+    // Commits of 3, 1, 2 and 5 records.
+    for range in [0..3, 3..4, 4..6, 6..11] {
+        let slice = events[range].to_vec();
+        let number = store.commit(&batch(p, epoch, slice.clone(), vec![])).await.unwrap();
+        numbers.push(number);
+        expected.push(unpublished(number, slice.iter().map(committed).collect()));
+    }
+    let page = |after: u64, limit: usize| async move { store.unpublished(p, after, limit).await.unwrap() };
+    assert_eq!(page(0, 4).await, expected[..2]);
+    assert_eq!(page(0, 5).await, expected[..2], "commit 3 does not fit whole");
+    assert_eq!(page(0, 6).await, expected[..3]);
+    assert_eq!(page(0, 3).await, expected[..1]);
+    assert_eq!(page(0, 1).await, expected[..1], "a first commit larger than the limit comes whole");
+    assert_eq!(page(numbers[1], 2).await, expected[2..3]);
+    assert_eq!(page(numbers[2], 2).await, expected[3..], "five records for a limit of two");
+    assert_eq!(page(0, usize::MAX).await, expected);
+
+    let mut read = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let next = page(cursor, 2).await;
+        let Some(last) = next.last() else { break };
+        assert!(next.iter().map(|c| c.records.len()).sum::<usize>() <= 2 || next.len() == 1);
+        cursor = last.commit;
+        read.extend(next);
+    }
+    assert_eq!(read, expected);
+}
+
+/// A batch's `published_through` raises the partition's mark in the same transaction (never lowers
+/// it); it cannot cover the batch itself or any commit that does not exist yet.
+pub async fn published_through_rides_on_the_next_commit(store: &dyn EventStore, ns: &Namespace) {
+    let doc = ns.doc("outbox-ride");
+    let wes = client("wes");
+    let p = ns.partition(19);
+    let epoch = claim(store, p).await;
+    let events = history(&doc, &wes, 5);
+    let first = store.commit(&batch(p, epoch, events[..1].to_vec(), vec![])).await.unwrap();
+    let second = store.commit(&batch(p, epoch, events[1..2].to_vec(), vec![])).await.unwrap();
+    let carrying =
+        CommitBatch { published_through: Some(second), ..batch(p, epoch, events[2..3].to_vec(), vec![]) };
+    let third = store.commit(&carrying).await.unwrap();
+    let c3 = unpublished(third, vec![committed(&events[2])]);
+    assert_eq!(outbox(store, p, 0).await, std::slice::from_ref(&c3));
+
+    // A lower mark, alone in a batch, changes nothing and takes no number.
+    let lower = CommitBatch { published_through: Some(first), ..batch(p, epoch, vec![], vec![]) };
+    assert!(!lower.is_empty());
+    assert_eq!(store.commit(&lower).await.unwrap(), third);
+    assert_eq!(outbox(store, p, 0).await, std::slice::from_ref(&c3));
+
+    // A batch cannot mark itself published (it was not published before it was committed), nor a
+    // commit that does not exist: a conflict that writes nothing and takes no number.
+    let itself = CommitBatch {
+        published_through: Some(third + 1),
+        next_offset: Some(9),
+        ..batch(p, epoch, events[3..4].to_vec(), vec![])
+    };
+    expect_conflict(store.commit(&itself).await, "commit");
+    let beyond = CommitBatch { published_through: Some(u64::MAX), ..batch(p, epoch, vec![], vec![]) };
+    expect_conflict(store.commit(&beyond).await, "commit");
+    assert_eq!(store.latest_version(&doc).await.unwrap(), 3);
+    assert_eq!(outbox(store, p, 0).await, std::slice::from_ref(&c3));
+
+    // A fenced batch's mark is not applied.
+    let newer = store.claim_partition(p).await.unwrap();
+    assert_eq!((newer.last_commit, newer.published_through, newer.next_offset), (third, second, None));
+    let stale = CommitBatch { published_through: Some(third), ..batch(p, epoch, vec![], vec![]) };
+    assert!(matches!(store.commit(&stale).await, Err(StoreError::Fenced { .. })));
+    assert_eq!(outbox(store, p, 0).await, [c3]);
+
+    // The new owner's next commit carries the mark for the republished commit.
+    let carrying = CommitBatch {
+        published_through: Some(third),
+        ..batch(p, newer.epoch, events[3..4].to_vec(), vec![])
+    };
+    let fourth = store.commit(&carrying).await.unwrap();
+    assert_eq!(fourth, third + 1);
+    assert_eq!(outbox(store, p, 0).await, [unpublished(fourth, vec![committed(&events[3])])]);
+    let claimed = store.claim_partition(p).await.unwrap();
+    assert_eq!((claimed.last_commit, claimed.published_through), (fourth, third));
+}
+
+/// `mark_published` raises the mark when the epoch is current; a stale (or never valid) epoch is
+/// fenced and changes nothing; a commit that does not exist is a conflict.
+pub async fn mark_published_is_fenced(store: &dyn EventStore, ns: &Namespace) {
+    let doc = ns.doc("outbox-mark");
+    let xena = client("xena");
+    let p = ns.partition(20);
+    let older = claim(store, p).await;
+    let events = history(&doc, &xena, 2);
+    let first = store.commit(&batch(p, older, events[..1].to_vec(), vec![])).await.unwrap();
+    let second = store.commit(&batch(p, older, events[1..].to_vec(), vec![])).await.unwrap();
+    let c2 = unpublished(second, vec![committed(&events[1])]);
+
+    store.mark_published(p, older, first).await.unwrap();
+    assert_eq!(outbox(store, p, 0).await, std::slice::from_ref(&c2));
+    store.mark_published(p, older, 0).await.unwrap();
+    assert_eq!(outbox(store, p, 0).await, std::slice::from_ref(&c2), "the mark is never lowered");
+    expect_conflict(store.mark_published(p, older, second + 1).await, "commit");
+    assert_eq!(outbox(store, p, 0).await, std::slice::from_ref(&c2));
+
+    let newer = store.claim_partition(p).await.unwrap();
+    assert_eq!((newer.last_commit, newer.published_through), (second, first));
+    match store.mark_published(p, older, second).await {
+        Err(StoreError::Fenced { partition, epoch, current }) => {
+            assert_eq!((partition, epoch, current), (p, older, newer.epoch))
+        }
+        other => panic!("a stale owner's mark must be fenced, got {other:?}"),
+    }
+    assert!(matches!(store.mark_published(p, newer.epoch + 1, second).await, Err(StoreError::Fenced { .. })));
+    assert_eq!(outbox(store, p, 0).await, [c2], "a fenced mark changed nothing");
+    match store.mark_published(ns.partition(21), 0, 0).await {
+        Err(StoreError::Fenced { epoch: 0, current: 0, .. }) => {}
+        other => panic!("marking an unclaimed partition must be fenced, got {other:?}"),
+    }
+
+    store.mark_published(p, newer.epoch, second).await.unwrap();
+    assert_eq!(outbox(store, p, 0).await, []);
+    let claimed = store.claim_partition(p).await.unwrap();
+    assert_eq!((claimed.last_commit, claimed.published_through), (second, second));
+}
+
+/// A new owner's claim reports where the outbox stands, and the outbox holds exactly what the
+/// previous owner committed after its last mark.
+pub async fn new_owner_sees_unpublished_records(store: &dyn EventStore, ns: &Namespace) {
+    let (doc, other) = (ns.doc("outbox-handover"), ns.doc("outbox-handover-2"));
+    let yuri = client("yuri");
+    let p = ns.partition(22);
+    let old = claim(store, p).await;
+    let events = history(&doc, &yuri, 3);
+    let refused = rejection(&other, &yuri, 1, 0);
+    let first = store.commit(&batch(p, old, events[..1].to_vec(), vec![])).await.unwrap();
+    let carrying = CommitBatch {
+        published_through: Some(first),
+        next_offset: Some(30),
+        ..batch(p, old, events[1..2].to_vec(), vec![refused.clone()])
+    };
+    let second = store.commit(&carrying).await.unwrap();
+    let third = store.commit(&batch(p, old, events[2..].to_vec(), vec![])).await.unwrap();
+
+    let claim = store.claim_partition(p).await.unwrap();
+    assert_eq!(
+        (claim.next_offset, claim.last_commit, claim.published_through),
+        (Some(30), third, first),
+        "the claim reports the previous owner's outbox"
+    );
+    let pending = outbox(store, p, claim.published_through).await;
+    assert_eq!(
+        pending,
+        [
+            unpublished(second, vec![committed(&events[1]), rejected(&refused)]),
+            unpublished(third, vec![committed(&events[2])])
+        ]
+    );
+    assert_eq!(outbox(store, p, 0).await, pending);
+    assert_eq!(pending.last().map(|c| c.commit), Some(claim.last_commit));
+
+    // The old owner can neither commit nor mark; the new one republishes, then marks.
+    let late = CommitBatch { published_through: Some(third), ..batch(p, old, vec![], vec![]) };
+    assert!(matches!(store.commit(&late).await, Err(StoreError::Fenced { .. })));
+    store.mark_published(p, claim.epoch, claim.last_commit).await.unwrap();
+    assert_eq!(outbox(store, p, 0).await, []);
+    let next = store.commit(&batch(p, claim.epoch, vec![event(&other, 1, &yuri, 2)], vec![])).await.unwrap();
+    assert_eq!(next, third + 1);
+}
+
+/// A batch that fails (a conflict, or a mark beyond the last commit) takes no commit number and
+/// leaves nothing in the outbox.
+pub async fn failed_batch_takes_no_commit_number(store: &dyn EventStore, ns: &Namespace) {
+    let (doc, other) = (ns.doc("outbox-failed"), ns.doc("outbox-failed-2"));
+    let zoe = client("zoe");
+    let p = ns.partition(23);
+    let epoch = claim(store, p).await;
+    let first = store.commit(&batch(p, epoch, history(&doc, &zoe, 1), vec![])).await.unwrap();
+
+    let taken_version = batch(p, epoch, vec![event(&other, 1, &zoe, 1), event(&doc, 1, &zoe, 5)], vec![]);
+    expect_conflict(store.commit(&taken_version).await, doc.as_str());
+    let taken_seq = batch(p, epoch, vec![], vec![rejection(&other, &zoe, 2, 0), rejection(&doc, &zoe, 1, 1)]);
+    expect_conflict(store.commit(&taken_seq).await, "zoe");
+    let in_batch = batch(p, epoch, vec![event(&other, 1, &zoe, 3), event(&other, 1, &zoe, 4)], vec![]);
+    expect_conflict(store.commit(&in_batch).await, other.as_str());
+
+    let refused = rejection(&other, &zoe, 9, 0);
+    let second = store.commit(&batch(p, epoch, vec![], vec![refused.clone()])).await.unwrap();
+    assert_eq!(second, first + 1, "failed batches took commit numbers");
+    assert_eq!(
+        outbox(store, p, 0).await,
+        [
+            unpublished(first, history(&doc, &zoe, 1).iter().map(committed).collect()),
+            unpublished(second, vec![rejected(&refused)])
+        ]
+    );
+    assert_eq!(store.claim_partition(p).await.unwrap().last_commit, second);
 }

@@ -6,40 +6,114 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{ffi, params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{ffi, params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 
-use crate::{ClientRecord, CommitBatch, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument};
+use crate::outbox::{self, OutboxRow, Page};
+use crate::{
+    ClientRecord, CommitBatch, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
+    UnpublishedCommit,
+};
 
-const INSERT_EVENT: &str = "INSERT INTO events (doc, version, client, seq, op) VALUES (?1, ?2, ?3, ?4, ?5)";
-const INSERT_REJECTION: &str = "INSERT INTO rejections (doc, client, seq, code, message, at_version) \
-                                VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_EVENT: &str = r#"INSERT INTO events (doc, version, client, seq, op, "partition", commit_seq)
+                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#;
+const INSERT_REJECTION: &str = r#"INSERT INTO rejections
+                                  (doc, client, seq, code, message, at_version, "partition", commit_seq)
+                                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"#;
 const EVENT_VERSION_OF_SEQ: &str = "SELECT version FROM events WHERE doc = ?1 AND client = ?2 AND seq = ?3";
 const REJECTION_OF_SEQ: &str =
     "SELECT code, message FROM rejections WHERE doc = ?1 AND client = ?2 AND seq = ?3";
-const PARTITION_EPOCH: &str = r#"SELECT epoch FROM partitions WHERE "partition" = ?1"#;
+const PARTITION_STATE: &str =
+    r#"SELECT epoch, last_commit, published_through FROM partitions WHERE "partition" = ?1"#;
+/// The partition's row after a commit: every change in one statement. `?3` (the offset) and `?4`
+/// (published through) are NULL when the batch leaves them as they are.
+const UPDATE_PARTITION: &str = r#"UPDATE partitions SET last_commit = ?2,
+                                  next_offset = coalesce(?3, next_offset),
+                                  published_through = max(published_through, coalesce(?4, 0))
+                                  WHERE "partition" = ?1"#;
+const MARK_PUBLISHED: &str =
+    r#"UPDATE partitions SET published_through = max(published_through, ?2) WHERE "partition" = ?1"#;
+/// The outbox in commit order, `kind` 0 for events and 1 for rejections; the last two columns are
+/// (op, NULL) for an event and (code, message) for a rejection.
+const UNPUBLISHED_AFTER: &str = r#"
+    SELECT commit_seq, 0, doc, version, client, seq, op, NULL FROM events
+    WHERE "partition" = ?1 AND commit_seq > ?2
+    UNION ALL
+    SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+    WHERE "partition" = ?1 AND commit_seq > ?2
+    ORDER BY 1 LIMIT ?3"#;
+const UNPUBLISHED_OF_COMMIT: &str = r#"
+    SELECT commit_seq, 0, doc, version, client, seq, op, NULL FROM events
+    WHERE "partition" = ?1 AND commit_seq = ?2
+    UNION ALL
+    SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+    WHERE "partition" = ?1 AND commit_seq = ?2"#;
 const SELECT_EVENTS: &str = "SELECT version, client, seq, op FROM events \
                              WHERE doc = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4";
 
-/// Bumps the partition's epoch (creating the row at epoch 1) and returns it with the stored offset.
+/// Bumps the partition's epoch (creating the row at epoch 1) and returns it with the stored offset
+/// and outbox position.
 pub(super) fn claim_partition(
     conn: &mut Connection,
     partition: PartitionId,
 ) -> Result<PartitionClaim, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (epoch, next_offset): (i64, Option<i64>) = tx
+    let (epoch, next_offset, last_commit, published_through): (i64, Option<i64>, i64, i64) = tx
         .prepare_cached(
             r#"INSERT INTO partitions ("partition", epoch, next_offset) VALUES (?1, 1, NULL)
                ON CONFLICT ("partition") DO UPDATE SET epoch = epoch + 1
-               RETURNING epoch, next_offset"#,
+               RETURNING epoch, next_offset, last_commit, published_through"#,
         )?
-        .query_row([partition], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        .query_row([partition], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
     tx.commit()?;
     let epoch = stored_u64(epoch, || format!("epoch of partition {partition}"))?;
-    tracing::info!(partition, epoch, "partition claimed");
-    Ok(PartitionClaim { epoch, next_offset })
+    let last_commit = stored_u64(last_commit, || format!("last commit of partition {partition}"))?;
+    let published_through =
+        stored_u64(published_through, || format!("published commit of partition {partition}"))?;
+    tracing::info!(partition, epoch, last_commit, published_through, "partition claimed");
+    Ok(PartitionClaim { epoch, next_offset, last_commit, published_through })
+}
+
+/// A partition's row as a commit sees it: epoch, last commit number, published through.
+struct PartitionState {
+    epoch: u64,
+    last_commit: u64,
+    published_through: u64,
+}
+
+/// Reads the partition's row inside `tx` (all zeros for a partition never claimed) and fences:
+/// `epoch` must be the current one, and epoch 0 never is.
+fn fence(tx: &Transaction<'_>, partition: PartitionId, epoch: u64) -> Result<PartitionState, StoreError> {
+    let row: Option<(i64, i64, i64)> = tx
+        .prepare_cached(PARTITION_STATE)?
+        .query_row([partition], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    let state = match row {
+        Some((epoch, last_commit, published_through)) => PartitionState {
+            epoch: stored_u64(epoch, || format!("epoch of partition {partition}"))?,
+            last_commit: stored_u64(last_commit, || format!("last commit of partition {partition}"))?,
+            published_through: stored_u64(published_through, || {
+                format!("published commit of partition {partition}")
+            })?,
+        },
+        None => PartitionState { epoch: 0, last_commit: 0, published_through: 0 },
+    };
+    if epoch == 0 || epoch != state.epoch {
+        return Err(StoreError::Fenced { partition, epoch, current: state.epoch });
+    }
+    Ok(state)
+}
+
+/// Refuses to mark commits published that the partition does not have yet.
+fn check_published(partition: PartitionId, through: u64, last_commit: u64) -> Result<(), StoreError> {
+    if through > last_commit {
+        return Err(StoreError::Conflict(format!(
+            "commit {through} of partition {partition} cannot be published: its last commit is {last_commit}"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes a batch in one `IMMEDIATE` transaction: the epoch is read under the write lock, so no
@@ -49,19 +123,22 @@ pub(super) fn claim_partition(
 /// Epoch rule: the batch's epoch must equal the partition's stored epoch, and epoch 0 is never
 /// valid, so a partition must be claimed before anything is committed to it. Accepting epoch 0 on
 /// a never-claimed partition would let two owners that both skipped the claim write unfenced.
-pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<(), StoreError> {
+///
+/// A batch with records takes the next commit number and stores every row under it; the number,
+/// offset and published mark are written together in one update of the partition's row.
+pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let current: u64 = match tx
-        .prepare_cached(PARTITION_EPOCH)?
-        .query_row([batch.partition], |row| row.get::<_, i64>(0))
-        .optional()?
-    {
-        Some(epoch) => stored_u64(epoch, || format!("epoch of partition {}", batch.partition))?,
-        None => 0,
-    };
-    if batch.epoch == 0 || batch.epoch != current {
-        return Err(StoreError::Fenced { partition: batch.partition, epoch: batch.epoch, current });
+    let state = fence(&tx, batch.partition, batch.epoch)?;
+    if let Some(through) = batch.published_through {
+        check_published(batch.partition, through, state.last_commit)?;
     }
+    if batch.is_empty() {
+        return Ok(state.last_commit);
+    }
+    let number = if batch.has_records() { state.last_commit + 1 } else { state.last_commit };
+    let number_sql = i64::try_from(number).map_err(|_| {
+        StoreError::Conflict(format!("partition {} has no commit number left", batch.partition))
+    })?;
 
     {
         let mut insert = tx.prepare_cached(INSERT_EVENT)?;
@@ -74,15 +151,15 @@ pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<(), S
             }
             let op = serde_json::to_string(&e.op).expect("an operation always encodes as JSON");
             let version = version_to_sql(e.version, &e.doc)?;
-            insert.execute(params![e.doc.as_str(), version, e.client.as_str(), seq, op]).map_err(|err| {
-                match constraint(&err) {
-                    Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => StoreError::Conflict(format!(
-                        "version {} of document {} already exists",
-                        e.version, e.doc
-                    )),
-                    Some(_) => seq_conflict(&e.doc, &e.client, e.seq, "already has an outcome"),
-                    None => StoreError::from(err),
-                }
+            let row =
+                params![e.doc.as_str(), version, e.client.as_str(), seq, op, batch.partition, number_sql];
+            insert.execute(row).map_err(|err| match constraint(&err) {
+                Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => StoreError::Conflict(format!(
+                    "version {} of document {} already exists",
+                    e.version, e.doc
+                )),
+                Some(_) => seq_conflict(&e.doc, &e.client, e.seq, "already has an outcome"),
+                None => StoreError::from(err),
             })?;
         }
     }
@@ -95,19 +172,86 @@ pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<(), S
                 return Err(seq_conflict(&r.doc, &r.client, r.seq, "was already committed"));
             }
             let at_version = version_to_sql(r.at_version, &r.doc)?;
-            let row = params![r.doc.as_str(), r.client.as_str(), seq, r.code.as_str(), r.message, at_version];
+            let row = params![
+                r.doc.as_str(),
+                r.client.as_str(),
+                seq,
+                r.code.as_str(),
+                r.message,
+                at_version,
+                batch.partition,
+                number_sql
+            ];
             insert.execute(row).map_err(|err| match constraint(&err) {
                 Some(_) => seq_conflict(&r.doc, &r.client, r.seq, "already has an outcome"),
                 None => StoreError::from(err),
             })?;
         }
     }
-    if let Some(offset) = batch.next_offset {
-        tx.prepare_cached(r#"UPDATE partitions SET next_offset = ?2 WHERE "partition" = ?1"#)?
-            .execute(params![batch.partition, offset])?;
+    // `through` fits: it was checked against a stored commit number.
+    let published = batch.published_through.map(clamp_to_sql);
+    tx.prepare_cached(UPDATE_PARTITION)?.execute(params![
+        batch.partition,
+        number_sql,
+        batch.next_offset,
+        published
+    ])?;
+    tx.commit()?;
+    Ok(number)
+}
+
+/// Raises the partition's published mark, fenced like a commit.
+pub(super) fn mark_published(
+    conn: &mut Connection,
+    partition: PartitionId,
+    epoch: u64,
+    through: u64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let state = fence(&tx, partition, epoch)?;
+    check_published(partition, through, state.last_commit)?;
+    if through > state.published_through {
+        tx.prepare_cached(MARK_PUBLISHED)?.execute(params![partition, clamp_to_sql(through)])?;
     }
     tx.commit()?;
     Ok(())
+}
+
+/// One page of the outbox, read in one read transaction (see [`outbox`] for the paging).
+pub(super) fn unpublished(
+    conn: &mut Connection,
+    partition: PartitionId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<UnpublishedCommit>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let tx = conn.transaction()?;
+    let published: Option<i64> = tx
+        .prepare_cached(r#"SELECT published_through FROM partitions WHERE "partition" = ?1"#)?
+        .query_row([partition], |row| row.get(0))
+        .optional()?;
+    let published = match published {
+        Some(p) => stored_u64(p, || format!("published commit of partition {partition}"))?,
+        None => 0,
+    };
+    let from = clamp_to_sql(after.max(published));
+    let rows = {
+        let mut stmt = tx.prepare_cached(UNPUBLISHED_AFTER)?;
+        let rows = stmt.query_map(params![partition, from, outbox::rows_to_read(limit)], outbox_columns)?;
+        rows.map(|row| decode_outbox_row(row?)).collect::<Result<Vec<_>, _>>()?
+    };
+    let page = match outbox::page(rows, limit) {
+        Page::Done(page) => page,
+        Page::FirstCommitTooLarge(commit) => {
+            let mut stmt = tx.prepare_cached(UNPUBLISHED_OF_COMMIT)?;
+            let rows = stmt.query_map(params![partition, clamp_to_sql(commit)], outbox_columns)?;
+            outbox::group(rows.map(|row| decode_outbox_row(row?)).collect::<Result<Vec<_>, _>>()?)
+        }
+    };
+    tx.finish()?;
+    Ok(page)
 }
 
 pub(super) fn latest_version(conn: &Connection, doc: &DocId) -> Result<u64, StoreError> {
@@ -233,6 +377,44 @@ pub(super) fn find_outcome(
     };
     tx.finish()?;
     Ok(outcome)
+}
+
+/// commit_seq, kind (0 event, 1 rejection), doc, version or at_version, client, seq, op or code,
+/// NULL or message.
+type OutboxColumns = (i64, i64, String, i64, String, i64, String, Option<String>);
+
+fn outbox_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxColumns> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+fn decode_outbox_row(
+    (commit, kind, doc, version, client, seq, text, message): OutboxColumns,
+) -> Result<OutboxRow, StoreError> {
+    let doc =
+        DocId::parse(&doc).map_err(|e| StoreError::Corrupt(format!("document id {doc:?} stored: {e}")))?;
+    let commit = stored_u64(commit, || format!("commit number of a record of document {doc}"))?;
+    let record = match (kind, message) {
+        (0, None) => SequencedRecord::Committed(decode_event(&doc, (version, client, seq, text))?),
+        (1, Some(message)) => SequencedRecord::Rejected(Rejection {
+            client: stored_client(&client, &doc)?,
+            seq: seq_from_sql(seq),
+            code: stored_code(&text, &doc)?,
+            message,
+            at_version: stored_u64(version, || format!("version of a rejection on document {doc}"))?,
+            doc,
+        }),
+        _ => return Err(StoreError::Corrupt(format!("outbox row of kind {kind} for document {doc}"))),
+    };
+    Ok((commit, record))
 }
 
 type EventColumns = (i64, String, i64, String);

@@ -57,6 +57,20 @@ const MIGRATIONS: &[&str] = &[
         next_offset INTEGER
     ) STRICT;
     "#,
+    // 2: the transactional outbox. Each partition numbers its commits (`last_commit`) and remembers
+    // up to which one they were published; each event and rejection records the partition and
+    // commit that stored it. Rows from before this migration have neither (NULL) and count as
+    // published: they were written by an owner that published them or let gateways repair them.
+    r#"
+    ALTER TABLE partitions ADD COLUMN last_commit INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE partitions ADD COLUMN published_through INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN "partition" INTEGER;
+    ALTER TABLE events ADD COLUMN commit_seq INTEGER;
+    ALTER TABLE rejections ADD COLUMN "partition" INTEGER;
+    ALTER TABLE rejections ADD COLUMN commit_seq INTEGER;
+    CREATE INDEX events_by_commit ON events ("partition", commit_seq);
+    CREATE INDEX rejections_by_commit ON rejections ("partition", commit_seq);
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -1,0 +1,262 @@
+//! A distributed Tandem on loopback: a tansu broker, a fresh Postgres database, sequencers and
+//! gateways as real processes, each with kill switches.
+//!
+//! ```no_run
+//! # use tandem_integration_tests::cluster::Cluster;
+//! let mut cluster = Cluster::builder().gateways(2).sequencers(2).partitions(4).start();
+//! let url = cluster.gateway_ws_url(0);
+//! cluster.sequencer(0).kill();
+//! ```
+//!
+//! Everything it starts is stopped when it is dropped, also when a test fails; the database is
+//! dropped too.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::process::{binary, ServiceProcess, ServiceSpec};
+
+/// The Postgres server the tests use (trust auth): `TANDEM_TEST_POSTGRES`, else the local one.
+pub fn postgres_server_url() -> String {
+    std::env::var("TANDEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database created for one test and dropped after it.
+pub struct TestDatabase {
+    server: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub fn create() -> Self {
+        let name = format!("tandem_it_{}", random_suffix());
+        psql(&postgres_server_url(), "postgres", &format!("CREATE DATABASE {name}"));
+        Self { server: postgres_server_url(), name }
+    }
+
+    /// `postgres://…/NAME`
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server.trim_end_matches('/'), self.name)
+    }
+
+    /// Runs one query and returns its rows, fields separated by `|`.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        psql(&self.server, &self.name, sql).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-d", &format!("{}/postgres", self.server)])
+            .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
+    }
+}
+
+/// Runs `sql` with psql against `database`; panics with psql's message on failure.
+fn psql(server: &str, database: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", &format!("{server}/{database}")])
+        .args(["-c", sql])
+        .output()
+        .expect("psql runs (make test installs PostgreSQL)");
+    assert!(output.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("psql prints UTF-8")
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..12).map(|_| char::from(b'a' + rng.gen_range(0..26))).collect()
+}
+
+/// A port free right now (the OS picks it; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The tansu broker binary, installed once per test run by `deploy/tansu.sh install`.
+pub fn tansu() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("TANDEM_TANSU") {
+            return PathBuf::from(path);
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tansu.sh");
+        let output = Command::new("bash").arg(&script).arg("install").output().expect("run deploy/tansu.sh");
+        assert!(
+            output.status.success(),
+            "deploy/tansu.sh install: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).expect("the script prints a path");
+        PathBuf::from(stdout.lines().last().expect("the script prints the binary's path").trim())
+    })
+}
+
+/// A tansu broker in memory on a free loopback port; killed on drop.
+pub struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let broker = Broker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    gateways: usize,
+    sequencers: usize,
+    partitions: u32,
+    service_token: Option<String>,
+}
+
+impl ClusterBuilder {
+    pub fn gateways(mut self, n: usize) -> Self {
+        self.gateways = n;
+        self
+    }
+
+    pub fn sequencers(mut self, n: usize) -> Self {
+        self.sequencers = n;
+        self
+    }
+
+    pub fn partitions(mut self, n: u32) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    pub fn service_token(mut self, token: &str) -> Self {
+        self.service_token = Some(token.to_owned());
+        self
+    }
+
+    /// Starts the broker, the database, the sequencers (in order, each one ready before the next),
+    /// then the gateways.
+    pub fn start(self) -> Cluster {
+        let broker = Broker::start();
+        let database = TestDatabase::create();
+        let mut cluster =
+            Cluster { config: self, broker, database, sequencers: Vec::new(), gateways: Vec::new() };
+        for i in 0..cluster.config.sequencers {
+            let sequencer = cluster.start_sequencer(i);
+            cluster.sequencers.push(sequencer);
+        }
+        for i in 0..cluster.config.gateways {
+            let gateway = cluster.start_gateway(i);
+            cluster.gateways.push(gateway);
+        }
+        cluster
+    }
+}
+
+/// A running distributed Tandem.
+pub struct Cluster {
+    config: ClusterBuilder,
+    // Dropped in field order: services first, then the database and the broker they use.
+    sequencers: Vec<ServiceProcess>,
+    gateways: Vec<ServiceProcess>,
+    database: TestDatabase,
+    broker: Broker,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder { gateways: 1, sequencers: 1, partitions: 4, service_token: None }
+    }
+
+    /// `ws://HOST:PORT/v1/ws` of gateway `i`.
+    pub fn gateway_ws_url(&self, i: usize) -> String {
+        format!("ws://{}/v1/ws", self.gateways[i].address())
+    }
+
+    pub fn gateway(&mut self, i: usize) -> &mut ServiceProcess {
+        &mut self.gateways[i]
+    }
+
+    pub fn sequencer(&mut self, i: usize) -> &mut ServiceProcess {
+        &mut self.sequencers[i]
+    }
+
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    fn common_args(&self, instance: String) -> Vec<String> {
+        let mut args = vec![
+            "--brokers".into(),
+            self.broker.address(),
+            "--postgres-url".into(),
+            self.database.url(),
+            "--partitions".into(),
+            self.config.partitions.to_string(),
+            "--instance".into(),
+            instance,
+        ];
+        if let Some(token) = &self.config.service_token {
+            args.extend(["--service-token".into(), token.clone()]);
+        }
+        args
+    }
+
+    fn start_sequencer(&self, i: usize) -> ServiceProcess {
+        let mut args = vec!["--grpc-listen".to_owned(), format!("127.0.0.1:{}", free_port())];
+        args.extend(self.common_args(format!("sequencer-{i}")));
+        ServiceProcess::start(ServiceSpec {
+            program: binary("tandem-sequencer", "TANDEM_SEQUENCER_BIN"),
+            args,
+            env: Vec::new(),
+            ready_marker: "grpc listening on ".into(),
+        })
+    }
+
+    fn start_gateway(&self, i: usize) -> ServiceProcess {
+        let sequencers: Vec<String> =
+            self.sequencers.iter().map(|s| format!("http://{}", s.address())).collect();
+        let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{}", free_port())];
+        args.extend(["--sequencer".to_owned(), sequencers.join(",")]);
+        args.extend(self.common_args(format!("gateway-{i}")));
+        ServiceProcess::start(ServiceSpec {
+            program: binary("tandem-gateway", "TANDEM_GATEWAY_BIN"),
+            args,
+            env: Vec::new(),
+            ready_marker: "listening on http://".into(),
+        })
+    }
+}

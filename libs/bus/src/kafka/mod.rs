@@ -1,0 +1,173 @@
+//! The bus on Kafka (rdkafka), for the distributed mode.
+//!
+//! - [`KafkaOpSubmitter`]: the sequencer ingress appends each [`Submission`] to `tandem.ops`, keyed by
+//!   document id, into the partition [`partition_of`] names, and answers only once the broker has it
+//!   (acks=all).
+//! - [`KafkaOpLog`]: the sequencers form one consumer group on `tandem.ops`, so each partition has
+//!   one owner at a time. Rebalances reach the owner as [`Assignment`] messages over a channel; each
+//!   assigned partition comes with its own [`KafkaPartitionConsumer`] (one task per partition), which
+//!   the owner first seeks ([`OpConsumer::seek`](crate::OpConsumer::seek)) to the offset it stored in Postgres.
+//!   Offsets are never committed to Kafka: the store is their only home, written in the same
+//!   transaction as the events they produced.
+//! - [`KafkaEventPublisher`]: the owner publishes committed records to `tandem.events`, keyed by
+//!   document id, into the partition [`partition_of`] names.
+//! - [`KafkaEventSubscriber`]: every gateway reads every partition of `tandem.events` without a
+//!   group, from the end at subscribe time; gaps become [`Delivery::Lagged`](crate::Delivery).
+//!
+//! Partitions are always chosen here with [`partition_of`], never by librdkafka's partitioner, so
+//! the in-process and the Kafka bus put a document in the same partition, and nothing else depends
+//! on librdkafka's hash. Neither the idempotent producer nor transactions are used: the development
+//! broker (tansu) has neither, and Tandem does not need them, because the sequencer deduplicates
+//! resubmitted ops by (client, seq) and gateways deduplicate records by version.
+//!
+//! [`Submission`]: tandem_protocol::records::Submission
+//! [`partition_of`]: crate::partition_of
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
+
+use crate::BusError;
+
+mod admin;
+mod codec;
+mod op_log;
+mod producer;
+mod subscriber;
+
+pub use admin::ensure_topics;
+pub use codec::{decode, encode, DecodeError};
+pub use op_log::{Assignment, KafkaOpLog, KafkaPartitionConsumer};
+pub use producer::{KafkaEventPublisher, KafkaOpSubmitter};
+pub use subscriber::KafkaEventSubscriber;
+
+/// Where the Kafka bus connects and how it trades latency for load.
+///
+/// Every value has a default fit for one keystroke reaching every other editor in a few
+/// milliseconds; the reasons are on each field.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port` separated by commas.
+    pub brokers: String,
+    /// Submitted ops, keyed by document id. Default `tandem.ops`.
+    pub ops_topic: String,
+    /// Committed records, keyed by document id. Default `tandem.events`.
+    pub events_topic: String,
+    /// Partitions of both topics. Ops and records of a document share the partition number
+    /// ([`partition_of`](crate::partition_of)), and it is the unit of sequencer ownership: more
+    /// partitions spread load over more sequencers, but each one costs an owner task and a
+    /// fetch slot. Changing it moves documents between partitions, so it is fixed for the life of
+    /// a cluster. Default 16.
+    pub partitions: u32,
+    /// Replicas of each topic created by [`ensure_topics`]. Default 1 (the development broker has
+    /// one node); 3 in production, so acks=all means three copies.
+    pub replication_factor: i32,
+    /// The sequencers' consumer group on the ops topic. Default `tandem-sequencer`.
+    pub group_id: String,
+    /// How long the group coordinator waits for a silent member before giving its partitions to
+    /// another: the failover time of a crashed sequencer. 6 s is the smallest Kafka accepts by
+    /// default (`group.min.session.timeout.ms`); librdkafka's own default (45 s) would stall a
+    /// crashed owner's documents for 45 s.
+    pub session_timeout: Duration,
+    /// How often a member tells the coordinator it is alive, and learns of a rebalance. 500 ms:
+    /// well under a third of the session timeout, and a rebalance reaches members within half a
+    /// second.
+    pub heartbeat_interval: Duration,
+    /// Names this process in broker logs and metrics, e.g. `sequencer-0`.
+    pub client_id: String,
+    /// `linger.ms`: how long the producer holds a record to batch it with later ones. 0: every
+    /// submit is a keystroke someone waits for, so it goes out at once; under load librdkafka still
+    /// batches the records that queue up while a request is in flight.
+    pub linger: Duration,
+    /// `fetch.wait.max.ms`: how long the broker may hold a fetch that found fewer than
+    /// `fetch.min.bytes` (1: any record). Kafka answers as soon as a record arrives, so this only
+    /// bounds how often an idle consumer asks (every 5 ms: 200 small requests a second per broker,
+    /// cheap). Some brokers do not answer early (tansu holds the fetch for the whole wait), and
+    /// there this value is the latency floor: 5 ms gave a produce→consume p50 of 3.5 ms.
+    pub fetch_wait: Duration,
+    /// `message.timeout.ms`: how long a produce may retry before it fails. Bounded so a submit
+    /// against an unreachable broker answers `unavailable` within seconds (the client resends
+    /// later) instead of librdkafka's default five minutes.
+    pub delivery_timeout: Duration,
+    /// Deadline of admin and metadata requests (topic creation, end offsets at subscribe time).
+    pub request_timeout: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            ops_topic: "tandem.ops".to_owned(),
+            events_topic: "tandem.events".to_owned(),
+            partitions: 16,
+            replication_factor: 1,
+            group_id: "tandem-sequencer".to_owned(),
+            session_timeout: Duration::from_secs(6),
+            heartbeat_interval: Duration::from_millis(500),
+            client_id: "tandem".to_owned(),
+            linger: Duration::ZERO,
+            fetch_wait: Duration::from_millis(5),
+            delivery_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Settings every client shares: where to connect and how.
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            // Requests are small and latency-bound: never let Nagle hold one back.
+            .set("socket.nagle.disable", "true");
+        config
+    }
+
+    /// A producer: acks=all, no idempotence, no batching delay.
+    fn producer_config(&self, max_in_flight: u32) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            // The record is on every in-sync replica before the submit answers `accepted`.
+            .set("acks", "all")
+            // Explicitly off: tansu rejects the idempotent producer's InitProducerId, and
+            // duplicates from a retried produce are removed downstream (by (client, seq) and
+            // by version).
+            .set("enable.idempotence", "false")
+            .set("linger.ms", millis(self.linger))
+            .set("message.timeout.ms", millis(self.delivery_timeout))
+            // Without idempotence a retry may overtake a later request on the same connection;
+            // one request in flight keeps records in order where order matters.
+            .set("max.in.flight.requests.per.connection", max_in_flight.to_string());
+        config
+    }
+
+    /// A consumer: fetches answered as soon as one record is there, offsets never committed.
+    fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("fetch.wait.max.ms", millis(self.fetch_wait))
+            .set("fetch.min.bytes", "1")
+            // Offsets live in Postgres, committed with the events they produced; a Kafka commit
+            // would be a second, disagreeing truth.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // Topics are created by `ensure_topics` with the right partition count, never by a
+            // consumer asking for metadata.
+            .set("allow.auto.create.topics", "false");
+        config
+    }
+}
+
+/// A duration as librdkafka's millisecond setting.
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+/// A Kafka failure as the bus reports it: the caller may retry later.
+fn unavailable(what: &str, error: &KafkaError) -> BusError {
+    BusError::Unavailable(format!("{what}: {error}"))
+}

@@ -1,0 +1,108 @@
+//! The two producing sides: ops into `tandem.ops`, committed records into `tandem.events`.
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::DocId;
+
+use super::{codec, unavailable, KafkaConfig};
+use crate::{partition_of, BusError, EventPublisher, OpSubmitter};
+
+/// Appends submitted ops to the ops topic (the sequencer ingress). Cheap to clone: clones share one
+/// librdkafka producer, its connections and its batches.
+#[derive(Clone)]
+pub struct KafkaOpSubmitter {
+    producer: FutureProducer,
+    topic: String,
+    partitions: u32,
+}
+
+impl KafkaOpSubmitter {
+    /// Connects lazily: creating the producer does not wait for a broker.
+    pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
+        // Five requests in flight: a client has one op in flight per document, so a retry can only
+        // reorder ops of different clients, which the sequencer transforms anyway.
+        let producer = config
+            .producer_config(5)
+            .create()
+            .map_err(|e| unavailable("creating the kafka producer for ops", &e))?;
+        Ok(Self { producer, topic: config.ops_topic.clone(), partitions: config.partitions })
+    }
+}
+
+#[async_trait]
+impl OpSubmitter for KafkaOpSubmitter {
+    /// Returns once the broker acknowledged the record with acks=all, or failed within
+    /// `delivery_timeout`.
+    async fn submit(&self, submission: Submission) -> Result<(), BusError> {
+        let payload = codec::encode(&submission);
+        let delivery = enqueue(&self.producer, &self.topic, self.partitions, &submission.doc, &payload)?;
+        await_delivery(delivery).await
+    }
+}
+
+/// Publishes committed records to the events topic (the partition owner). Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaEventPublisher {
+    producer: FutureProducer,
+    topic: String,
+    partitions: u32,
+}
+
+impl KafkaEventPublisher {
+    /// Connects lazily: creating the producer does not wait for a broker.
+    pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
+        // One request in flight per broker: without the idempotent producer, a retried request
+        // could land after a later one and put version 5 before version 4, which every gateway
+        // would then repair from the store. Records that pile up while a request is out go
+        // together in the next one, so throughput comes from batching, not from parallel requests.
+        let producer = config
+            .producer_config(1)
+            .create()
+            .map_err(|e| unavailable("creating the kafka producer for events", &e))?;
+        Ok(Self { producer, topic: config.events_topic.clone(), partitions: config.partitions })
+    }
+}
+
+#[async_trait]
+impl EventPublisher for KafkaEventPublisher {
+    /// Hands every record to librdkafka in order first, then waits for all deliveries together:
+    /// one batch costs about one round trip, not one per record. On error some records may have
+    /// been published; the caller republishes the batch and readers drop the duplicates by version.
+    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            let payload = codec::encode(record);
+            deliveries.push(enqueue(&self.producer, &self.topic, self.partitions, record.doc(), &payload)?);
+        }
+        try_join_all(deliveries.into_iter().map(await_delivery)).await?;
+        Ok(())
+    }
+}
+
+/// Queues one record for its document's partition without waiting. Enqueueing synchronously, in
+/// the caller's order, is what keeps a document's records in order within a batch.
+fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: u32,
+    doc: &DocId,
+    payload: &[u8],
+) -> Result<DeliveryFuture, BusError> {
+    // The partition is chosen here, not by librdkafka's partitioner, so the in-process and Kafka
+    // buses agree and nothing depends on librdkafka's hash.
+    let partition = partition_of(doc, partitions) as i32;
+    let record = FutureRecord::to(topic).key(doc.as_str()).partition(partition).payload(payload);
+    producer.send_result(record).map_err(|(e, _)| unavailable("queueing a record", &e))
+}
+
+/// Waits for the broker's answer to one record.
+async fn await_delivery(delivery: DeliveryFuture) -> Result<(), BusError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(unavailable("producing a record", &e)),
+        // The producer was dropped with the record still queued.
+        Err(_) => Err(BusError::Closed),
+    }
+}

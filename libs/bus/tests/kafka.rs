@@ -1,0 +1,424 @@
+//! The Kafka bus against a real Kafka-protocol broker: tansu, started by each test on a free
+//! loopback port and killed when the test ends, pass or fail.
+//!
+//! The broker binary is `$TANDEM_TANSU` when set, else what `deploy/tansu.sh install` prints (a
+//! no-op once it is cached).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tandem_bus::kafka::{
+    ensure_topics, Assignment, KafkaConfig, KafkaEventPublisher, KafkaEventSubscriber, KafkaOpLog,
+    KafkaOpSubmitter, KafkaPartitionConsumer,
+};
+use tandem_bus::{
+    partition_of, BusError, Delivery, EventPublisher, EventSubscriber, OpConsumer, OpSubmitter,
+};
+use tandem_ot::Operation;
+use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::{ClientId, DocId};
+use tokio::sync::mpsc;
+
+const PARTITIONS: u32 = 4;
+
+/// The tansu binary, installed once per test run.
+fn tansu() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("TANDEM_TANSU") {
+            return PathBuf::from(path);
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tansu.sh");
+        let output = Command::new("bash").arg(&script).arg("install").output().expect("run deploy/tansu.sh");
+        assert!(
+            output.status.success(),
+            "deploy/tansu.sh install failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).expect("the script prints a path");
+        PathBuf::from(stdout.lines().last().expect("the script prints the binary's path").trim())
+    })
+}
+
+/// A tansu broker in memory on a free loopback port; killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        // RUST_LOG=tandem_bus=debug,rdkafka=debug shows the bus's and librdkafka's side.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("tandem-bus-tansu-{port}.log"));
+        let log = std::fs::File::create(&log).unwrap();
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let broker = Broker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    fn config(&self, name: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: format!("127.0.0.1:{}", self.port),
+            partitions: PARTITIONS,
+            group_id: format!("{name}-group"),
+            client_id: name.to_owned(),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn doc(id: &str) -> DocId {
+    DocId::parse(id).unwrap()
+}
+
+fn submission(doc_id: &str, seq: u64) -> Submission {
+    let mut op = Operation::new();
+    op.insert("x");
+    Submission { doc: doc(doc_id), client: ClientId::parse("c1").unwrap(), seq, base: seq - 1, op }
+}
+
+fn record(doc_id: &str, version: u64) -> SequencedRecord {
+    SequencedRecord::Reacknowledged {
+        doc: doc(doc_id),
+        client: ClientId::parse("c1").unwrap(),
+        seq: version,
+        version,
+    }
+}
+
+/// Collects assignments until this member owns `want` partitions; returns their consumers.
+async fn await_owned(
+    assignments: &mut mpsc::Receiver<Assignment>,
+    owned: &mut HashMap<u32, KafkaPartitionConsumer>,
+    want: usize,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while owned.len() != want {
+        let next = tokio::time::timeout_at(deadline, assignments.recv()).await;
+        match next {
+            Ok(Some(Assignment::Assigned { partition, consumer })) => {
+                owned.insert(partition, consumer);
+            }
+            Ok(Some(Assignment::Revoked { partition })) => {
+                owned.remove(&partition);
+            }
+            Ok(None) => panic!("assignment channel closed"),
+            Err(_) => panic!("owned {:?}, expected {want} partitions", owned.keys().collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// Reads from `consumer` until `n` records came.
+async fn read(consumer: &mut KafkaPartitionConsumer, n: usize) -> Vec<(i64, u64)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let batch = tokio::time::timeout(Duration::from_secs(10), consumer.next_batch(100))
+            .await
+            .expect("records arrive")
+            .expect("partition still owned");
+        got.extend(batch.iter().map(|r| (r.offset, r.submission.seq)));
+    }
+    got
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort_unstable();
+    format!(
+        "n={} p50={:?} p99={:?} max={:?}",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_once_with_their_partition_count() {
+    let broker = Broker::start();
+    let config = broker.config("topics");
+    ensure_topics(&config).await.unwrap();
+    // A second start finds them and is fine.
+    ensure_topics(&config).await.unwrap();
+    // A configuration that disagrees with the existing topics is refused, with the reason.
+    let wrong = KafkaConfig { partitions: 8, ..config };
+    let err = ensure_topics(&wrong).await.unwrap_err();
+    assert!(matches!(&err, BusError::Unavailable(m) if m.contains("has 4 partitions")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
+    let broker = Broker::start();
+    let config = broker.config("ops");
+    ensure_topics(&config).await.unwrap();
+    let submitter = KafkaOpSubmitter::new(&config).unwrap();
+    for seq in 1..=10 {
+        submitter.submit(submission("doc-a", seq)).await.unwrap();
+    }
+
+    let (_log, mut assignments) = KafkaOpLog::join(&config).unwrap();
+    let mut owned = HashMap::new();
+    await_owned(&mut assignments, &mut owned, PARTITIONS as usize, Duration::from_secs(15)).await;
+    let partition = partition_of(&doc("doc-a"), PARTITIONS);
+    let consumer = owned.get_mut(&partition).unwrap();
+    assert_eq!(consumer.partition(), partition);
+
+    // Without a seek, reading starts at the first record.
+    let got = read(consumer, 10).await;
+    assert_eq!(got, (0..10).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
+
+    // The new owner resumes where the store says: offset 5 is seq 6.
+    consumer.seek(5).await.unwrap();
+    let got = read(consumer, 5).await;
+    assert_eq!(got, (5..10).map(|i| (i, i as u64 + 1)).collect::<Vec<_>>());
+
+    // A record that is not a submission is skipped, and the next one still comes.
+    let raw: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.brokers).create().unwrap();
+    raw.send(
+        FutureRecord::to(&config.ops_topic).key("doc-a").partition(partition as i32).payload("not json"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    submitter.submit(submission("doc-a", 11)).await.unwrap();
+    assert_eq!(read(consumer, 1).await, vec![(11, 11)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_records_reach_every_subscriber_in_order_from_subscribe_time() {
+    let broker = Broker::start();
+    let config = broker.config("events");
+    ensure_topics(&config).await.unwrap();
+    let publisher = KafkaEventPublisher::new(&config).unwrap();
+    // Published before anyone subscribed: not part of any stream. One record per batch: tansu
+    // reports a partition's end as (first offset of its last batch) + 1, so after a batch of five
+    // a reader "at the end" would still get four of them.
+    for version in 1..=5 {
+        publisher.publish(vec![record("old", version)]).await.unwrap();
+    }
+
+    let subscriber = KafkaEventSubscriber::new(&config);
+    let mut first = subscriber.subscribe();
+    let mut second = subscriber.subscribe();
+    let docs = ["doc-a", "doc-b", "doc-c"];
+    let batch: Vec<SequencedRecord> = (1..=30).flat_map(|v| docs.iter().map(move |d| record(d, v))).collect();
+    publisher.publish(batch).await.unwrap();
+
+    for stream in [&mut first, &mut second] {
+        let mut versions: HashMap<String, Vec<u64>> = HashMap::new();
+        for _ in 0..90 {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("records arrive")
+                .expect("stream open");
+            let Delivery::Record(record) = delivery else { panic!("unexpected {delivery:?}") };
+            let SequencedRecord::Reacknowledged { doc, version, .. } = record.as_ref() else {
+                panic!("unexpected {record:?}")
+            };
+            versions.entry(doc.as_str().to_owned()).or_default().push(*version);
+        }
+        assert!(!versions.contains_key("old"), "a record published before subscribe was delivered");
+        for d in docs {
+            assert_eq!(versions[d], (1..=30).collect::<Vec<_>>(), "order of {d}");
+        }
+    }
+}
+
+/// Started by `a_killed_members_partitions_move_to_the_survivor` as a separate process, so it can
+/// be SIGKILLed: joins the group, reports what it owns on stdout, and waits to be killed (or 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run only as the child of the failover test"]
+async fn group_member_child() {
+    let Ok(brokers) = std::env::var("TANDEM_TEST_CHILD_BROKERS") else { return };
+    let config = KafkaConfig {
+        brokers,
+        partitions: PARTITIONS,
+        group_id: std::env::var("TANDEM_TEST_CHILD_GROUP").unwrap(),
+        client_id: "child".to_owned(),
+        ..KafkaConfig::default()
+    };
+    let (_log, mut assignments) = KafkaOpLog::join(&config).unwrap();
+    let mut owned = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Ok(Some(assignment)) = tokio::time::timeout_at(deadline, assignments.recv()).await {
+        match assignment {
+            Assignment::Assigned { partition, consumer } => {
+                owned.insert(partition, consumer);
+            }
+            Assignment::Revoked { partition } => {
+                owned.remove(&partition);
+            }
+        }
+        println!("member-owns: {}", owned.len());
+    }
+}
+
+/// Kills the child member on drop, so a failing test leaves no process behind.
+struct ChildMember(Child);
+
+impl Drop for ChildMember {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_members_partitions_move_to_the_survivor() {
+    let broker = Broker::start();
+    let config = broker.config("failover");
+    ensure_topics(&config).await.unwrap();
+
+    let (log, mut assignments) = KafkaOpLog::join(&config).unwrap();
+    let mut owned = HashMap::new();
+    await_owned(&mut assignments, &mut owned, PARTITIONS as usize, Duration::from_secs(15)).await;
+
+    // A second member, in its own process.
+    let mut child = ChildMember(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "group_member_child", "--ignored", "--nocapture"])
+            .env("TANDEM_TEST_CHILD_BROKERS", &config.brokers)
+            .env("TANDEM_TEST_CHILD_GROUP", &config.group_id)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child_stdout = child.0.stdout.take().unwrap();
+    let (owns_tx, mut owns_rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(child_stdout).lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("member-owns: ") {
+                let _ = owns_tx.send(n.trim().parse::<usize>().unwrap_or(0));
+            }
+        }
+    });
+
+    // The group splits the partitions: this member gives some up, and their consumers end.
+    let started = Instant::now();
+    let mut revoked = Vec::new();
+    let mut child_owns = 0;
+    while !(owned.len() < PARTITIONS as usize
+        && child_owns > 0
+        && owned.len() + child_owns == PARTITIONS as usize)
+    {
+        tokio::select! {
+            assignment = assignments.recv() => match assignment {
+                Some(Assignment::Revoked { partition }) => revoked.push(owned.remove(&partition).unwrap()),
+                Some(Assignment::Assigned { partition, consumer }) => {
+                    owned.insert(partition, consumer);
+                }
+                None => panic!("assignment channel closed"),
+            },
+            n = owns_rx.recv() => child_owns = n.expect("the child member runs"),
+            _ = tokio::time::sleep(Duration::from_secs(20)) => {
+                panic!("no split after a second member joined: this member owns {:?}, the other {child_owns}", log.owned())
+            }
+        }
+    }
+    println!(
+        "second member joined: rebalanced in {:?}, this member owns {:?}",
+        started.elapsed(),
+        log.owned()
+    );
+    assert!(!revoked.is_empty());
+    for consumer in &mut revoked {
+        let end = tokio::time::timeout(Duration::from_secs(5), consumer.next_batch(10)).await.unwrap();
+        assert_eq!(end.unwrap_err(), BusError::Closed);
+    }
+    assert!(child_owns > 0);
+
+    // SIGKILL: no goodbye to the group; the coordinator notices after the session timeout.
+    let killed = Instant::now();
+    child.0.kill().unwrap();
+    await_owned(&mut assignments, &mut owned, PARTITIONS as usize, Duration::from_secs(15)).await;
+    println!("killed member's {child_owns} partitions reached the survivor in {:?}", killed.elapsed());
+    assert_eq!(log.owned(), (0..PARTITIONS).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_measured() {
+    let broker = Broker::start();
+    let config = broker.config("latency");
+    ensure_topics(&config).await.unwrap();
+    let submitter = KafkaOpSubmitter::new(&config).unwrap();
+    let (_log, mut assignments) = KafkaOpLog::join(&config).unwrap();
+    let mut owned = HashMap::new();
+    await_owned(&mut assignments, &mut owned, PARTITIONS as usize, Duration::from_secs(15)).await;
+    let mut consumer = owned.remove(&partition_of(&doc("doc-a"), PARTITIONS)).unwrap();
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Ok(batch) = consumer.next_batch(100).await {
+            for record in batch {
+                let _ = seen_tx.send((record.submission.seq, Instant::now()));
+            }
+        }
+    });
+    // Warm up connections and the fetcher.
+    for seq in 1..=20 {
+        submitter.submit(submission("doc-a", seq)).await.unwrap();
+        seen_rx.recv().await.unwrap();
+    }
+
+    const N: u64 = 300;
+    let mut produce = Vec::new();
+    let mut end_to_end = Vec::new();
+    for seq in 21..21 + N {
+        let sent = Instant::now();
+        submitter.submit(submission("doc-a", seq)).await.unwrap();
+        produce.push(sent.elapsed());
+        let (got, at) = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(got, seq);
+        end_to_end.push(at - sent);
+    }
+    reader.abort();
+
+    let publisher = KafkaEventPublisher::new(&config).unwrap();
+    let mut stream = KafkaEventSubscriber::new(&config).subscribe();
+    let mut publish_to_receive = Vec::new();
+    for version in 1..=N {
+        let sent = Instant::now();
+        publisher.publish(vec![record("doc-a", version)]).await.unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap();
+        assert!(matches!(delivery, Delivery::Record(ref r) if *r.as_ref() == record("doc-a", version)));
+        publish_to_receive.push(sent.elapsed());
+    }
+
+    println!("produce (submit, acks=all): {}", summary(produce));
+    println!("submit -> partition owner: {}", summary(end_to_end));
+    println!("publish -> subscriber: {}", summary(publish_to_receive));
+}

@@ -1,0 +1,26 @@
+//! Generates the protobuf and gRPC code from `proto/tandem/v1/*.proto` at the workspace root.
+//!
+//! protoc comes from the `protoc-bin-vendored` crate, so building needs no system package.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    let files = [proto_root.join("tandem/v1/records.proto"), proto_root.join("tandem/v1/sequencer.proto")];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+
+    // An explicitly set PROTOC wins, so a developer can try another protoc version.
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .emit_rerun_if_changed(false)
+        .compile_protos(&files, &[proto_root])?;
+    Ok(())
+}

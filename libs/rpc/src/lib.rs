@@ -1,0 +1,29 @@
+//! Tandem's gRPC service and Kafka record schemas (`proto/tandem/v1`), and the code around them.
+//!
+//! - [`proto`]: the generated protobuf types, gRPC client and server of package `tandem.v1`;
+//! - [`convert`]: conversions between those wire types and the domain types of
+//!   [`tandem_protocol::records`], with validation at the edge, and the byte encodings of the Kafka
+//!   record values;
+//! - [`client`]: [`GrpcSubmitter`], the gateway's [`tandem_bus::OpSubmitter`] that hands ops to the
+//!   sequencer service over long-lived gRPC streams;
+//! - [`server`]: [`SequencerIngress`], the sequencer's gRPC service that appends the ops it receives
+//!   to the op log, and [`serve`];
+//! - [`trace_context`]: W3C trace context carried in gRPC metadata and request fields.
+
+pub mod client;
+pub mod convert;
+mod error;
+pub mod server;
+pub mod trace_context;
+
+/// Generated from `proto/tandem/v1/*.proto`. Wire types: code past the edge uses the domain types
+/// that [`convert`] produces.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tandem.v1");
+}
+
+pub use client::{GrpcSubmitter, SubmitterOptions};
+pub use convert::{decode_record, decode_submission, encode_record, encode_submission, ConvertError};
+pub use error::RpcError;
+pub use server::{serve, SequencerIngress, TokenCheck};

@@ -1,0 +1,334 @@
+//! The gRPC hop end to end: a real tonic server on 127.0.0.1 with the in-process bus behind it, and
+//! the gateway's `GrpcSubmitter` in front.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tandem_bus::in_process::{in_process, InProcessConfig, InProcessConsumer};
+use tandem_bus::{BusError, OpConsumer, OpSubmitter};
+use tandem_ot::{Operation, MAX_COUNT};
+use tandem_protocol::records::Submission;
+use tandem_protocol::{ClientId, DocId};
+use tandem_rpc::proto::sequencer_client::SequencerClient;
+use tandem_rpc::proto::{self, submit_response, SubmitRequest};
+use tandem_rpc::trace_context::{self, TraceParent};
+use tandem_rpc::{serve, GrpcSubmitter, RpcError, SequencerIngress, SubmitterOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server that can be stopped; the port can be bound again for a restart.
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), RpcError>>,
+}
+
+impl Server {
+    async fn start(addr: SocketAddr, submitter: Arc<dyn OpSubmitter>, token: Option<&str>) -> Server {
+        let listener = TcpListener::bind(addr).await.expect("bind the test port");
+        let addr = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let ingress = SequencerIngress::new(submitter);
+        let task = tokio::spawn(serve(listener, ingress, token.map(str::to_owned), async {
+            let _ = stopped.await;
+        }));
+        Server { addr, stop, task }
+    }
+
+    fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and checks that it shuts down promptly even with gateways' streams open.
+    async fn stop(self) -> SocketAddr {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the server shuts down within 5 s despite open streams")
+            .expect("the server task did not panic");
+        result.expect("the server ran without error");
+        self.addr
+    }
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("valid address")
+}
+
+fn options() -> SubmitterOptions {
+    SubmitterOptions {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+fn submission(doc: &str, client: &str, seq: u64, text: &str) -> Submission {
+    let mut op = Operation::new();
+    op.insert(text);
+    Submission {
+        doc: DocId::parse(doc).expect("valid doc id"),
+        client: ClientId::parse(client).expect("valid client id"),
+        seq,
+        base: 0,
+        op,
+    }
+}
+
+fn bus() -> (Arc<dyn OpSubmitter>, InProcessConsumer) {
+    let (submitter, mut consumers, _, _) = in_process(&InProcessConfig::default());
+    (Arc::new(submitter), consumers.remove(0))
+}
+
+/// Reads `n` ops from the partition, failing the test rather than waiting forever.
+async fn read(consumer: &mut InProcessConsumer, n: usize) -> Vec<Submission> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let batch = tokio::time::timeout(Duration::from_secs(5), consumer.next_batch(n - out.len()))
+            .await
+            .expect("ops reach the partition within 5 s")
+            .expect("the partition is open");
+        out.extend(batch.into_iter().map(|record| record.submission));
+    }
+    out
+}
+
+/// Submits until one succeeds: the submitter connects in the background.
+async fn until_accepted(submitter: &GrpcSubmitter, submission: Submission) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match submitter.submit(submission.clone()).await {
+            Ok(()) => return,
+            Err(e) if Instant::now() < deadline => {
+                assert!(matches!(e, BusError::Unavailable(_)), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("never accepted: {e}"),
+        }
+    }
+}
+
+fn unavailable_text(result: Result<(), BusError>) -> String {
+    match result {
+        Err(BusError::Unavailable(text)) => text,
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ops_reach_the_partition_in_order() {
+    let (bus, mut consumer) = bus();
+    let server = Server::start(local(), bus, None).await;
+    let submitter = GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options");
+
+    until_accepted(&submitter, submission("doc-a", "c1", 1, "😀 héllo 👩‍👩‍👧")).await;
+    for seq in 2..=50 {
+        submitter.submit(submission("doc-a", "c1", seq, &format!("{seq}✓"))).await.expect("accepted");
+    }
+    let received = read(&mut consumer, 50).await;
+    assert_eq!(received.iter().map(|s| s.seq).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(received[0], submission("doc-a", "c1", 1, "😀 héllo 👩‍👩‍👧"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_submits_from_several_tasks() {
+    let (bus, mut consumer) = bus();
+    let server = Server::start(local(), bus, None).await;
+    let submitter = Arc::new(GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options"));
+    until_accepted(&submitter, submission("warm-up", "w", 1, "x")).await;
+
+    const TASKS: usize = 8;
+    const OPS: u64 = 100;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let submitter = submitter.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = format!("client-{task}");
+            for seq in 1..=OPS {
+                let doc = format!("doc-{}", seq % 3);
+                submitter.submit(submission(&doc, &client, seq, "é")).await.expect("accepted");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("submitting task did not panic");
+    }
+    let received = read(&mut consumer, 1 + TASKS * OPS as usize).await;
+    for task in 0..TASKS {
+        let client = format!("client-{task}");
+        let seqs: Vec<u64> = received.iter().filter(|s| s.client.as_str() == client).map(|s| s.seq).collect();
+        assert_eq!(seqs, (1..=OPS).collect::<Vec<_>>(), "{client}: each client's ops arrive once, in order");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_submissions_are_refused_naming_the_field() {
+    let (bus, _consumer) = bus();
+    let server = Server::start(local(), bus, None).await;
+
+    // A raw client can send what the domain types cannot express.
+    let mut client = SequencerClient::connect(server.uri()).await.expect("connect");
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let mut responses = client
+        .submit(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut bad = proto::Submission::from(submission("doc-a", "c1", 1, "x"));
+    bad.doc = "not a doc id".to_owned();
+    let good = proto::Submission::from(submission("doc-a", "c1", 2, "y"));
+    for (request_id, submissions) in [(1, vec![good.clone(), bad]), (2, vec![]), (3, vec![good])] {
+        requests
+            .send(SubmitRequest { request_id, submissions, traceparents: vec![] })
+            .await
+            .expect("stream open");
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let response = responses.message().await.expect("stream healthy").expect("one response per request");
+        answers.insert(response.request_id, response.result.expect("a result"));
+    }
+    let error = |id: u64| match &answers[&id] {
+        submit_response::Result::Error(e) => e.clone(),
+        other => panic!("request {id}: expected an error, got {other:?}"),
+    };
+    assert_eq!(error(1).code, proto::ErrorCode::BadRequest as i32);
+    assert!(error(1).message.starts_with("submissions[1].doc: document id"), "{}", error(1).message);
+    assert!(error(2).message.starts_with("submissions: "), "{}", error(2).message);
+    assert!(matches!(answers[&3], submit_response::Result::Accepted(_)));
+
+    // Through the gateway's submitter: an op the sequencer refuses comes back as unavailable with
+    // the sequencer's reason.
+    let submitter = GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options");
+    until_accepted(&submitter, submission("doc-b", "c1", 1, "x")).await;
+    let mut huge = submission("doc-b", "c1", 2, "");
+    huge.op = Operation::new();
+    huge.op.retain(MAX_COUNT as usize + 1);
+    let text = unavailable_text(submitter.submit(huge).await);
+    assert!(text.contains("bad_request: submissions[0].op[0].retain: count"), "{text}");
+
+    drop(requests);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_server_fails_submits_promptly_and_a_restart_is_picked_up() {
+    let (bus, mut consumer) = bus();
+    let server = Server::start(local(), bus.clone(), None).await;
+    let options = options();
+    let timeout = options.request_timeout;
+    let submitter = GrpcSubmitter::new(vec![server.uri()], options).expect("valid options");
+    until_accepted(&submitter, submission("doc-a", "c1", 1, "a")).await;
+
+    let addr = server.stop().await;
+    for seq in 2..=4 {
+        let started = Instant::now();
+        let result = submitter.submit(submission("doc-a", "c1", seq, "b")).await;
+        assert!(started.elapsed() <= timeout + Duration::from_millis(500), "took {:?}", started.elapsed());
+        unavailable_text(result);
+    }
+
+    let server = Server::start(addr, bus, None).await;
+    until_accepted(&submitter, submission("doc-a", "c1", 5, "c")).await;
+    submitter.submit(submission("doc-a", "c1", 6, "d")).await.expect("accepted after reconnecting");
+    let seqs: Vec<u64> = read(&mut consumer, 3).await.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, [1, 5, 6]);
+    server.stop().await;
+}
+
+/// An op log that never answers: the submitter must give up at its timeout, not hang.
+struct Stalled;
+
+#[async_trait]
+impl OpSubmitter for Stalled {
+    async fn submit(&self, _submission: Submission) -> Result<(), BusError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn an_unanswered_request_times_out() {
+    let server = Server::start(local(), Arc::new(Stalled), None).await;
+    let options = SubmitterOptions { request_timeout: Duration::from_millis(300), ..options() };
+    let submitter = GrpcSubmitter::new(vec![server.uri()], options).expect("valid options");
+    let started = Instant::now();
+    let text = unavailable_text(submitter.submit(submission("doc-a", "c1", 1, "a")).await);
+    assert!(text.contains("timed out after 300ms"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The stalled request holds the stream's response open; the server is dropped, not stopped.
+    server.task.abort();
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_for_a_live_one() {
+    let (bus, mut consumer) = bus();
+    let server = Server::start(local(), bus, None).await;
+    // A port that was just free: nothing listens there.
+    let dead = {
+        let listener = TcpListener::bind(local()).await.expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let submitter = GrpcSubmitter::new(vec![dead, server.uri()], options()).expect("valid options");
+    until_accepted(&submitter, submission("doc-a", "c1", 1, "a")).await;
+    for seq in 2..=20 {
+        submitter.submit(submission("doc-a", "c1", seq, "b")).await.expect("routed to the live endpoint");
+    }
+    assert_eq!(read(&mut consumer, 20).await.len(), 20);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_service_token_is_required() {
+    let (bus, mut consumer) = bus();
+    let server = Server::start(local(), bus, Some("s3cret")).await;
+    let with_token = |token: Option<&str>| SubmitterOptions { token: token.map(str::to_owned), ..options() };
+
+    let anonymous = GrpcSubmitter::new(vec![server.uri()], with_token(None)).expect("valid options");
+    let text = unavailable_text(anonymous.submit(submission("doc-a", "c1", 1, "a")).await);
+    assert!(text.contains("bearer token is required"), "{text}");
+
+    let wrong = GrpcSubmitter::new(vec![server.uri()], with_token(Some("guess"))).expect("valid options");
+    let text = unavailable_text(wrong.submit(submission("doc-a", "c1", 1, "a")).await);
+    assert!(text.contains("bearer token is not valid"), "{text}");
+
+    let right = GrpcSubmitter::new(vec![server.uri()], with_token(Some("s3cret"))).expect("valid options");
+    until_accepted(&right, submission("doc-a", "c1", 1, "a")).await;
+    assert_eq!(read(&mut consumer, 1).await[0].seq, 1);
+    server.stop().await;
+}
+
+/// Records the trace context each op arrived with.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Option<TraceParent>>>);
+
+#[async_trait]
+impl OpSubmitter for Recorder {
+    async fn submit(&self, _submission: Submission) -> Result<(), BusError> {
+        self.0.lock().expect("not poisoned").push(trace_context::current());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn trace_context_travels_with_each_op() {
+    let recorder = Arc::new(Recorder::default());
+    let server = Server::start(local(), recorder.clone(), None).await;
+    let submitter = GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options");
+    until_accepted(&submitter, submission("doc-a", "c1", 1, "a")).await;
+
+    let traceparent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    trace_context::scope(traceparent.clone(), submitter.submit(submission("doc-a", "c1", 2, "b")))
+        .await
+        .expect("accepted");
+    let seen = recorder.0.lock().expect("not poisoned").clone();
+    assert_eq!(seen.last(), Some(&traceparent));
+    assert!(seen[..seen.len() - 1].iter().all(Option::is_none));
+    server.stop().await;
+}

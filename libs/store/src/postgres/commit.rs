@@ -1,0 +1,312 @@
+//! Group commit: a whole [`CommitBatch`] in one transaction, in a fixed number of statements
+//! whatever its size.
+//!
+//! 1. `SELECT epoch ... FOR UPDATE` locks the partition's row and fences: a claim (which updates
+//!    that row) waits for this transaction, and this transaction sees any claim committed before
+//!    it, so a stale owner can never commit after a newer owner's claim.
+//! 2. Transaction-scoped advisory locks on the batch's documents, taken in one global order. The
+//!    partition lock already serialises the writers of a document as long as a document maps to one
+//!    partition; these keep the cross-table check of step 3 sound even when it does not (a
+//!    repartitioned topic), where two owners could otherwise commit and reject the same seq at once.
+//! 3. One query checks every (doc, client, seq) of the batch against both tables: a seq has one
+//!    outcome, and no single unique key spans events and rejections.
+//! 4. One multi-row insert of the events and one of the rejections (`unnest` of array parameters),
+//!    each row stamped with the partition and the batch's commit number; one update of the
+//!    partition's row (commit number, offset, published mark); `COMMIT`.
+//!
+//! Checks that need no database (versions too large, keys repeated within the batch) run on the
+//! batch before the transaction starts, but their error is reported only after the epoch check, so
+//! a stale owner always learns first that it is stale.
+
+use std::collections::HashSet;
+
+use deadpool_postgres::Client;
+use tandem_protocol::{ClientId, DocId};
+
+use super::codec::{
+    check_published, clamp_to_sql, column, pg_error, seq_conflict, seq_from_sql, seq_to_sql, stored_client,
+    stored_u64, unique_violation, version_conflict, version_to_sql,
+};
+use crate::{CommitBatch, StoreError};
+
+const LOCK_PARTITION: &str = r#"SELECT epoch, last_commit FROM partitions WHERE "partition" = $1 FOR UPDATE"#;
+
+/// The advisory lock class of documents ('TDOC'); the second key is the document id's hash.
+/// Locks are taken in key order, so two commits never wait for each other in a cycle.
+const LOCK_DOCUMENTS: &str = "SELECT count(pg_advisory_xact_lock(1413762883, k)) \
+     FROM (SELECT DISTINCT hashtext(d) AS k FROM unnest($1::text[]) AS u(d) ORDER BY 1) AS keys";
+
+const FIND_OUTCOME_OF_ANY: &str = "SELECT o.doc, o.client, o.seq, o.committed \
+     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS b(doc, client, seq) \
+     CROSS JOIN LATERAL ( \
+         SELECT e.doc, e.client, e.seq, true AS committed FROM events e \
+         WHERE e.doc = b.doc AND e.client = b.client AND e.seq = b.seq \
+         UNION ALL \
+         SELECT r.doc, r.client, r.seq, false FROM rejections r \
+         WHERE r.doc = b.doc AND r.client = b.client AND r.seq = b.seq \
+     ) AS o LIMIT 1";
+
+const INSERT_EVENTS: &str = r#"INSERT INTO events (doc, version, client, seq, op, "partition", commit_seq)
+     SELECT u.*, $6::bigint, $7::bigint
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[]) AS u"#;
+
+const INSERT_REJECTIONS: &str = r#"INSERT INTO rejections
+     (doc, client, seq, code, message, at_version, "partition", commit_seq)
+     SELECT u.*, $7::bigint, $8::bigint
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS u"#;
+
+/// Every change of the partition's row in one statement. `$3` (the offset) and `$4` (published
+/// through) are NULL when the batch leaves them as they are.
+const UPDATE_PARTITION: &str = r#"UPDATE partitions SET last_commit = $2,
+     next_offset = coalesce($3::bigint, next_offset),
+     published_through = greatest(published_through, coalesce($4::bigint, 0))
+     WHERE "partition" = $1"#;
+
+/// Which of the batch's versions already exists; asked only after an insert failed on the primary
+/// key, to name it.
+const FIND_TAKEN_VERSION: &str =
+    "SELECT b.doc, b.version FROM unnest($1::text[], $2::bigint[]) AS b(doc, version) \
+     WHERE EXISTS (SELECT 1 FROM events e WHERE e.doc = b.doc AND e.version = b.version) LIMIT 1";
+
+/// The batch as the array parameters of the statements, one vector per column.
+#[derive(Default)]
+struct Columns<'a> {
+    event_doc: Vec<&'a str>,
+    event_version: Vec<i64>,
+    event_client: Vec<&'a str>,
+    event_seq: Vec<i64>,
+    event_op: Vec<String>,
+    rejection_doc: Vec<&'a str>,
+    rejection_client: Vec<&'a str>,
+    rejection_seq: Vec<i64>,
+    rejection_code: Vec<&'a str>,
+    rejection_message: Vec<&'a str>,
+    rejection_at_version: Vec<i64>,
+    /// The batch's documents, each once: the advisory locks to take.
+    docs: Vec<&'a str>,
+    /// Every (doc, client, seq) of the batch, events' then rejections'.
+    key_doc: Vec<&'a str>,
+    key_client: Vec<&'a str>,
+    key_seq: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    /// Lays the batch out in columns, and finds what makes it unwritable without asking the
+    /// database: a version too large to store, or a key the batch itself repeats.
+    fn new(batch: &'a CommitBatch) -> (Self, Result<(), StoreError>) {
+        let mut cols = Columns::default();
+        let mut verdict = Ok(());
+        let mut versions = HashSet::with_capacity(batch.events.len());
+        let mut seqs = HashSet::with_capacity(batch.events.len() + batch.rejections.len());
+        for e in &batch.events {
+            let version = version_to_sql(e.version, &e.doc).unwrap_or_else(|err| {
+                refuse(err, &mut verdict);
+                i64::MAX
+            });
+            if !versions.insert((&e.doc, e.version)) {
+                refuse(version_conflict(&e.doc, e.version), &mut verdict);
+            }
+            if !seqs.insert((&e.doc, &e.client, e.seq)) {
+                refuse(seq_conflict(&e.doc, &e.client, e.seq, "appears twice in one batch"), &mut verdict);
+            }
+            cols.event_doc.push(e.doc.as_str());
+            cols.event_version.push(version);
+            cols.event_client.push(e.client.as_str());
+            cols.event_seq.push(seq_to_sql(e.seq));
+            cols.event_op.push(serde_json::to_string(&e.op).expect("an operation always encodes as JSON"));
+        }
+        for r in &batch.rejections {
+            let at_version = version_to_sql(r.at_version, &r.doc).unwrap_or_else(|err| {
+                refuse(err, &mut verdict);
+                i64::MAX
+            });
+            if !seqs.insert((&r.doc, &r.client, r.seq)) {
+                refuse(seq_conflict(&r.doc, &r.client, r.seq, "has two outcomes in one batch"), &mut verdict);
+            }
+            cols.rejection_doc.push(r.doc.as_str());
+            cols.rejection_client.push(r.client.as_str());
+            cols.rejection_seq.push(seq_to_sql(r.seq));
+            cols.rejection_code.push(r.code.as_str());
+            cols.rejection_message.push(&r.message);
+            cols.rejection_at_version.push(at_version);
+        }
+        cols.key_doc = [&cols.event_doc[..], &cols.rejection_doc[..]].concat();
+        cols.key_client = [&cols.event_client[..], &cols.rejection_client[..]].concat();
+        cols.key_seq = [&cols.event_seq[..], &cols.rejection_seq[..]].concat();
+        cols.docs = cols.key_doc.clone();
+        cols.docs.sort_unstable();
+        cols.docs.dedup();
+        (cols, verdict)
+    }
+}
+
+/// Keeps the first reason a batch cannot be written: the one a sequential check would report.
+fn refuse(err: StoreError, verdict: &mut Result<(), StoreError>) {
+    if verdict.is_ok() {
+        *verdict = Err(err);
+    }
+}
+
+/// Why the transaction stopped.
+enum Stop {
+    Failed(StoreError),
+    /// The events insert hit the primary key: which version was taken is asked afterwards, outside
+    /// the aborted transaction.
+    VersionTaken,
+}
+
+impl From<StoreError> for Stop {
+    fn from(err: StoreError) -> Self {
+        Stop::Failed(err)
+    }
+}
+
+/// Commits `batch` on `client` and returns the partition's commit number after it; see the module
+/// documentation for the steps.
+pub(super) async fn commit(client: &mut Client, batch: &CommitBatch) -> Result<u64, StoreError> {
+    let (cols, verdict) = Columns::new(batch);
+    match write(client, batch, &cols, verdict).await {
+        Ok(number) => Ok(number),
+        Err(Stop::Failed(err)) => Err(err),
+        Err(Stop::VersionTaken) => Err(name_taken_version(client, &cols).await),
+    }
+}
+
+async fn write(
+    client: &mut Client,
+    batch: &CommitBatch,
+    cols: &Columns<'_>,
+    verdict: Result<(), StoreError>,
+) -> Result<u64, Stop> {
+    let fail = |doing: &'static str| move |e| Stop::Failed(pg_error(e, doing));
+    // Dropping `tx` on any early return rolls the transaction back (and frees its locks).
+    let tx = client.transaction().await.map_err(fail("begin a commit"))?;
+    let partition = i64::from(batch.partition);
+
+    let stmt = tx.prepare_cached(LOCK_PARTITION).await.map_err(fail("prepare the epoch check"))?;
+    let (current, last_commit) =
+        match tx.query_opt(&stmt, &[&partition]).await.map_err(fail("check the epoch"))? {
+            Some(row) => {
+                let epoch: i64 = column(&row, 0, "partition epoch")?;
+                let last_commit: i64 = column(&row, 1, "last commit")?;
+                (
+                    stored_u64(epoch, || format!("epoch of partition {}", batch.partition))?,
+                    stored_u64(last_commit, || format!("last commit of partition {}", batch.partition))?,
+                )
+            }
+            None => (0, 0),
+        };
+    // Epoch 0 is never current: a partition must be claimed before anything is committed to it,
+    // or two owners that both skipped the claim would write unfenced.
+    if batch.epoch == 0 || batch.epoch != current {
+        return Err(StoreError::Fenced { partition: batch.partition, epoch: batch.epoch, current }.into());
+    }
+    verdict?;
+    if let Some(through) = batch.published_through {
+        check_published(batch.partition, through, last_commit)?;
+    }
+    if batch.is_empty() {
+        tx.commit().await.map_err(fail("end an epoch check"))?;
+        return Ok(last_commit);
+    }
+    let number = if batch.has_records() { last_commit + 1 } else { last_commit };
+    let number_sql = i64::try_from(number).map_err(|_| {
+        StoreError::Conflict(format!("partition {} has no commit number left", batch.partition))
+    })?;
+
+    if !cols.key_doc.is_empty() {
+        let stmt = tx.prepare_cached(LOCK_DOCUMENTS).await.map_err(fail("prepare the document locks"))?;
+        tx.query_one(&stmt, &[&cols.docs]).await.map_err(fail("lock the batch's documents"))?;
+
+        let stmt = tx.prepare_cached(FIND_OUTCOME_OF_ANY).await.map_err(fail("prepare the seq check"))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&cols.key_doc, &cols.key_client, &cols.key_seq];
+        if let Some(row) = tx.query_opt(&stmt, &params).await.map_err(fail("check the batch's seqs"))? {
+            return Err(taken_seq(&row)?.into());
+        }
+    }
+
+    if !cols.event_doc.is_empty() {
+        let stmt = tx.prepare_cached(INSERT_EVENTS).await.map_err(fail("prepare the event insert"))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &cols.event_doc,
+            &cols.event_version,
+            &cols.event_client,
+            &cols.event_seq,
+            &cols.event_op,
+            &partition,
+            &number_sql,
+        ];
+        if let Err(err) = tx.execute(&stmt, &params).await {
+            return Err(match unique_violation(&err) {
+                Some("events_pkey") => Stop::VersionTaken,
+                _ => Stop::Failed(pg_error(err, "insert the batch's events")),
+            });
+        }
+    }
+    if !cols.rejection_doc.is_empty() {
+        let stmt =
+            tx.prepare_cached(INSERT_REJECTIONS).await.map_err(fail("prepare the rejection insert"))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &cols.rejection_doc,
+            &cols.rejection_client,
+            &cols.rejection_seq,
+            &cols.rejection_code,
+            &cols.rejection_message,
+            &cols.rejection_at_version,
+            &partition,
+            &number_sql,
+        ];
+        tx.execute(&stmt, &params).await.map_err(fail("insert the batch's rejections"))?;
+    }
+    // `through` fits: it was checked against a stored commit number.
+    let published = batch.published_through.map(clamp_to_sql);
+    let stmt = tx.prepare_cached(UPDATE_PARTITION).await.map_err(fail("prepare the partition update"))?;
+    tx.execute(&stmt, &[&partition, &number_sql, &batch.next_offset, &published])
+        .await
+        .map_err(fail("update the partition"))?;
+    // An error here leaves the outcome unknown (the connection may have dropped after the server
+    // committed): the caller treats it like any lost answer, and resubmissions are deduplicated.
+    tx.commit().await.map_err(fail("commit the batch"))?;
+    Ok(number)
+}
+
+/// The conflict for a (doc, client, seq) of the batch that the store already has an outcome for.
+fn taken_seq(row: &tokio_postgres::Row) -> Result<StoreError, StoreError> {
+    let doc: &str = column(row, 0, "document of a taken seq")?;
+    let doc =
+        DocId::parse(doc).map_err(|e| StoreError::Corrupt(format!("document id {doc:?} stored: {e}")))?;
+    let client: ClientId = stored_client(column(row, 1, "client of a taken seq")?, &doc)?;
+    let seq = seq_from_sql(column(row, 2, "a taken seq")?);
+    let committed: bool = column(row, 3, "outcome of a taken seq")?;
+    let what = if committed { "was already committed" } else { "was already rejected" };
+    Ok(seq_conflict(&doc, &client, seq, what))
+}
+
+/// The conflict naming the first of the batch's versions that exists. Events are never deleted,
+/// so the version that failed the insert is still there to be found.
+async fn name_taken_version(client: &Client, cols: &Columns<'_>) -> StoreError {
+    let found = async {
+        let stmt = client.prepare_cached(FIND_TAKEN_VERSION).await?;
+        client.query_opt(&stmt, &[&cols.event_doc, &cols.event_version]).await
+    };
+    match found.await {
+        Ok(Some(row)) => {
+            let doc: Result<&str, _> = column(&row, 0, "document of a taken version");
+            let version: Result<i64, _> = column(&row, 1, "a taken version");
+            match (doc, version) {
+                (Ok(doc), Ok(version)) => match (DocId::parse(doc), u64::try_from(version)) {
+                    (Ok(doc), Ok(version)) => version_conflict(&doc, version),
+                    _ => StoreError::Corrupt(format!("version {version} of document {doc:?} is stored")),
+                },
+                (Err(err), _) | (_, Err(err)) => err,
+            }
+        }
+        // The row that failed the insert cannot disappear; if it did, say what is known.
+        Ok(None) => StoreError::Conflict(format!(
+            "a version of documents {:?} already exists",
+            cols.event_doc.iter().collect::<HashSet<_>>()
+        )),
+        Err(err) => pg_error(err, "find which version of the batch exists"),
+    }
+}

@@ -1,0 +1,325 @@
+//! Every operation but the commit: claims, reads and snapshots, each one statement or one short
+//! transaction on a pooled connection, through statements prepared once per connection.
+
+use deadpool_postgres::Client;
+use tandem_ot::Operation;
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord};
+use tandem_protocol::{ClientId, DocId};
+use tokio_postgres::IsolationLevel;
+
+use super::codec::{
+    check_published, clamp_to_sql, column, decode_event, decode_snapshot, pg_error, seq_from_sql, seq_to_sql,
+    stored_client, stored_code, stored_u64, version_to_sql,
+};
+use crate::outbox::{self, OutboxRow, Page};
+use crate::{PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument, UnpublishedCommit};
+
+const CLAIM_PARTITION: &str = r#"INSERT INTO partitions ("partition", epoch, next_offset) VALUES ($1, 1, NULL)
+     ON CONFLICT ("partition") DO UPDATE SET epoch = partitions.epoch + 1
+     RETURNING epoch, next_offset, last_commit, published_through"#;
+const LOCK_PARTITION: &str =
+    r#"SELECT epoch, last_commit, published_through FROM partitions WHERE "partition" = $1 FOR UPDATE"#;
+const MARK_PUBLISHED: &str =
+    r#"UPDATE partitions SET published_through = greatest(published_through, $2) WHERE "partition" = $1"#;
+const PUBLISHED_THROUGH: &str = r#"SELECT published_through FROM partitions WHERE "partition" = $1"#;
+/// The outbox in commit order, `kind` 0 for events and 1 for rejections; the last two columns are
+/// (op, NULL) for an event and (code, message) for a rejection. Each side is a range scan of its
+/// `(partition, commit_seq)` index, merged.
+const UNPUBLISHED_AFTER: &str = r#"
+     SELECT commit_seq, 0, doc, version, client, seq, op, NULL::text FROM events
+     WHERE "partition" = $1 AND commit_seq > $2
+     UNION ALL
+     SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+     WHERE "partition" = $1 AND commit_seq > $2
+     ORDER BY 1 LIMIT $3"#;
+const UNPUBLISHED_OF_COMMIT: &str = r#"
+     SELECT commit_seq, 0, doc, version, client, seq, op, NULL::text FROM events
+     WHERE "partition" = $1 AND commit_seq = $2
+     UNION ALL
+     SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+     WHERE "partition" = $1 AND commit_seq = $2"#;
+const LATEST_VERSION: &str = "SELECT max(version) FROM events WHERE doc = $1";
+const SELECT_EVENTS: &str = "SELECT version, client, seq, op FROM events \
+     WHERE doc = $1 AND version > $2 AND version <= $3 ORDER BY version LIMIT $4";
+const NEWEST_SNAPSHOT: &str =
+    "SELECT version, text, clients::text FROM snapshots WHERE doc = $1 ORDER BY version DESC LIMIT 1";
+const EVENTS_AFTER: &str =
+    "SELECT version, client, seq, op FROM events WHERE doc = $1 AND version > $2 ORDER BY version";
+const REJECTIONS_FROM: &str = "SELECT client, seq, code, message, at_version FROM rejections \
+     WHERE doc = $1 AND at_version >= $2 ORDER BY at_version, client, seq";
+const UPSERT_SNAPSHOT: &str =
+    "INSERT INTO snapshots (doc, version, text, clients) VALUES ($1, $2, $3, $4::text::jsonb) \
+     ON CONFLICT (doc, version) DO UPDATE SET text = excluded.text, clients = excluded.clients";
+const TRIM_SNAPSHOTS: &str = "DELETE FROM snapshots WHERE doc = $1 AND version < \
+     (SELECT version FROM snapshots WHERE doc = $1 ORDER BY version DESC LIMIT 1 OFFSET 1)";
+/// One statement, so one consistent view: an outcome is in one table or the other.
+const FIND_OUTCOME: &str =
+    "SELECT version, NULL::text, NULL::text FROM events WHERE doc = $1 AND client = $2 AND seq = $3 \
+     UNION ALL \
+     SELECT NULL::bigint, code, message FROM rejections WHERE doc = $1 AND client = $2 AND seq = $3 \
+     LIMIT 1";
+
+/// Bumps the partition's epoch (creating its row at epoch 1) and returns it with the stored offset
+/// and outbox position. The update waits for a commit holding the row, so the claim is ordered
+/// after it.
+pub(super) async fn claim_partition(
+    client: &Client,
+    partition: PartitionId,
+) -> Result<PartitionClaim, StoreError> {
+    let stmt = client.prepare_cached(CLAIM_PARTITION).await.map_err(|e| pg_error(e, "prepare the claim"))?;
+    let row = client
+        .query_one(&stmt, &[&i64::from(partition)])
+        .await
+        .map_err(|e| pg_error(e, "claim the partition"))?;
+    let epoch: i64 = column(&row, 0, "claimed epoch")?;
+    let epoch = stored_u64(epoch, || format!("epoch of partition {partition}"))?;
+    let next_offset: Option<i64> = column(&row, 1, "stored offset")?;
+    let last_commit: i64 = column(&row, 2, "last commit")?;
+    let last_commit = stored_u64(last_commit, || format!("last commit of partition {partition}"))?;
+    let published_through: i64 = column(&row, 3, "published commit")?;
+    let published_through =
+        stored_u64(published_through, || format!("published commit of partition {partition}"))?;
+    tracing::info!(partition, epoch, last_commit, published_through, "partition claimed");
+    Ok(PartitionClaim { epoch, next_offset, last_commit, published_through })
+}
+
+/// Raises the partition's published mark, fenced like a commit: the row is locked while the epoch
+/// is checked, so a claim cannot slip in between.
+pub(super) async fn mark_published(
+    client: &mut Client,
+    partition: PartitionId,
+    epoch: u64,
+    through: u64,
+) -> Result<(), StoreError> {
+    let fail = |doing: &'static str| move |e| pg_error(e, doing);
+    let tx = client.transaction().await.map_err(fail("begin marking published"))?;
+    let key = i64::from(partition);
+    let stmt = tx.prepare_cached(LOCK_PARTITION).await.map_err(fail("prepare the epoch check"))?;
+    let (current, last_commit, published) =
+        match tx.query_opt(&stmt, &[&key]).await.map_err(fail("check the epoch"))? {
+            Some(row) => {
+                let epoch: i64 = column(&row, 0, "partition epoch")?;
+                let last_commit: i64 = column(&row, 1, "last commit")?;
+                let published: i64 = column(&row, 2, "published commit")?;
+                (
+                    stored_u64(epoch, || format!("epoch of partition {partition}"))?,
+                    stored_u64(last_commit, || format!("last commit of partition {partition}"))?,
+                    stored_u64(published, || format!("published commit of partition {partition}"))?,
+                )
+            }
+            None => (0, 0, 0),
+        };
+    if epoch == 0 || epoch != current {
+        return Err(StoreError::Fenced { partition, epoch, current });
+    }
+    check_published(partition, through, last_commit)?;
+    if through > published {
+        let stmt = tx.prepare_cached(MARK_PUBLISHED).await.map_err(fail("prepare the published mark"))?;
+        tx.execute(&stmt, &[&key, &clamp_to_sql(through)]).await.map_err(fail("mark published"))?;
+    }
+    tx.commit().await.map_err(fail("commit the published mark"))?;
+    Ok(())
+}
+
+/// One page of the outbox, read in one `REPEATABLE READ` transaction (see [`outbox`] for the
+/// paging).
+pub(super) async fn unpublished(
+    client: &mut Client,
+    partition: PartitionId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<UnpublishedCommit>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let fail = |doing: &'static str| move |e| pg_error(e, doing);
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(fail("begin reading the outbox"))?;
+    let key = i64::from(partition);
+    let stmt = tx.prepare_cached(PUBLISHED_THROUGH).await.map_err(fail("prepare the published read"))?;
+    let published = match tx.query_opt(&stmt, &[&key]).await.map_err(fail("read the published mark"))? {
+        Some(row) => {
+            let published: i64 = column(&row, 0, "published commit")?;
+            stored_u64(published, || format!("published commit of partition {partition}"))?
+        }
+        None => 0,
+    };
+    let from = clamp_to_sql(after.max(published));
+    let stmt = tx.prepare_cached(UNPUBLISHED_AFTER).await.map_err(fail("prepare the outbox read"))?;
+    let rows = tx
+        .query(&stmt, &[&key, &from, &outbox::rows_to_read(limit)])
+        .await
+        .map_err(fail("read the outbox"))?;
+    let rows = rows.iter().map(decode_outbox_row).collect::<Result<Vec<_>, _>>()?;
+    let page = match outbox::page(rows, limit) {
+        Page::Done(page) => page,
+        Page::FirstCommitTooLarge(commit) => {
+            let stmt =
+                tx.prepare_cached(UNPUBLISHED_OF_COMMIT).await.map_err(fail("prepare the commit read"))?;
+            let rows = tx
+                .query(&stmt, &[&key, &clamp_to_sql(commit)])
+                .await
+                .map_err(fail("read a commit of the outbox"))?;
+            outbox::group(rows.iter().map(decode_outbox_row).collect::<Result<Vec<_>, _>>()?)
+        }
+    };
+    tx.commit().await.map_err(fail("end reading the outbox"))?;
+    Ok(page)
+}
+
+/// An outbox row: `commit_seq, kind, doc, version or at_version, client, seq, op or code, message`.
+fn decode_outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, StoreError> {
+    let doc: &str = column(row, 2, "outbox document")?;
+    let doc =
+        DocId::parse(doc).map_err(|e| StoreError::Corrupt(format!("document id {doc:?} stored: {e}")))?;
+    let commit: i64 = column(row, 0, "outbox commit")?;
+    let commit = stored_u64(commit, || format!("commit number of a record of document {doc}"))?;
+    let kind: i32 = column(row, 1, "outbox record kind")?;
+    let version: i64 = column(row, 3, "outbox version")?;
+    let version = stored_u64(version, || format!("a version of document {doc}"))?;
+    let client = stored_client(column(row, 4, "outbox client")?, &doc)?;
+    let seq = seq_from_sql(column(row, 5, "outbox seq")?);
+    let text: &str = column(row, 6, "outbox op or code")?;
+    let message: Option<String> = column(row, 7, "outbox message")?;
+    let record = match (kind, message) {
+        (0, None) => {
+            let op: Operation = serde_json::from_str(text).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "op of version {version} of document {doc} is not an operation: {e}"
+                ))
+            })?;
+            SequencedRecord::Committed(CommittedEvent { doc, version, client, seq, op })
+        }
+        (1, Some(message)) => {
+            let code = stored_code(text, &doc)?;
+            SequencedRecord::Rejected(Rejection { doc, client, seq, code, message, at_version: version })
+        }
+        _ => return Err(StoreError::Corrupt(format!("outbox row of kind {kind} for document {doc}"))),
+    };
+    Ok((commit, record))
+}
+
+pub(super) async fn latest_version(client: &Client, doc: &DocId) -> Result<u64, StoreError> {
+    let stmt =
+        client.prepare_cached(LATEST_VERSION).await.map_err(|e| pg_error(e, "prepare latest version"))?;
+    let row = client
+        .query_one(&stmt, &[&doc.as_str()])
+        .await
+        .map_err(|e| pg_error(e, "read the latest version"))?;
+    let latest: Option<i64> = column(&row, 0, "latest version")?;
+    latest.map_or(Ok(0), |v| stored_u64(v, || format!("latest version of document {doc}")))
+}
+
+pub(super) async fn read_events(
+    client: &Client,
+    doc: &DocId,
+    after: u64,
+    up_to: u64,
+    limit: usize,
+) -> Result<Vec<CommittedEvent>, StoreError> {
+    if limit == 0 || up_to <= after {
+        return Ok(Vec::new());
+    }
+    let (after, up_to) = (clamp_to_sql(after), clamp_to_sql(up_to));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let stmt =
+        client.prepare_cached(SELECT_EVENTS).await.map_err(|e| pg_error(e, "prepare the event read"))?;
+    let rows = client
+        .query(&stmt, &[&doc.as_str(), &after, &up_to, &limit])
+        .await
+        .map_err(|e| pg_error(e, "read events"))?;
+    rows.iter().map(|row| decode_event(doc, row)).collect()
+}
+
+/// Reads the snapshot, the events and the rejections in one `REPEATABLE READ` transaction, so they
+/// describe one state even while a commit of the document lands between the statements.
+pub(super) async fn load_document(client: &mut Client, doc: &DocId) -> Result<StoredDocument, StoreError> {
+    let fail = |doing: &'static str| move |e| pg_error(e, doing);
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(fail("begin loading a document"))?;
+
+    let stmt = tx.prepare_cached(NEWEST_SNAPSHOT).await.map_err(fail("prepare the snapshot read"))?;
+    let snapshot = match tx.query_opt(&stmt, &[&doc.as_str()]).await.map_err(fail("read the snapshot"))? {
+        Some(row) => Some(decode_snapshot(doc, &row)?),
+        None => None,
+    };
+    let from = match &snapshot {
+        Some(s) => version_to_sql(s.version, doc)?,
+        None => 0,
+    };
+
+    let stmt = tx.prepare_cached(EVENTS_AFTER).await.map_err(fail("prepare the event read"))?;
+    let rows = tx.query(&stmt, &[&doc.as_str(), &from]).await.map_err(fail("read events"))?;
+    let events = rows.iter().map(|row| decode_event(doc, row)).collect::<Result<Vec<_>, _>>()?;
+
+    let stmt = tx.prepare_cached(REJECTIONS_FROM).await.map_err(fail("prepare the rejection read"))?;
+    let rows = tx.query(&stmt, &[&doc.as_str(), &from]).await.map_err(fail("read rejections"))?;
+    let rejections = rows.iter().map(|row| decode_rejection(doc, row)).collect::<Result<Vec<_>, _>>()?;
+
+    tx.commit().await.map_err(fail("end loading a document"))?;
+    Ok(StoredDocument { snapshot, events, rejections })
+}
+
+/// A rejection row of `doc`: `client, seq, code, message, at_version`.
+fn decode_rejection(doc: &DocId, row: &tokio_postgres::Row) -> Result<Rejection, StoreError> {
+    let at_version: i64 = column(row, 4, "rejection version")?;
+    Ok(Rejection {
+        doc: doc.clone(),
+        client: stored_client(column(row, 0, "rejection client")?, doc)?,
+        seq: seq_from_sql(column(row, 1, "rejection seq")?),
+        code: stored_code(column(row, 2, "rejection code")?, doc)?,
+        message: column(row, 3, "rejection message")?,
+        at_version: stored_u64(at_version, || format!("version of a rejection on document {doc}"))?,
+    })
+}
+
+/// Stores a snapshot (replacing one of the same version) and keeps only the document's newest two:
+/// the newest is the one loaded, the one before it a fallback for manual recovery.
+pub(super) async fn write_snapshot(client: &mut Client, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let fail = |doing: &'static str| move |e| pg_error(e, doing);
+    let doc = &snapshot.doc;
+    let version = version_to_sql(snapshot.version, doc)?;
+    let clients = serde_json::to_string(&snapshot.clients).expect("client records always encode as JSON");
+    let tx = client.transaction().await.map_err(fail("begin writing a snapshot"))?;
+    let stmt = tx.prepare_cached(UPSERT_SNAPSHOT).await.map_err(fail("prepare the snapshot write"))?;
+    tx.execute(&stmt, &[&doc.as_str(), &version, &snapshot.text.as_bytes(), &clients])
+        .await
+        .map_err(fail("write the snapshot"))?;
+    let stmt = tx.prepare_cached(TRIM_SNAPSHOTS).await.map_err(fail("prepare the snapshot trim"))?;
+    tx.execute(&stmt, &[&doc.as_str()]).await.map_err(fail("drop old snapshots"))?;
+    tx.commit().await.map_err(fail("commit the snapshot"))?;
+    Ok(())
+}
+
+pub(super) async fn find_outcome(
+    client: &Client,
+    doc: &DocId,
+    who: &ClientId,
+    seq: u64,
+) -> Result<Option<Outcome>, StoreError> {
+    let stmt =
+        client.prepare_cached(FIND_OUTCOME).await.map_err(|e| pg_error(e, "prepare the outcome read"))?;
+    let row = client
+        .query_opt(&stmt, &[&doc.as_str(), &who.as_str(), &seq_to_sql(seq)])
+        .await
+        .map_err(|e| pg_error(e, "read an outcome"))?;
+    let Some(row) = row else { return Ok(None) };
+    let version: Option<i64> = column(&row, 0, "committed version")?;
+    if let Some(version) = version {
+        let version = stored_u64(version, || format!("version of seq {seq} of {who} on document {doc}"))?;
+        return Ok(Some(Outcome::Committed { version }));
+    }
+    let code: &str = column(&row, 1, "rejection code")?;
+    let message: String = column(&row, 2, "rejection message")?;
+    Ok(Some(Outcome::Rejected { code: stored_code(code, doc)?, message }))
+}

@@ -1,0 +1,122 @@
+//! `tandem-gateway`: the WebSocket edge of the distributed mode.
+//!
+//! Clients connect here; ops go to the sequencer service over gRPC; every committed record comes
+//! back through Kafka topic `tandem.events` (all partitions, no consumer group); catch-up and gap
+//! repair read the Postgres event log.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tandem_bus::kafka::{KafkaConfig, KafkaEventSubscriber};
+use tandem_gateway::{GatewayConfig, GatewayDeps};
+use tandem_rpc::{GrpcSubmitter, SubmitterOptions};
+use tandem_store::postgres::{PostgresConfig, PostgresStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// The gateway service. Every flag can also be set with the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Config {
+    /// Address of the WebSocket and HTTP endpoint (port 0 picks a free port).
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Sequencer gRPC endpoints, e.g. `http://127.0.0.1:50051` (repeat or separate with commas).
+    #[arg(long = "sequencer", env = "TANDEM_SEQUENCERS", value_delimiter = ',', required = true)]
+    sequencers: Vec<String>,
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long, env = "TANDEM_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// The Postgres event log (read only: catch-up and gap repair).
+    #[arg(long, env = "TANDEM_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/tandem")]
+    postgres_url: String,
+    /// Partitions of the Kafka topics (must match the sequencers').
+    #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 16)]
+    partitions: u32,
+    /// Names this process in logs and in the broker.
+    #[arg(long, env = "TANDEM_INSTANCE", default_value = "gateway")]
+    instance: String,
+    /// Shared token presented to the sequencers.
+    #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
+    /// Largest WebSocket message, in bytes.
+    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    max_frame_bytes: usize,
+}
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    tandem_telemetry::init();
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let address = listener.local_addr().context("read the bound address")?;
+    let store = PostgresStore::connect(PostgresConfig::new(&config.postgres_url))
+        .await
+        .context("connect to Postgres")?;
+    let kafka = KafkaConfig {
+        brokers: config.brokers.clone(),
+        partitions: config.partitions,
+        client_id: config.instance.clone(),
+        ..KafkaConfig::default()
+    };
+    let options = SubmitterOptions { token: config.service_token.clone(), ..SubmitterOptions::default() };
+    let submitter =
+        GrpcSubmitter::new(config.sequencers.clone(), options).context("create the gRPC submitter")?;
+    let deps = GatewayDeps {
+        submitter: Arc::new(submitter),
+        events: Arc::new(KafkaEventSubscriber::new(&kafka)),
+        store: Arc::new(store),
+    };
+    let gateway_config =
+        GatewayConfig { max_frame_bytes: config.max_frame_bytes, ..GatewayConfig::default() };
+    let shutdown = CancellationToken::new();
+    let mut gateway = tokio::spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
+    println!("gateway {} listening on http://{address}/", config.instance);
+    tokio::select! {
+        _ = shutdown_signal() => info!("shutting down"),
+        result = &mut gateway => {
+            result.context("gateway task")?.context("gateway")?;
+            anyhow::bail!("the gateway stopped");
+        }
+    }
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), gateway).await.is_err() {
+        warn!("the gateway did not stop within 10 s");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,192 @@
+//! `tandem-sequencer`: the sequencer service of the distributed mode.
+//!
+//! - gRPC ingress: gateways submit ops; each is appended to Kafka topic `tandem.ops` (acks=all)
+//!   before the gateway hears `accepted`;
+//! - partition owners: the process joins the sequencers' consumer group on `tandem.ops`; for every
+//!   partition Kafka assigns it, it claims the partition in Postgres (bumping its epoch, which fences
+//!   the previous owner), resumes at the stored offset, republishes what the previous owner committed
+//!   but had not published, and runs the partition loop; a revoked partition's loop is stopped after
+//!   its batch in hand.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tandem_bus::kafka::{
+    ensure_topics, Assignment, KafkaConfig, KafkaEventPublisher, KafkaOpLog, KafkaOpSubmitter,
+};
+use tandem_bus::{EventPublisher, PartitionId};
+use tandem_rpc::SequencerIngress;
+use tandem_sequencer::{run_partition, Limits, PartitionConfig};
+use tandem_store::postgres::{PostgresConfig, PostgresStore};
+use tandem_store::EventStore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// The sequencer service. Every flag can also be set with the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Config {
+    /// Address of the gRPC ingress (port 0 picks a free port).
+    #[arg(long, env = "TANDEM_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: SocketAddr,
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long, env = "TANDEM_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// The Postgres event log.
+    #[arg(long, env = "TANDEM_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/tandem")]
+    postgres_url: String,
+    /// Partitions of the Kafka topics (fixed for the life of a cluster).
+    #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 16)]
+    partitions: u32,
+    /// Kafka session timeout in milliseconds: how long a crashed sequencer keeps its partitions.
+    #[arg(long, env = "TANDEM_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    session_timeout_ms: u64,
+    /// Names this process in logs and in the broker.
+    #[arg(long, env = "TANDEM_INSTANCE", default_value = "sequencer")]
+    instance: String,
+    /// Shared token gateways must present (`authorization: Bearer …`); none disables the check.
+    #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
+    /// Write a snapshot every this many versions of a document (0: never).
+    #[arg(long, env = "TANDEM_SNAPSHOT_EVERY", default_value_t = 1000)]
+    snapshot_every: u64,
+    /// Longest document, in characters.
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_CHARS", default_value_t = 10_000_000)]
+    max_document_chars: usize,
+    /// Most characters one op may insert.
+    #[arg(long, env = "TANDEM_MAX_OP_CHARS", default_value_t = 1_000_000)]
+    max_op_chars: usize,
+}
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    tandem_telemetry::init();
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("bind {}", config.grpc_listen))?;
+    let address = listener.local_addr().context("read the bound address")?;
+
+    let store = PostgresStore::connect(PostgresConfig::new(&config.postgres_url))
+        .await
+        .context("connect to Postgres")?;
+    store.migrate().await.context("migrate the event log")?;
+    let store: Arc<dyn EventStore> = Arc::new(store);
+
+    let kafka = KafkaConfig {
+        brokers: config.brokers.clone(),
+        partitions: config.partitions,
+        session_timeout: Duration::from_millis(config.session_timeout_ms),
+        client_id: config.instance.clone(),
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&kafka).await.context("create the Kafka topics")?;
+    let submitter = Arc::new(KafkaOpSubmitter::new(&kafka).context("create the op producer")?);
+    let publisher: Arc<dyn EventPublisher> =
+        Arc::new(KafkaEventPublisher::new(&kafka).context("create the record producer")?);
+
+    let shutdown = CancellationToken::new();
+    let ingress = SequencerIngress::new(submitter);
+    let grpc_shutdown = shutdown.clone();
+    let mut grpc =
+        tokio::spawn(tandem_rpc::serve(listener, ingress, config.service_token.clone(), async move {
+            grpc_shutdown.cancelled().await
+        }));
+    let (op_log, mut assignments) = KafkaOpLog::join(&kafka).context("join the sequencer group")?;
+    println!("sequencer {} grpc listening on {address}", config.instance);
+
+    let partition_config = PartitionConfig {
+        limits: Limits {
+            max_document_chars: config.max_document_chars,
+            max_op_insert_chars: config.max_op_chars,
+            ..Limits::default()
+        },
+        snapshot_every: config.snapshot_every,
+        ..PartitionConfig::default()
+    };
+    let mut owners: HashMap<PartitionId, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => {
+                info!("shutting down: finishing the batches in hand, then leaving the group");
+                break;
+            }
+            result = &mut grpc => {
+                result.context("grpc ingress task")?.context("grpc ingress")?;
+                anyhow::bail!("the grpc ingress stopped");
+            }
+            assignment = assignments.recv() => match assignment {
+                Some(Assignment::Assigned { partition, consumer }) => {
+                    info!(partition, "partition assigned");
+                    let stop = shutdown.child_token();
+                    let (store, publisher, config) = (store.clone(), publisher.clone(), partition_config.clone());
+                    let owner_stop = stop.clone();
+                    let handle = tokio::spawn(async move {
+                        match run_partition(consumer, store, publisher, config, owner_stop).await {
+                            Ok(()) => info!(partition, "partition loop ended"),
+                            // Fenced: another owner has it now. Anything else: the partition is left
+                            // for the group to reassign when this member's session ends.
+                            Err(e) => error!(partition, error = %e, "partition loop failed"),
+                        }
+                    });
+                    if let Some((old, _)) = owners.insert(partition, (stop, handle)) {
+                        old.cancel();
+                    }
+                }
+                Some(Assignment::Revoked { partition }) => {
+                    info!(partition, "partition revoked");
+                    if let Some((stop, handle)) = owners.remove(&partition) {
+                        stop.cancel();
+                        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+                    }
+                }
+                None => anyhow::bail!("the consumer group driver stopped"),
+            },
+        }
+    }
+    shutdown.cancel();
+    for (partition, (_, handle)) in owners.drain() {
+        if tokio::time::timeout(Duration::from_secs(10), handle).await.is_err() {
+            warn!(partition, "partition loop did not stop within 10 s");
+        }
+    }
+    drop(op_log);
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
