@@ -25,6 +25,11 @@ pub struct GatewayConfig {
     pub document_queue: usize,
     /// Events read from the store per page during catch-up and gap repair.
     pub catch_up_page: usize,
+    /// How long the gateway waits for the record of an op it forwarded before submitting it again
+    /// (doubling after each attempt); resubmission is safe, the sequencer deduplicates.
+    pub resubmit_after: Duration,
+    /// Resubmissions of one op before the gateway leaves it to the client.
+    pub max_resubmissions: u32,
 }
 
 impl Default for GatewayConfig {
@@ -40,6 +45,8 @@ impl Default for GatewayConfig {
             catch_up_send_timeout: Duration::from_secs(10),
             document_queue: 4096,
             catch_up_page: 1000,
+            resubmit_after: Duration::from_secs(3),
+            max_resubmissions: 4,
         }
     }
 }

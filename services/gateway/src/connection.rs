@@ -315,8 +315,11 @@ impl Session {
                     return Some(e.with_doc(doc).with_seq(seq).into());
                 }
                 let submission = Submission { doc: doc.clone(), client: self.client.clone(), seq, base, op };
-                match self.state.submitter.submit(submission).await {
-                    Ok(()) => None,
+                match self.state.submitter.submit(submission.clone()).await {
+                    Ok(()) => {
+                        self.state.hubs.track(submission);
+                        None
+                    }
                     Err(e) => {
                         warn!(doc = %doc, seq, error = %e, "submit failed");
                         let message = match e {

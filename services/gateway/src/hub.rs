@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use ropey::Rope;
-use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord};
+use tandem_bus::OpSubmitter;
+use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
 use tandem_protocol::ws::ServerMessage;
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError};
 use tandem_store::{EventStore, StoreError};
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::outbound::Outbound;
+use crate::pending::PendingOps;
 use crate::GatewayConfig;
 
 /// Identifies one WebSocket connection within this gateway.
@@ -40,6 +42,8 @@ enum Command {
         conn: ConnId,
     },
     Record(Arc<SequencedRecord>),
+    /// An op of a subscriber was handed to the sequencer: wait for its record.
+    Track(Submission),
     /// Records may have been lost: compare with the store.
     Wake,
 }
@@ -54,12 +58,23 @@ struct Handle {
 pub struct Hubs {
     docs: Mutex<HashMap<DocId, Handle>>,
     store: Arc<dyn EventStore>,
+    submitter: Arc<dyn OpSubmitter>,
     config: GatewayConfig,
 }
 
 impl Hubs {
-    pub fn new(store: Arc<dyn EventStore>, config: GatewayConfig) -> Arc<Self> {
-        Arc::new(Self { docs: Mutex::new(HashMap::new()), store, config })
+    pub fn new(store: Arc<dyn EventStore>, submitter: Arc<dyn OpSubmitter>, config: GatewayConfig) -> Arc<Self> {
+        Arc::new(Self { docs: Mutex::new(HashMap::new()), store, submitter, config })
+    }
+
+    /// Waits for the record of a submitted op and submits it again if it does not come (see
+    /// [`crate::pending`]). Never waits: if the document's queue is full, the op is not tracked and
+    /// the client's own resubmission after a reconnect remains the remedy.
+    pub fn track(&self, submission: Submission) {
+        let docs = self.docs.lock().expect("hub registry lock");
+        if let Some(handle) = docs.get(&submission.doc) {
+            let _ = handle.tx.try_send(Command::Track(submission));
+        }
     }
 
     /// Subscribes a connection to a document: the document's task sends the `snapshot` (or the
@@ -143,6 +158,11 @@ impl Hubs {
             subscribers: HashMap::new(),
             lagged,
             retry_pending: Arc::new(AtomicBool::new(false)),
+            pending: PendingOps::new(
+                self.config.resubmit_after,
+                self.config.max_resubmissions,
+                self.config.document_queue,
+            ),
         };
         tokio::spawn(task.run(rx));
         tx
@@ -169,14 +189,23 @@ struct DocTask {
     lagged: Arc<AtomicBool>,
     /// A repair retry is scheduled: at most one timer per document while the store is down.
     retry_pending: Arc<AtomicBool>,
+    /// Ops of this document's subscribers on their way through the sequencer.
+    pending: PendingOps,
 }
 
 impl DocTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
-            let command = match rx.recv().await {
-                Some(command) => command,
-                None => return,
+            let next_due = self.pending.next_due();
+            let command = tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => command,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {
+                    self.resubmit_due();
+                    continue;
+                }
             };
             self.handle(command).await;
             if self.lagged.swap(false, Ordering::AcqRel) {
@@ -226,7 +255,21 @@ impl DocTask {
                     self.lagged.store(true, Ordering::Release);
                 }
             }
+            Command::Track(submission) => self.pending.track(submission, tokio::time::Instant::now()),
             Command::Wake => {}
+        }
+    }
+
+    /// Submits again the ops whose records did not come back in time.
+    fn resubmit_due(&mut self) {
+        for submission in self.pending.take_due(tokio::time::Instant::now()) {
+            debug!(doc = %submission.doc, client = %submission.client, seq = submission.seq, "resubmitting");
+            let submitter = self.hubs.submitter.clone();
+            tokio::spawn(async move {
+                if let Err(e) = submitter.submit(submission).await {
+                    debug!(error = %e, "resubmission failed; will try again");
+                }
+            });
         }
     }
 
@@ -294,6 +337,11 @@ impl DocTask {
             return Ok(());
         }
         match record {
+            SequencedRecord::Committed(event) => self.pending.resolve(&event.client, event.seq),
+            SequencedRecord::Reacknowledged { client, seq, .. } => self.pending.resolve(client, *seq),
+            SequencedRecord::Rejected(rejection) => self.pending.resolve(&rejection.client, rejection.seq),
+        }
+        match record {
             SequencedRecord::Committed(event) => {
                 self.catch_up_with_store(Some(event.version - 1)).await?;
                 let current = self.loaded.as_ref().map_or(0, |l| l.version);
@@ -357,6 +405,7 @@ impl DocTask {
             StoreError::Corrupt(format!("version {} of {} does not apply: {e}", event.version, self.doc))
         })?;
         loaded.version = event.version;
+        self.pending.resolve(&event.client, event.seq);
         let mut shared_op: Option<Utf8Bytes> = None;
         self.subscribers.retain(|_, sub| {
             let frame = if sub.client == event.client {

@@ -26,6 +26,7 @@ mod connection;
 mod demo;
 pub mod hub;
 mod outbound;
+mod pending;
 
 pub use config::GatewayConfig;
 use hub::Hubs;
@@ -53,7 +54,7 @@ pub async fn run(
     deps: GatewayDeps,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let hubs = Hubs::new(deps.store, config.clone());
+    let hubs = Hubs::new(deps.store, deps.submitter.clone(), config.clone());
     let state = Arc::new(GatewayState {
         config,
         hubs: hubs.clone(),

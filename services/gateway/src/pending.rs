@@ -1,0 +1,127 @@
+//! Ops this gateway handed to the sequencer and has not yet seen sequenced.
+//!
+//! A submission can be lost after the sequencer service accepted it and before it was committed (a
+//! broker that loses a topic, a crash between hops). The gateway keeps each forwarded op until its
+//! record (committed, re-acknowledged or rejected) comes back, and submits it again when it does not
+//! come back in time. That is safe because the sequencer deduplicates by (client, seq): a second
+//! copy of a committed op is only re-acknowledged. So a lost submission heals without the client.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tandem_protocol::records::Submission;
+use tandem_protocol::ClientId;
+use tokio::time::Instant;
+
+/// One op waiting for its record.
+#[derive(Debug)]
+struct Pending {
+    submission: Submission,
+    due: Instant,
+    attempts: u32,
+}
+
+/// The ops of one document waiting for their records, keyed by (client, seq).
+#[derive(Debug)]
+pub(crate) struct PendingOps {
+    ops: HashMap<(ClientId, u64), Pending>,
+    resubmit_after: Duration,
+    max_attempts: u32,
+    capacity: usize,
+}
+
+impl PendingOps {
+    pub fn new(resubmit_after: Duration, max_attempts: u32, capacity: usize) -> Self {
+        Self { ops: HashMap::new(), resubmit_after, max_attempts, capacity }
+    }
+
+    /// Starts waiting for `submission`'s record. Beyond `capacity` ops (a client not waiting for its
+    /// acks, against the protocol) nothing more is tracked: the client's own resubmission still heals.
+    pub fn track(&mut self, submission: Submission, now: Instant) {
+        if self.ops.len() >= self.capacity {
+            return;
+        }
+        let key = (submission.client.clone(), submission.seq);
+        self.ops.insert(key, Pending { submission, due: now + self.resubmit_after, attempts: 0 });
+    }
+
+    /// The record of (client, seq) arrived: stop waiting.
+    pub fn resolve(&mut self, client: &ClientId, seq: u64) {
+        if !self.ops.is_empty() {
+            self.ops.remove(&(client.clone(), seq));
+        }
+    }
+
+    /// When the next resubmission is due, if any op is waiting.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.ops.values().map(|p| p.due).min()
+    }
+
+    /// The ops due at `now`, to submit again. Each waits twice as long before its next attempt; one
+    /// that has used all its attempts is dropped (the client resubmits it after reconnecting).
+    pub fn take_due(&mut self, now: Instant) -> Vec<Submission> {
+        let mut due = Vec::new();
+        let max_attempts = self.max_attempts;
+        let resubmit_after = self.resubmit_after;
+        self.ops.retain(|_, pending| {
+            if pending.due > now {
+                return true;
+            }
+            pending.attempts += 1;
+            due.push(pending.submission.clone());
+            pending.due = now + resubmit_after * 2u32.saturating_pow(pending.attempts);
+            pending.attempts < max_attempts
+        });
+        due
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tandem_ot::Operation;
+    use tandem_protocol::DocId;
+
+    use super::*;
+
+    fn submission(seq: u64) -> Submission {
+        Submission {
+            doc: DocId::parse("d").unwrap(),
+            client: ClientId::parse("c").unwrap(),
+            seq,
+            base: 0,
+            op: Operation::new(),
+        }
+    }
+
+    #[test]
+    fn resubmits_until_resolved_backing_off_then_gives_up() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut pending = PendingOps::new(second, 2, 10);
+        pending.track(submission(1), start);
+        pending.track(submission(2), start);
+        assert!(pending.take_due(start).is_empty());
+        pending.resolve(&ClientId::parse("c").unwrap(), 2);
+        assert_eq!(pending.next_due(), Some(start + second));
+        let due = pending.take_due(start + second);
+        assert_eq!(due.iter().map(|s| s.seq).collect::<Vec<_>>(), [1]);
+        // The next attempt waits twice as long, and it is the last one.
+        assert_eq!(pending.next_due(), Some(start + 3 * second));
+        assert_eq!(pending.take_due(start + 3 * second).len(), 1);
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    fn tracking_is_bounded() {
+        let mut pending = PendingOps::new(Duration::from_secs(1), 3, 2);
+        for seq in 1..=5 {
+            pending.track(submission(seq), Instant::now());
+        }
+        assert_eq!(pending.len(), 2);
+    }
+}
