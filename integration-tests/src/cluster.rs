@@ -172,8 +172,9 @@ impl ClusterBuilder {
     pub fn start(self) -> Cluster {
         let broker = Broker::start();
         let database = TestDatabase::create();
+        let logs = tempfile::tempdir().expect("a folder for the services' logs");
         let mut cluster =
-            Cluster { config: self, broker, database, sequencers: Vec::new(), gateways: Vec::new() };
+            Cluster { config: self, broker, database, logs, sequencers: Vec::new(), gateways: Vec::new() };
         for i in 0..cluster.config.sequencers {
             let sequencer = cluster.start_sequencer(i);
             cluster.sequencers.push(sequencer);
@@ -194,6 +195,7 @@ pub struct Cluster {
     gateways: Vec<ServiceProcess>,
     database: TestDatabase,
     broker: Broker,
+    logs: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -212,6 +214,10 @@ impl Cluster {
 
     pub fn sequencer(&mut self, i: usize) -> &mut ServiceProcess {
         &mut self.sequencers[i]
+    }
+
+    pub fn sequencer_count(&self) -> usize {
+        self.sequencers.len()
     }
 
     pub fn database(&self) -> &TestDatabase {
@@ -241,8 +247,9 @@ impl Cluster {
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-sequencer", "TANDEM_SEQUENCER_BIN"),
             args,
-            env: Vec::new(),
+            env: vec![("TANDEM_LOG".into(), "info".into())],
             ready_marker: "grpc listening on ".into(),
+            log: Some(self.logs.path().join(format!("sequencer-{i}.log"))),
         })
     }
 
@@ -257,6 +264,7 @@ impl Cluster {
             args,
             env: Vec::new(),
             ready_marker: "listening on http://".into(),
+            log: Some(self.logs.path().join(format!("gateway-{i}.log"))),
         })
     }
 }

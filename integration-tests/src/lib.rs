@@ -61,6 +61,7 @@ impl StandaloneBuilder {
             args,
             env: Vec::new(),
             ready_marker: "listening on http://".into(),
+            log: None,
         };
         let mut process = ServiceProcess::start(spec);
         // Restarts keep the port, so clients reconnect to the same URL.

@@ -32,6 +32,8 @@ pub struct ServiceSpec {
     /// The text before the address in the line the service prints once it is ready, e.g.
     /// `"listening on http://"`; the address is what follows, up to the next `/` or space.
     pub ready_marker: String,
+    /// Where the service's log (stderr) goes, appended across restarts; `None` inherits the test's.
+    pub log: Option<PathBuf>,
 }
 
 /// A running service.
@@ -51,6 +53,11 @@ impl ServiceProcess {
     /// `HOST:PORT` the service printed.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Everything the service logged so far (empty without [`ServiceSpec::log`]).
+    pub fn log(&self) -> String {
+        self.spec.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -132,10 +139,19 @@ fn spawn(spec: &ServiceSpec) -> (Child, String) {
     for _ in 0..30 {
         let mut child = Command::new(&spec.program)
             .args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("TANDEM_LOG", std::env::var("TANDEM_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match &spec.log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("the log file opens"),
+                ),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", spec.program.display()));
         let stdout = child.stdout.take().expect("piped stdout");

@@ -12,8 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tandem_bus::kafka::{
     ensure_topics, Assignment, KafkaConfig, KafkaEventPublisher, KafkaEventSubscriber, KafkaOpLog,
     KafkaOpSubmitter, KafkaPartitionConsumer,
@@ -22,11 +25,18 @@ use tandem_bus::{
     partition_of, BusError, Delivery, EventPublisher, EventSubscriber, OpConsumer, OpSubmitter,
 };
 use tandem_ot::Operation;
-use tandem_protocol::records::{SequencedRecord, Submission};
-use tandem_protocol::{ClientId, DocId};
+use tandem_proto::proto;
+use tandem_proto::proto::component::Kind;
+use tandem_proto::proto::sequenced_record::Record;
+use tandem_proto::trace_context::{self, TraceParent, TRACEPARENT};
+use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
+use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tokio::sync::mpsc;
 
 const PARTITIONS: u32 = 4;
+
+/// The W3C specification's example trace context.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// The tansu binary, installed once per test run.
 fn tansu() -> &'static PathBuf {
@@ -153,6 +163,35 @@ async fn read(consumer: &mut KafkaPartitionConsumer, n: usize) -> Vec<(i64, u64)
     got
 }
 
+/// Reads the first `n` records of one partition the way a consumer outside Tandem would: a plain
+/// rdkafka consumer, nothing of tandem-bus.
+async fn raw_records(brokers: &str, topic: &str, partition: u32, n: usize) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "outside-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition as i32, Offset::Beginning).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut records = Vec::new();
+    while records.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .expect("records arrive")
+            .unwrap();
+        records.push(message.detach());
+    }
+    records
+}
+
+/// The value of the `traceparent` header of `message`, if it has one.
+fn traceparent_header(message: &OwnedMessage) -> Option<String> {
+    let header = message.headers()?.iter().find(|h| h.key == TRACEPARENT)?;
+    Some(String::from_utf8(header.value?.to_vec()).unwrap())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -187,7 +226,9 @@ async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
     let config = broker.config("ops");
     ensure_topics(&config).await.unwrap();
     let submitter = KafkaOpSubmitter::new(&config).unwrap();
-    for seq in 1..=10 {
+    // The first one carries a trace context header; the owner reads it like any other.
+    trace_context::scope(TraceParent::parse(TRACE), submitter.submit(submission("doc-a", 1))).await.unwrap();
+    for seq in 2..=10 {
         submitter.submit(submission("doc-a", seq)).await.unwrap();
     }
 
@@ -210,7 +251,7 @@ async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
     // A record that is not a submission is skipped, and the next one still comes.
     let raw: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.brokers).create().unwrap();
     raw.send(
-        FutureRecord::to(&config.ops_topic).key("doc-a").partition(partition as i32).payload("not json"),
+        FutureRecord::to(&config.ops_topic).key("doc-a").partition(partition as i32).payload("not protobuf"),
         Duration::from_secs(5),
     )
     .await
@@ -257,6 +298,107 @@ async fn published_records_reach_every_subscriber_in_order_from_subscribe_time()
             assert_eq!(versions[d], (1..=30).collect::<Vec<_>>(), "order of {d}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_are_protobuf_with_the_trace_context_in_a_header() {
+    let broker = Broker::start();
+    let config = broker.config("ops-wire");
+    ensure_topics(&config).await.unwrap();
+    let submitter = KafkaOpSubmitter::new(&config).unwrap();
+    trace_context::scope(TraceParent::parse(TRACE), submitter.submit(submission("doc-t", 1))).await.unwrap();
+    submitter.submit(submission("doc-t", 2)).await.unwrap();
+
+    let partition = partition_of(&doc("doc-t"), PARTITIONS);
+    let records = raw_records(&config.brokers, &config.ops_topic, partition, 2).await;
+    assert_eq!(traceparent_header(&records[0]).as_deref(), Some(TRACE));
+    assert_eq!(traceparent_header(&records[1]), None, "no trace context, no header");
+    for (message, seq) in records.iter().zip(1..) {
+        assert_eq!(message.key(), Some("doc-t".as_bytes()));
+        let wire = proto::Submission::decode(message.payload().unwrap()).expect("a tandem.v1.Submission");
+        let expected = proto::Submission {
+            doc: "doc-t".to_owned(),
+            client: "c1".to_owned(),
+            seq,
+            base: seq - 1,
+            op: vec![proto::Component { kind: Some(Kind::Insert("x".to_owned())) }],
+        };
+        assert_eq!(wire, expected);
+    }
+}
+
+/// What an analytics consumer sees: a plain Kafka reader and the generated protobuf type of
+/// `tandem.v1.SequencedRecord`, with none of Tandem's conversions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_records_decode_as_protobuf_sequenced_records() {
+    let broker = Broker::start();
+    let config = broker.config("events-wire");
+    ensure_topics(&config).await.unwrap();
+    let d = doc("team/notes.md");
+    let c = ClientId::parse("c-1").unwrap();
+    let mut op = Operation::new();
+    op.retain(5).insert("héllo 😀").delete(1);
+    let records = vec![
+        SequencedRecord::Committed(CommittedEvent {
+            doc: d.clone(),
+            version: 2,
+            client: c.clone(),
+            seq: 3,
+            op,
+        }),
+        SequencedRecord::Reacknowledged { doc: d.clone(), client: c.clone(), seq: 3, version: 2 },
+        SequencedRecord::Rejected(Rejection {
+            doc: d.clone(),
+            client: c.clone(),
+            seq: 4,
+            code: ErrorCode::InvalidOp,
+            message: "op length 9 does not match document length 12".to_owned(),
+            at_version: 2,
+        }),
+    ];
+    KafkaEventPublisher::new(&config).unwrap().publish(records).await.unwrap();
+
+    let partition = partition_of(&d, PARTITIONS);
+    let messages = raw_records(&config.brokers, &config.events_topic, partition, 3).await;
+    let decoded: Vec<proto::SequencedRecord> = messages
+        .iter()
+        .map(|m| {
+            assert_eq!(m.key(), Some("team/notes.md".as_bytes()));
+            proto::SequencedRecord::decode(m.payload().unwrap()).expect("a tandem.v1.SequencedRecord")
+        })
+        .collect();
+    let component = |kind| proto::Component { kind: Some(kind) };
+    let expected = vec![
+        Record::Committed(proto::CommittedEvent {
+            doc: "team/notes.md".to_owned(),
+            version: 2,
+            client: "c-1".to_owned(),
+            seq: 3,
+            op: vec![
+                component(Kind::Retain(5)),
+                component(Kind::Insert("héllo 😀".to_owned())),
+                component(Kind::Delete(1)),
+            ],
+        }),
+        Record::Reacknowledged(proto::Reacknowledged {
+            doc: "team/notes.md".to_owned(),
+            client: "c-1".to_owned(),
+            seq: 3,
+            version: 2,
+        }),
+        Record::Rejected(proto::Rejection {
+            doc: "team/notes.md".to_owned(),
+            client: "c-1".to_owned(),
+            seq: 4,
+            code: proto::ErrorCode::InvalidOp as i32,
+            message: "op length 9 does not match document length 12".to_owned(),
+            at_version: 2,
+        }),
+    ];
+    assert_eq!(
+        decoded,
+        expected.into_iter().map(|r| proto::SequencedRecord { record: Some(r) }).collect::<Vec<_>>()
+    );
 }
 
 /// Started by `a_killed_members_partitions_move_to_the_survivor` as a separate process, so it can

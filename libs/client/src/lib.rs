@@ -3,7 +3,8 @@
 //! - [`DocumentClient`]: the pure client state machine of PROTOCOL.md for one document (no I/O), used
 //!   directly by simulations and underneath the connection;
 //! - [`Client`] and [`DocHandle`]: a WebSocket connection with handshake, reconnect with `since` and
-//!   resubmission, and reload after `invalid_op`, for integration tests and the load generator.
+//!   resubmission (to the same gateway or, with [`ClientOptions::fallback_urls`], to the next one), and
+//!   reload after `invalid_op`, for integration tests and the load generator.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tandem_client::ClientError> {

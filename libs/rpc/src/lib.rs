@@ -1,4 +1,4 @@
-//! Tandem's gRPC service and Kafka record schemas (`proto/tandem/v1`), and the code around them.
+//! Tandem's gRPC edge between gateway and sequencer.
 //!
 //! - [`proto`]: the generated protobuf types, gRPC client and server of package `tandem.v1`;
 //! - [`convert`]: conversions between those wire types and the domain types of
@@ -9,19 +9,16 @@
 //! - [`server`]: [`SequencerIngress`], the sequencer's gRPC service that appends the ops it receives
 //!   to the op log, and [`serve`];
 //! - [`trace_context`]: W3C trace context carried in gRPC metadata and request fields.
+//!
+//! [`proto`] and [`convert`] are defined in tandem-proto and re-exported here: the Kafka bus needs
+//! them too, and this crate depends on tandem-bus (for `OpSubmitter`), so they cannot live here.
 
 pub mod client;
-pub mod convert;
 mod error;
 pub mod server;
 pub mod trace_context;
 
-/// Generated from `proto/tandem/v1/*.proto`. Wire types: code past the edge uses the domain types
-/// that [`convert`] produces.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("tandem.v1");
-}
+pub use tandem_proto::{convert, proto};
 
 pub use client::{GrpcSubmitter, SubmitterOptions};
 pub use convert::{decode_record, decode_submission, encode_record, encode_submission, ConvertError};

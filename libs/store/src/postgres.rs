@@ -49,12 +49,24 @@ pub struct PostgresConfig {
     /// How long an operation waits to connect or for a free connection before it fails with
     /// [`StoreError::Unavailable`] instead of hanging while the database is down or saturated.
     pub timeout: Duration,
+    /// The server ends a session that sits idle inside a transaction this long. A sequencer frozen
+    /// mid-commit (a long pause, SIGSTOP, a hung host) keeps its connection open; without this it
+    /// would hold its partition's row lock forever and the next owner's claim could never proceed.
+    pub idle_in_transaction_timeout: Duration,
+    /// The longest a statement waits for a row lock before it fails (and is retried by the caller).
+    pub lock_timeout: Duration,
 }
 
 impl PostgresConfig {
     /// A config for `url` with the default pool size (8) and timeout (5 s).
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), pool_size: 8, timeout: Duration::from_secs(5) }
+        Self {
+            url: url.into(),
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -92,6 +104,16 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("tandem");
         }
+        let session = format!(
+            "-c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+            config.idle_in_transaction_timeout.as_millis(),
+            config.lock_timeout.as_millis()
+        );
+        let options = match pg.get_options() {
+            Some(given) => format!("{given} {session}"),
+            None => session,
+        };
+        pg.options(&options);
         let server = describe(&pg);
         // `Fast` recycling trusts a connection that is not closed: a broken one fails its next
         // statement with `Unavailable` and is dropped, instead of every checkout paying a probe.

@@ -63,7 +63,11 @@ pub struct Hubs {
 }
 
 impl Hubs {
-    pub fn new(store: Arc<dyn EventStore>, submitter: Arc<dyn OpSubmitter>, config: GatewayConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        submitter: Arc<dyn OpSubmitter>,
+        config: GatewayConfig,
+    ) -> Arc<Self> {
         Arc::new(Self { docs: Mutex::new(HashMap::new()), store, submitter, config })
     }
 

@@ -66,13 +66,18 @@ async fn a_lost_submission_is_resubmitted_by_the_gateway() {
     }
     let mut frames = Vec::new();
     while frames.len() < 3 {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame").unwrap().unwrap();
+        let frame =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame").unwrap().unwrap();
         if let Message::Text(text) = frame {
             frames.push(serde_json::from_str::<Value>(&text).unwrap());
         }
     }
     assert_eq!(frames[1]["type"], "snapshot");
-    assert_eq!(frames[2], json!({"type": "ack", "doc": "d", "seq": 1, "version": 1}), "the client never resent");
+    assert_eq!(
+        frames[2],
+        json!({"type": "ack", "doc": "d", "seq": 1, "version": 1}),
+        "the client never resent"
+    );
     shutdown.cancel();
     gateway.await.unwrap().unwrap();
     sequencer.await.unwrap().unwrap();

@@ -2,7 +2,8 @@
 //!
 //! - [`KafkaOpSubmitter`]: the sequencer ingress appends each [`Submission`] to `tandem.ops`, keyed by
 //!   document id, into the partition [`partition_of`] names, and answers only once the broker has it
-//!   (acks=all).
+//!   (acks=all). The trace context of the submission ([`tandem_proto::trace_context::current`])
+//!   goes along as the record's `traceparent` header.
 //! - [`KafkaOpLog`]: the sequencers form one consumer group on `tandem.ops`, so each partition has
 //!   one owner at a time. Rebalances reach the owner as [`Assignment`] messages over a channel; each
 //!   assigned partition comes with its own [`KafkaPartitionConsumer`] (one task per partition), which
@@ -13,6 +14,10 @@
 //!   document id, into the partition [`partition_of`] names.
 //! - [`KafkaEventSubscriber`]: every gateway reads every partition of `tandem.events` without a
 //!   group, from the end at subscribe time; gaps become [`Delivery::Lagged`](crate::Delivery).
+//!
+//! Record values are the protobuf messages of `proto/tandem/v1/records.proto` (`Submission` on
+//! `tandem.ops`, `SequencedRecord` on `tandem.events`), encoded and validated by tandem-proto: the
+//! schema is public API, read by analytics consumers with any protobuf library.
 //!
 //! Partitions are always chosen here with [`partition_of`], never by librdkafka's partitioner, so
 //! the in-process and the Kafka bus put a document in the same partition, and nothing else depends
@@ -31,13 +36,12 @@ use rdkafka::ClientConfig;
 use crate::BusError;
 
 mod admin;
-mod codec;
 mod op_log;
 mod producer;
 mod subscriber;
+mod trace;
 
 pub use admin::ensure_topics;
-pub use codec::{decode, encode, DecodeError};
 pub use op_log::{Assignment, KafkaOpLog, KafkaPartitionConsumer};
 pub use producer::{KafkaEventPublisher, KafkaOpSubmitter};
 pub use subscriber::KafkaEventSubscriber;

@@ -2,11 +2,13 @@
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tandem_proto::trace_context;
 use tandem_protocol::records::{SequencedRecord, Submission};
 use tandem_protocol::DocId;
 
-use super::{codec, unavailable, KafkaConfig};
+use super::{trace, unavailable, KafkaConfig};
 use crate::{partition_of, BusError, EventPublisher, OpSubmitter};
 
 /// Appends submitted ops to the ops topic (the sequencer ingress). Cheap to clone: clones share one
@@ -34,10 +36,13 @@ impl KafkaOpSubmitter {
 #[async_trait]
 impl OpSubmitter for KafkaOpSubmitter {
     /// Returns once the broker acknowledged the record with acks=all, or failed within
-    /// `delivery_timeout`.
+    /// `delivery_timeout`. The task's trace context, when there is one, becomes the record's
+    /// `traceparent` header, so the partition owner can tie its work to the client's request.
     async fn submit(&self, submission: Submission) -> Result<(), BusError> {
-        let payload = codec::encode(&submission);
-        let delivery = enqueue(&self.producer, &self.topic, self.partitions, &submission.doc, &payload)?;
+        let payload = tandem_proto::encode_submission(&submission);
+        let headers = trace::headers(trace_context::current().as_ref());
+        let delivery =
+            enqueue(&self.producer, &self.topic, self.partitions, &submission.doc, &payload, headers)?;
         await_delivery(delivery).await
     }
 }
@@ -73,8 +78,18 @@ impl EventPublisher for KafkaEventPublisher {
     async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {
-            let payload = codec::encode(record);
-            deliveries.push(enqueue(&self.producer, &self.topic, self.partitions, record.doc(), &payload)?);
+            let payload = tandem_proto::encode_record(record);
+            // No trace header: the owner publishes a batch of many clients' ops, which belongs
+            // to no single request's trace context.
+            let headers = None;
+            deliveries.push(enqueue(
+                &self.producer,
+                &self.topic,
+                self.partitions,
+                record.doc(),
+                &payload,
+                headers,
+            )?);
         }
         try_join_all(deliveries.into_iter().map(await_delivery)).await?;
         Ok(())
@@ -89,11 +104,15 @@ fn enqueue(
     partitions: u32,
     doc: &DocId,
     payload: &[u8],
+    headers: Option<OwnedHeaders>,
 ) -> Result<DeliveryFuture, BusError> {
     // The partition is chosen here, not by librdkafka's partitioner, so the in-process and Kafka
     // buses agree and nothing depends on librdkafka's hash.
     let partition = partition_of(doc, partitions) as i32;
-    let record = FutureRecord::to(topic).key(doc.as_str()).partition(partition).payload(payload);
+    let mut record = FutureRecord::to(topic).key(doc.as_str()).partition(partition).payload(payload);
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
     producer.send_result(record).map_err(|(e, _)| unavailable("queueing a record", &e))
 }
 

@@ -15,11 +15,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use tandem_protocol::records::SequencedRecord;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::{debug, error, warn};
 
-use super::{codec, unavailable, KafkaConfig};
+use super::{unavailable, KafkaConfig};
 use crate::{BusError, Delivery, EventStream, EventSubscriber};
 
 /// Opens readers of the events topic for a gateway.
@@ -160,7 +159,7 @@ impl EventStream for KafkaEventStream {
                 Some(expected) if offset > expected => (offset - expected) as u64,
                 _ => 0,
             };
-            let delivery = match message.payload().map(codec::decode::<SequencedRecord>) {
+            let delivery = match message.payload().map(tandem_proto::decode_record) {
                 Some(Ok(record)) => Delivery::Record(Arc::new(record)),
                 Some(Err(e)) => {
                     warn!(partition, offset, error = %e, "undecodable event record");

@@ -32,10 +32,28 @@ use crate::{ClientError, DocumentClient};
 /// How many error records a client keeps; later ones are only counted ([`Stats::errors_dropped`]).
 pub const MAX_ERROR_RECORDS: usize = 1000;
 
-/// How to connect. `Default` gives a random client id, no token, reconnect on, and timeouts suited to
-/// tests on one machine.
+/// How to connect. `Default` gives a random client id, no token, reconnect on, no fallback gateway, and
+/// timeouts suited to tests on one machine.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// Further gateways of the same deployment (`ws://HOST:PORT/v1/ws` each), for when the one the
+    /// client is connected to dies. The client's list of URLs is the URL given to [`Client::connect`]
+    /// followed by these, in order.
+    ///
+    /// After a lost connection the client tries the next URL of the list after the one it was
+    /// connected to, then the one after that, round robin, so the gateway that just failed is tried
+    /// last. The URLs of one round are tried back to back: a dead gateway refuses at once, and the
+    /// clients of a healthy one should not wait for nothing; the exponential backoff (see
+    /// [`ClientOptions::reconnect_min_delay`]) is waited before the first attempt and after every
+    /// round in which all URLs failed, so a whole deployment being down costs one round per backoff.
+    /// A gateway that does not answer at all costs [`ClientOptions::connect_timeout`] before the next
+    /// URL is tried.
+    ///
+    /// The token and the client id are the same on every URL, so the server still recognises
+    /// resubmissions; documents are reopened with `since` exactly as on a reconnect to the same URL.
+    /// Every client walks the list in the order given, so to spread the clients of a dead gateway over
+    /// the others, give different clients the fallbacks in different orders.
+    pub fallback_urls: Vec<String>,
     /// The `client` of `hello`: identifies this editing session across reconnects, so the server can
     /// recognise resubmissions. `None` draws 16 random alphanumerics.
     pub client_id: Option<ClientId>,
@@ -65,6 +83,7 @@ impl Default for ClientOptions {
         Self {
             client_id: None,
             token: None,
+            fallback_urls: Vec::new(),
             reconnect: true,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -106,6 +125,12 @@ pub struct ErrorRecord {
 pub struct Stats {
     /// Successful reconnects (not counting the first connection).
     pub reconnects: u64,
+    /// Reconnects that landed on a different URL than the connection before them (see
+    /// [`ClientOptions::fallback_urls`]); included in `reconnects`.
+    pub failovers: u64,
+    /// The URL of the current connection, or of the last one while the client is reconnecting or
+    /// after it closed (see [`Client::is_connected`]).
+    pub current_url: String,
     /// `op` messages written, resubmissions included.
     pub ops_sent: u64,
     /// Ops sent again with a `seq` already sent: after a reconnect or a `rate_limited`/`unavailable`.
@@ -249,24 +274,34 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to `url` (`ws://HOST:PORT/v1/ws`) and completes the handshake. Errors of this first
-    /// connection are returned as they are (no retry), so a test with a wrong address fails fast.
+    /// Connects to `url` (`ws://HOST:PORT/v1/ws`) and completes the handshake. With
+    /// [`ClientOptions::fallback_urls`], a URL that fails is followed by the next one of the list, once
+    /// each, with no delay. Errors of this first connection are not retried: if every URL fails, the
+    /// error of the last one is returned as it is, so a test with a wrong address fails fast. A refused
+    /// token or protocol ends the attempt at once (every gateway would say the same), and a URL that
+    /// cannot be used at all, fallbacks included, is [`ClientError::InvalidConfig`] before any
+    /// connection is made, rather than a surprise at the first failover.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
         if options.command_capacity == 0 {
             return Err(ClientError::InvalidConfig("command_capacity must be at least 1".into()));
+        }
+        let urls: Vec<String> =
+            std::iter::once(url.to_owned()).chain(options.fallback_urls.iter().cloned()).collect();
+        for url in &urls {
+            socket::check_url(url)?;
         }
         let client_id = match &options.client_id {
             Some(id) => id.clone(),
             None => random_client_id(),
         };
-        let ws = socket::connect(url, options.token.as_deref(), &client_id, options.connect_timeout).await?;
+        let (ws, current) = connect_first(&urls, &options, &client_id).await?;
         let shared = Arc::new(Shared {
             client_id,
             state: Mutex::new(State {
                 docs: HashMap::new(),
                 outbox: HashSet::new(),
                 errors: Vec::new(),
-                stats: Stats::default(),
+                stats: Stats { current_url: urls[current].clone(), ..Stats::default() },
                 connected: true,
                 closed: None,
             }),
@@ -275,7 +310,7 @@ impl Client {
         });
         let (commands, rx) = mpsc::channel(options.command_capacity);
         let options = Arc::new(options);
-        task::spawn(url.to_owned(), Arc::clone(&options), Arc::clone(&shared), rx, ws);
+        task::spawn(urls, current, Arc::clone(&options), Arc::clone(&shared), rx, ws);
         Ok(Client { shared, commands, options })
     }
 
@@ -304,7 +339,7 @@ impl Client {
         self.shared.lock().errors.clone()
     }
 
-    /// Counters: reconnects, ops sent, acks, remote ops, resyncs.
+    /// Counters: reconnects and failovers, ops sent, acks, remote ops, resyncs; and the URL connected to.
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
     }
@@ -481,6 +516,32 @@ impl DocHandle {
             })
             .await
     }
+}
+
+/// The first connection: each URL once, in order; returns the socket and the index of its URL.
+async fn connect_first(
+    urls: &[String],
+    options: &ClientOptions,
+    client_id: &ClientId,
+) -> Result<(socket::Ws, usize), ClientError> {
+    let mut last_error = None;
+    for (index, url) in urls.iter().enumerate() {
+        match socket::connect(url, options.token.as_deref(), client_id, options.connect_timeout).await {
+            Ok(ws) => return Ok((ws, index)),
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ClientError::InvalidConfig("no URL to connect to".into())))
+}
+
+/// A connection error that no other attempt can cure: the token or the protocol was refused (the
+/// gateways of one deployment share both), or the settings are unusable.
+fn is_fatal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Unauthorized(_) | ClientError::UnsupportedProtocol(_) | ClientError::InvalidConfig(_)
+    )
 }
 
 /// 16 random alphanumerics: unique enough for one editing session.

@@ -41,6 +41,21 @@ pub(crate) fn encode(msg: &ClientMessage) -> String {
     value.to_string()
 }
 
+/// Refuses a URL that no connection attempt could use (not a URL, not `ws`/`wss`, no host), with the
+/// error [`connect`] would give, so that fallback URLs are checked before they are needed.
+pub(crate) fn check_url(url: &str) -> Result<(), ClientError> {
+    let request =
+        url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("url {url:?}: {e}")))?;
+    let uri = request.uri();
+    if !matches!(uri.scheme_str(), Some("ws" | "wss")) {
+        return Err(ClientError::InvalidConfig(format!("url {url:?}: the scheme must be ws or wss")));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ClientError::InvalidConfig(format!("url {url:?}: no host")));
+    }
+    Ok(())
+}
+
 /// Connects, authenticates on the upgrade and completes the handshake, all within `timeout`.
 pub(crate) async fn connect(
     url: &str,

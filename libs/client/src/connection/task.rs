@@ -13,19 +13,24 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, warn};
 
 use super::socket::{self, encode, Ws, CLOSE_UNAUTHORIZED};
-use super::{backoff, ClientOptions, Command, DocEntry, ErrorRecord, ErrorSource, Phase, Shared, State};
+use super::{
+    backoff, is_fatal, ClientOptions, Command, DocEntry, ErrorRecord, ErrorSource, Phase, Shared, State,
+};
 use crate::{ClientError, DocumentClient};
 
-/// Starts the task on the already handshaken socket.
+/// Starts the task on the already handshaken socket, connected to `urls[current]`.
 pub(super) fn spawn(
-    url: String,
+    urls: Vec<String>,
+    current: usize,
     options: Arc<ClientOptions>,
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     ws: Ws,
 ) {
     let task = Task {
-        url,
+        urls,
+        current,
+        next: current,
         options,
         shared,
         commands,
@@ -37,7 +42,12 @@ pub(super) fn spawn(
 }
 
 struct Task {
-    url: String,
+    /// The URL given to `connect`, then the fallbacks; never empty.
+    urls: Vec<String>,
+    /// Index in `urls` of the current connection, or of the last one while reconnecting.
+    current: usize,
+    /// Index in `urls` of the next connection attempt.
+    next: usize,
     options: Arc<ClientOptions>,
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
@@ -84,9 +94,15 @@ impl Task {
     }
 
     /// Runs until the client ends; returns why.
+    ///
+    /// Reconnecting walks the URLs round robin from the one after the lost connection's. The URLs of a
+    /// round follow each other without delay; the backoff is waited before the first attempt (its
+    /// jitter spreads the clients of a failed gateway) and after each round in which every URL
+    /// failed, growing per failed round. With one URL this is the plain backoff per attempt.
     async fn serve(&mut self, ws: Ws) -> String {
         let mut ws = Some(ws);
-        let mut attempt: u32 = 0;
+        // Failed attempts since the connection was lost; `failed / urls.len()` rounds have failed.
+        let mut failed: usize = 0;
         let mut retry_at = Instant::now();
         loop {
             let flow = match ws.as_mut() {
@@ -97,17 +113,22 @@ impl Task {
                         () = tokio::time::sleep_until(retry_at) => {
                             match self.reconnect().await {
                                 Ok(socket) => {
-                                    attempt = 0;
+                                    failed = 0;
                                     ws = Some(socket);
                                     Flow::Continue
                                 }
-                                Err(e @ (ClientError::Unauthorized(_)
-                                    | ClientError::UnsupportedProtocol(_)
-                                    | ClientError::InvalidConfig(_))) => Flow::End(e.to_string()),
+                                Err(e) if is_fatal(&e) => Flow::End(e.to_string()),
                                 Err(e) => {
-                                    warn!(client = %self.shared.client_id, attempt, error = %e, "reconnect failed");
-                                    attempt = attempt.saturating_add(1);
-                                    retry_at = Instant::now() + backoff(&self.options, attempt);
+                                    let url = &self.urls[self.next];
+                                    warn!(client = %self.shared.client_id, failed, url, error = %e, "reconnect failed");
+                                    self.next = (self.next + 1) % self.urls.len();
+                                    failed = failed.saturating_add(1);
+                                    retry_at = if failed % self.urls.len() == 0 {
+                                        let rounds = u32::try_from(failed / self.urls.len()).unwrap_or(u32::MAX);
+                                        Instant::now() + backoff(&self.options, rounds)
+                                    } else {
+                                        Instant::now()
+                                    };
                                     Flow::Continue
                                 }
                             }
@@ -124,6 +145,7 @@ impl Task {
                     if !self.options.reconnect {
                         return format!("connection lost and reconnect is off: {reason}");
                     }
+                    self.next = (self.current + 1) % self.urls.len();
                     retry_at = Instant::now() + backoff(&self.options, 0);
                 }
                 Flow::End(reason) => {
@@ -479,16 +501,13 @@ impl Task {
         self.shared.notify_changed();
     }
 
-    /// Connects again with the same client id and reopens every document.
+    /// Connects again to `urls[next]` with the same token and client id and reopens every document.
     async fn reconnect(&mut self) -> Result<Ws, ClientError> {
         let options = &self.options;
-        let mut ws = socket::connect(
-            &self.url,
-            options.token.as_deref(),
-            &self.shared.client_id,
-            options.connect_timeout,
-        )
-        .await?;
+        let url = &self.urls[self.next];
+        let mut ws =
+            socket::connect(url, options.token.as_deref(), &self.shared.client_id, options.connect_timeout)
+                .await?;
         self.opening.retain(|_, reply| !reply.is_closed());
         let mut out: Vec<String> = self
             .opening
@@ -510,13 +529,19 @@ impl Task {
             }
         }
         write_all(&mut ws, out).await?;
+        let failover = self.urls[self.current] != *url;
         {
             let mut state = self.shared.lock();
             state.connected = true;
             state.stats.reconnects += 1;
+            if failover {
+                state.stats.failovers += 1;
+                state.stats.current_url.clone_from(url);
+            }
         }
+        self.current = self.next;
         self.shared.notify_changed();
-        debug!(client = %self.shared.client_id, "reconnected");
+        debug!(client = %self.shared.client_id, url, failover, "reconnected");
         Ok(ws)
     }
 }

@@ -1,6 +1,8 @@
 //! The connection against a small in-test server that follows PROTOCOL.md for one process: handshake,
 //! snapshot and catch-up with `since`, transform and broadcast, strict `seq` checking, and switches to
 //! lose ops or acks and to reject an op, so that reconnect, resubmission and reload are exercised.
+//! Several fakes can share one backend state, as the gateways of the distributed mode do, and a fake
+//! can be killed, so that failover to another gateway is exercised too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use tandem_protocol::ws::{ClientMessage, ServerMessage};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -40,10 +43,28 @@ struct FakeState {
     rejected: Vec<(ClientId, DocId, u64)>,
 }
 
+/// What one fake gateway was sent, for tests to check what the client said to which gateway.
+#[derive(Default)]
+struct Received {
+    /// The `client` of every `hello`.
+    hellos: Vec<ClientId>,
+    /// Every `open`: client, document, `since`.
+    opens: Vec<(ClientId, DocId, Option<u64>)>,
+    /// Every `op`, lost ones included: client, document, seq, base, op.
+    ops: Vec<(ClientId, DocId, u64, u64, Operation)>,
+}
+
 #[derive(Default)]
 struct Fake {
-    state: Mutex<FakeState>,
+    /// The backend: shared by every fake gateway started with [`Fake::start_sharing`].
+    state: Arc<Mutex<FakeState>>,
     token: Option<String>,
+    received: Mutex<Received>,
+    /// The accept loop, and the connections and their writers, for [`Fake::kill`].
+    listener: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// The connections this gateway serves (ids in the shared `conns`).
+    conn_ids: Mutex<Vec<u64>>,
     /// Incoming ops vanish, as if lost on the network.
     lose_ops: AtomicBool,
     /// Ops are committed but their ack is not sent.
@@ -54,16 +75,41 @@ struct Fake {
 
 impl Fake {
     async fn start(token: Option<&str>) -> (Arc<Fake>, String) {
-        let fake = Arc::new(Fake { token: token.map(str::to_owned), ..Fake::default() });
+        Self::start_sharing(token, Arc::default()).await
+    }
+
+    /// A fake gateway over the given backend state: clients of every gateway over it see the same
+    /// documents, versions and seqs, and get each other's ops.
+    async fn start_sharing(token: Option<&str>, state: Arc<Mutex<FakeState>>) -> (Arc<Fake>, String) {
+        let fake = Arc::new(Fake { state, token: token.map(str::to_owned), ..Fake::default() });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr: SocketAddr = listener.local_addr().expect("bound address");
         let server = Arc::clone(&fake);
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(Arc::clone(&server).serve(stream));
+                let conn = tokio::spawn(Arc::clone(&server).serve(stream));
+                server.tasks.lock().unwrap().push(conn.abort_handle());
             }
         });
+        *fake.listener.lock().unwrap() = Some(accept);
         (fake, format!("ws://{addr}/v1/ws"))
+    }
+
+    /// The gateway dies: its connections drop without a close frame and its port refuses new ones.
+    /// Resolves once the listener is closed.
+    async fn kill(&self) {
+        let accept = self.listener.lock().unwrap().take();
+        if let Some(accept) = accept {
+            accept.abort();
+            let _ = accept.await; // the listener is dropped once the cancelled task has finished
+        }
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        let mut state = self.state.lock().unwrap();
+        for id in self.conn_ids.lock().unwrap().drain(..) {
+            state.conns.remove(&id); // drops the writer's channel too
+        }
     }
 
     fn text(&self, doc: &DocId) -> String {
@@ -99,6 +145,7 @@ impl Fake {
                 }
             }
         });
+        self.tasks.lock().unwrap().push(writer.abort_handle());
         let client = match frames.next().await {
             Some(Ok(Message::Text(t))) => match ClientMessage::parse(t.as_str()) {
                 Ok(ClientMessage::Hello { client, .. }) => client,
@@ -106,6 +153,7 @@ impl Fake {
             },
             _ => return,
         };
+        self.received.lock().unwrap().hellos.push(client.clone());
         let welcome = ServerMessage::Welcome { protocol: 1, client: client.clone(), user: "tester".into() };
         let _ = tx.send(welcome.to_json());
         let conn = {
@@ -115,6 +163,7 @@ impl Fake {
             state.conns.insert(id, (client.clone(), Vec::new(), tx));
             id
         };
+        self.conn_ids.lock().unwrap().push(conn);
         while let Some(Ok(frame)) = frames.next().await {
             if let Message::Text(t) = frame {
                 if let Ok(message) = ClientMessage::parse(t.as_str()) {
@@ -127,6 +176,18 @@ impl Fake {
     }
 
     fn handle(&self, conn: u64, client: &ClientId, message: ClientMessage) {
+        {
+            let mut received = self.received.lock().unwrap();
+            match &message {
+                ClientMessage::Open { doc, since } => {
+                    received.opens.push((client.clone(), doc.clone(), *since))
+                }
+                ClientMessage::Op { doc, seq, base, op } => {
+                    received.ops.push((client.clone(), doc.clone(), *seq, *base, op.clone()));
+                }
+                _ => {}
+            }
+        }
         let mut guard = self.state.lock().unwrap();
         let state = &mut *guard;
         let send = |state: &FakeState, to: u64, m: ServerMessage| {
@@ -408,6 +469,102 @@ async fn a_bad_address_fails_fast() {
     drop(listener);
     assert!(matches!(Client::connect(&url, options()).await, Err(ClientError::WebSocket(_))));
     assert!(matches!(Client::connect("not a url", options()).await, Err(ClientError::InvalidConfig(_))));
+}
+
+/// Gateway A dies while an op is unacknowledged: the client moves to gateway B with the same client id,
+/// reopens with `since`, resubmits the op as it was, and B commits it.
+#[tokio::test]
+async fn a_dead_gateway_fails_over_to_the_next_url() {
+    let backend = Arc::new(Mutex::new(FakeState::default()));
+    let (a, url_a) = Fake::start_sharing(None, Arc::clone(&backend)).await;
+    let (b, url_b) = Fake::start_sharing(None, Arc::clone(&backend)).await;
+    let (_c, url_c) = Fake::start_sharing(None, Arc::clone(&backend)).await;
+    let id = ClientId::parse("failing-over").unwrap();
+    let with_fallback = ClientOptions {
+        client_id: Some(id.clone()),
+        fallback_urls: vec![url_b.clone(), url_c.clone()],
+        ..options()
+    };
+    let client = Client::connect(&url_a, with_fallback).await.unwrap();
+    let other = Client::connect(&url_b, options()).await.unwrap();
+    assert_eq!(client.stats().current_url, url_a);
+    let mine = client.open(&doc()).await.unwrap();
+    let theirs = other.open(&doc()).await.unwrap();
+    theirs.insert(0, "theirs").unwrap();
+    mine.wait_version(1, WAIT).await.unwrap();
+
+    a.lose_ops.store(true, Ordering::SeqCst);
+    mine.insert(0, "mine").unwrap();
+    eventually("the op to reach A", || a.received.lock().unwrap().ops.len() == 1).await;
+    theirs.insert(0, "x").unwrap(); // concurrent: committed before the lost op is resubmitted
+    mine.wait_version(2, WAIT).await.unwrap();
+    a.kill().await;
+    assert!(matches!(Client::connect(&url_a, options()).await, Err(ClientError::WebSocket(_))), "A refuses");
+
+    mine.wait_synced(WAIT).await.unwrap();
+    theirs.wait_version(3, WAIT).await.unwrap();
+    // The resubmission went left of the concurrent insert at the same place, on every side.
+    assert_eq!(fake_text(&backend), "minextheirs");
+    assert_eq!((mine.text(), theirs.text()), (fake_text(&backend), fake_text(&backend)));
+    {
+        // What each gateway was sent (the guards must not live across an await).
+        let on_a = a.received.lock().unwrap();
+        let on_b = b.received.lock().unwrap();
+        assert_eq!(on_a.hellos, std::slice::from_ref(&id));
+        assert!(on_b.hellos.contains(&id), "hello on B with the same client id: {:?}", on_b.hellos);
+        let reopened: Vec<_> = on_b.opens.iter().filter(|(c, _, _)| *c == id).cloned().collect();
+        assert_eq!(reopened, [(id.clone(), doc(), Some(2))], "reopened with since");
+        let resubmitted: Vec<_> = on_b.ops.iter().filter(|(c, ..)| *c == id).cloned().collect();
+        assert_eq!(resubmitted, on_a.ops, "the unacknowledged op is resubmitted unchanged");
+        assert_eq!((resubmitted[0].2, resubmitted[0].3), (1, 1), "seq 1 on base 1");
+    }
+    let stats = client.stats();
+    assert_eq!(
+        (stats.reconnects, stats.failovers, stats.resubmissions, stats.current_url.as_str()),
+        (1, 1, 1, url_b.as_str()),
+        "{stats:?}"
+    );
+    assert!(client.errors().is_empty(), "{:?}", client.errors());
+
+    // Lost again, round robin: from B to C, then from C past the dead A back to B.
+    for (edit, reconnects, url) in [("!", 2, &url_c), ("?", 3, &url_b)] {
+        client.drop_connection().await.unwrap();
+        client.wait_connected(WAIT).await.unwrap();
+        mine.insert(0, edit).unwrap();
+        mine.wait_synced(WAIT).await.unwrap();
+        let stats = client.stats();
+        assert_eq!((stats.reconnects, stats.failovers, &stats.current_url), (reconnects, reconnects, url));
+    }
+    assert_eq!(mine.text(), "?!minextheirs");
+    theirs.wait_version(5, WAIT).await.unwrap();
+    assert_eq!(theirs.text(), mine.text());
+    assert!(client.errors().is_empty(), "{:?}", client.errors());
+    assert!(other.errors().is_empty(), "{:?}", other.errors());
+}
+
+#[tokio::test]
+async fn the_first_connection_tries_the_fallbacks() {
+    let (_b, url_b) = Fake::start(None).await;
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_a = format!("ws://{}/v1/ws", dead.local_addr().unwrap());
+    drop(dead);
+    let with_fallback = ClientOptions { fallback_urls: vec![url_b.clone()], ..options() };
+    let client = Client::connect(&url_a, with_fallback).await.unwrap();
+    let stats = client.stats();
+    assert_eq!((stats.reconnects, stats.failovers, stats.current_url), (0, 0, url_b.clone()));
+
+    let refused = ClientOptions { fallback_urls: vec![url_a.clone()], ..options() };
+    assert!(matches!(Client::connect(&url_a, refused).await, Err(ClientError::WebSocket(_))));
+    for bad in ["not a url", "http://127.0.0.1:1/v1/ws"] {
+        let unusable = ClientOptions { fallback_urls: vec![bad.into()], ..options() };
+        let error = Client::connect(&url_b, unusable).await.unwrap_err();
+        assert!(matches!(error, ClientError::InvalidConfig(_)), "{bad}: {error}");
+    }
+}
+
+/// The text of the one test document in a shared backend.
+fn fake_text(backend: &Mutex<FakeState>) -> String {
+    backend.lock().unwrap().docs.get(&doc()).map(|d| d.text.clone()).unwrap_or_default()
 }
 
 #[test]

@@ -1,4 +1,10 @@
-//! Generates the protobuf and gRPC code from `proto/tandem/v1/*.proto` at the workspace root.
+//! Generates the protobuf code of `proto/tandem/v1/*.proto` at the workspace root, once, for every
+//! crate that speaks it.
+//!
+//! Both files share package `tandem.v1`, so they compile together into one module: the record
+//! messages (`records.proto`) and the gRPC request and response messages (`sequencer.proto`)
+//! always, the tonic client and server of service `Sequencer` only with feature `grpc`. Gating the
+//! service here rather than generating it in tandem-rpc keeps a single copy of every message type.
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, so building needs no system package.
 
@@ -13,13 +19,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=build.rs");
 
+    // Cargo tells a build script its package's enabled features through the environment.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+
     // An explicitly set PROTOC wins, so a developer can try another protoc version.
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .emit_rerun_if_changed(false)
         .compile_protos(&files, &[proto_root])?;
     Ok(())
