@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::postgres::PrivatePostgres;
 use crate::process::{binary, ServiceProcess, ServiceSpec};
 
 /// The Postgres server the tests use (trust auth): `TANDEM_TEST_POSTGRES`, else the local one.
@@ -31,10 +32,16 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A fresh database on the shared test server.
     pub fn create() -> Self {
+        Self::create_on(&postgres_server_url())
+    }
+
+    /// A fresh database on the server at `server` (`postgres://user@host:port`).
+    pub fn create_on(server: &str) -> Self {
         let name = format!("tandem_it_{}", random_suffix());
-        psql(&postgres_server_url(), "postgres", &format!("CREATE DATABASE {name}"));
-        Self { server: postgres_server_url(), name }
+        psql(server, "postgres", &format!("CREATE DATABASE {name}"));
+        Self { server: server.to_owned(), name }
     }
 
     /// `postgres://…/NAME`
@@ -144,9 +151,17 @@ pub struct ClusterBuilder {
     sequencers: usize,
     partitions: u32,
     service_token: Option<String>,
+    private_postgres: bool,
 }
 
 impl ClusterBuilder {
+    /// Runs the event log on a PostgreSQL server of the cluster's own, which the test may crash
+    /// and restart ([`Cluster::postgres`]).
+    pub fn private_postgres(mut self) -> Self {
+        self.private_postgres = true;
+        self
+    }
+
     pub fn gateways(mut self, n: usize) -> Self {
         self.gateways = n;
         self
@@ -171,10 +186,21 @@ impl ClusterBuilder {
     /// then the gateways.
     pub fn start(self) -> Cluster {
         let broker = Broker::start();
-        let database = TestDatabase::create();
+        let private_postgres = self.private_postgres.then(PrivatePostgres::start);
+        let database = match &private_postgres {
+            Some(server) => TestDatabase::create_on(&server.url()),
+            None => TestDatabase::create(),
+        };
         let logs = tempfile::tempdir().expect("a folder for the services' logs");
-        let mut cluster =
-            Cluster { config: self, broker, database, logs, sequencers: Vec::new(), gateways: Vec::new() };
+        let mut cluster = Cluster {
+            config: self,
+            broker,
+            database,
+            private_postgres,
+            logs,
+            sequencers: Vec::new(),
+            gateways: Vec::new(),
+        };
         for i in 0..cluster.config.sequencers {
             let sequencer = cluster.start_sequencer(i);
             cluster.sequencers.push(sequencer);
@@ -194,13 +220,20 @@ pub struct Cluster {
     sequencers: Vec<ServiceProcess>,
     gateways: Vec<ServiceProcess>,
     database: TestDatabase,
+    private_postgres: Option<PrivatePostgres>,
     broker: Broker,
     logs: tempfile::TempDir,
 }
 
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { gateways: 1, sequencers: 1, partitions: 4, service_token: None }
+        ClusterBuilder {
+            gateways: 1,
+            sequencers: 1,
+            partitions: 4,
+            service_token: None,
+            private_postgres: false,
+        }
     }
 
     /// `ws://HOST:PORT/v1/ws` of gateway `i`.
@@ -218,6 +251,11 @@ impl Cluster {
 
     pub fn sequencer_count(&self) -> usize {
         self.sequencers.len()
+    }
+
+    /// The cluster's own PostgreSQL server; only with [`ClusterBuilder::private_postgres`].
+    pub fn postgres(&mut self) -> &mut PrivatePostgres {
+        self.private_postgres.as_mut().expect("the cluster was built with .private_postgres()")
     }
 
     pub fn database(&self) -> &TestDatabase {
@@ -266,5 +304,27 @@ impl Cluster {
             ready_marker: "listening on http://".into(),
             log: Some(self.logs.path().join(format!("gateway-{i}.log"))),
         })
+    }
+}
+
+impl Drop for Cluster {
+    /// On a failing test, the end of every service's log: the first thing one needs to see.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let services = self
+            .sequencers
+            .iter()
+            .map(|s| ("sequencer", s))
+            .chain(self.gateways.iter().map(|g| ("gateway", g)));
+        for (i, (kind, service)) in services.enumerate() {
+            let log = service.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("----- {kind} (service {i}) log, last {} lines -----", tail.len());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod cluster;
+pub mod postgres;
 pub mod process;
 
 pub use process::{binary, ServiceProcess, ServiceSpec};

@@ -98,6 +98,7 @@ checks!(
     mark_published_is_fenced,
     new_owner_sees_unpublished_records,
     failed_batch_takes_no_commit_number,
+    retried_commit_is_recognised_by_its_number,
 );
 
 /// Runs every check against `store`, each as its own task, and panics naming every check that
@@ -180,7 +181,15 @@ pub(crate) fn batch(
     events: Vec<CommittedEvent>,
     rejections: Vec<Rejection>,
 ) -> CommitBatch {
-    CommitBatch { partition, epoch, next_offset: None, events, rejections, published_through: None }
+    CommitBatch {
+        partition,
+        epoch,
+        next_offset: None,
+        events,
+        rejections,
+        published_through: None,
+        expected_commit: None,
+    }
 }
 
 /// Every record of the outbox of `partition` after commit `after`, in one page.

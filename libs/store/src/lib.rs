@@ -56,6 +56,13 @@ pub struct CommitBatch {
     /// partition's last commit *before* this batch (a batch cannot have been published before it
     /// is committed), or the commit fails with [`StoreError::Conflict`]. `None` leaves it as it was.
     pub published_through: Option<u64>,
+    /// The commit number this batch takes, as its owner counts (the claim's `last_commit`, plus one
+    /// per commit since). It makes a retry safe: when a commit's outcome was lost (the connection
+    /// dropped during COMMIT), the owner sends the same batch again, and if the partition's last
+    /// commit under this epoch already has this number, the batch was committed: the store answers
+    /// with the number and writes nothing. Only one owner writes under an epoch and it does not move
+    /// on before its commit succeeds, so the number identifies the batch. `None` disables the check.
+    pub expected_commit: Option<u64>,
 }
 
 impl CommitBatch {

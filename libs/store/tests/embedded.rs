@@ -69,6 +69,7 @@ async fn data_survives_reopening() {
             events: history.clone(),
             rejections: vec![rejection.clone()],
             published_through: None,
+            expected_commit: None,
         };
         store.commit(&batch).await.unwrap();
         store.write_snapshot(&snapshot).await.unwrap();
@@ -106,6 +107,7 @@ async fn two_stores_on_one_folder_see_each_other() {
         events: events(&d, &c, 1..=2),
         rejections: vec![],
         published_through: None,
+        expected_commit: None,
     };
     first.commit(&batch).await.unwrap();
     assert_eq!(second.latest_version(&d).await.unwrap(), 2);
@@ -149,6 +151,7 @@ async fn concurrent_writers_and_readers_do_not_fail() {
                     events: batch_events,
                     rejections: vec![],
                     published_through: None,
+                    expected_commit: None,
                 };
                 store.commit(&batch).await.unwrap();
             }
@@ -200,6 +203,7 @@ async fn damaged_rows_are_reported_as_corrupt() {
         events: events(&d, &c, 1..=2),
         rejections: vec![],
         published_through: None,
+        expected_commit: None,
     };
     store.commit(&batch).await.unwrap();
     let rejection = Rejection {

@@ -197,6 +197,7 @@ async fn migrations_are_idempotent_and_serialised() {
         events: events(&doc("m"), &client("c"), 1..=2),
         rejections: vec![],
         published_through: None,
+        expected_commit: None,
     };
     store.commit(&batch).await.unwrap();
 
@@ -220,6 +221,7 @@ async fn the_newer_claim_fences_the_older_store() {
         events: events(&d, &c, 1..=2),
         rejections: vec![],
         published_through: None,
+        expected_commit: None,
     };
     first.commit(&batch).await.unwrap();
     assert_eq!(second.read_events(&d, 0, 10, 10).await.unwrap(), batch.events);
@@ -258,6 +260,7 @@ async fn a_batch_of_2000_events_over_100_documents_is_one_transaction() {
         events: big_batch(round, &docs, &writer),
         rejections: vec![],
         published_through: None,
+        expected_commit: None,
     };
 
     let first = batch(0, 1);
@@ -321,6 +324,7 @@ async fn two_partitions_racing_on_one_seq_give_it_one_outcome() {
             events: events(&d, &c, 1..=1),
             rejections: vec![],
             published_through: None,
+            expected_commit: None,
         };
         let reject = CommitBatch {
             partition: 2,
@@ -336,6 +340,7 @@ async fn two_partitions_racing_on_one_seq_give_it_one_outcome() {
                 at_version: 0,
             }],
             published_through: None,
+            expected_commit: None,
         };
         let (a, b) = {
             let (s1, s2) = (Arc::clone(&store), Arc::clone(&store));
@@ -376,6 +381,7 @@ async fn readers_never_see_part_of_a_batch() {
                     events: batch_events,
                     rejections: vec![],
                     published_through: None,
+                    expected_commit: None,
                 };
                 store.commit(&batch).await.unwrap();
             }
@@ -425,6 +431,7 @@ async fn damaged_rows_are_reported_as_corrupt() {
         events: events(&d, &c, 1..=2),
         rejections: vec![rejection],
         published_through: None,
+        expected_commit: None,
     };
     store.commit(&batch).await.unwrap();
     let snapshot =

@@ -21,7 +21,7 @@ use tandem_bus::kafka::{
 };
 use tandem_bus::{EventPublisher, PartitionId};
 use tandem_rpc::SequencerIngress;
-use tandem_sequencer::{run_partition, Limits, PartitionConfig};
+use tandem_sequencer::{run_partition, Limits, PartitionConfig, PartitionError};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
 use tandem_store::EventStore;
 use tokio::net::TcpListener;
@@ -132,8 +132,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ..PartitionConfig::default()
     };
     let mut owners: HashMap<PartitionId, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    // A partition loop that fails for any reason but a takeover leaves its partition assigned here
+    // and unowned: the process ends instead, and the group gives its partitions to the others.
+    let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<(PartitionId, PartitionError)>(16);
     loop {
         tokio::select! {
+            Some((partition, e)) = failed.recv() => {
+                anyhow::bail!("partition {partition} failed: {e}");
+            }
             _ = shutdown_signal() => {
                 info!("shutting down: finishing the batches in hand, then leaving the group");
                 break;
@@ -148,12 +154,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     let stop = shutdown.child_token();
                     let (store, publisher, config) = (store.clone(), publisher.clone(), partition_config.clone());
                     let owner_stop = stop.clone();
+                    let failed_tx = failed_tx.clone();
                     let handle = tokio::spawn(async move {
                         match run_partition(consumer, store, publisher, config, owner_stop).await {
                             Ok(()) => info!(partition, "partition loop ended"),
-                            // Fenced: another owner has it now. Anything else: the partition is left
-                            // for the group to reassign when this member's session ends.
-                            Err(e) => error!(partition, error = %e, "partition loop failed"),
+                            // Another owner has it now; the group revokes it from this member.
+                            Err(e @ PartitionError::Fenced { .. }) => warn!(partition, error = %e, "partition lost"),
+                            Err(e) => {
+                                error!(partition, error = %e, "partition loop failed");
+                                let _ = failed_tx.send((partition, e)).await;
+                            }
                         }
                     });
                     if let Some((old, _)) = owners.insert(partition, (stop, handle)) {

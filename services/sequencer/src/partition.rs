@@ -91,6 +91,7 @@ pub async fn run_partition(
         tick: 0,
         published: claim.published_through,
         marked: claim.published_through,
+        last_commit: claim.last_commit,
     };
     owner.republish(&*publisher).await?;
     loop {
@@ -140,6 +141,9 @@ struct PartitionOwner {
     published: u64,
     /// The published mark the store has; the next commit carries `published` when it is higher.
     marked: u64,
+    /// The partition's last commit number: the next batch with records expects the one after it,
+    /// which makes retrying a commit whose answer was lost safe.
+    last_commit: u64,
 }
 
 impl PartitionOwner {
@@ -177,6 +181,7 @@ impl PartitionOwner {
             epoch: self.epoch,
             next_offset: batch.last().map(|r| r.offset + 1),
             published_through: (self.published > self.marked).then_some(self.published),
+            expected_commit: Some(self.last_commit + 1),
             ..CommitBatch::default()
         };
         let mut records = Vec::with_capacity(batch.len());
@@ -206,6 +211,7 @@ impl PartitionOwner {
             }
         }
         let number = self.commit(&commit).await?;
+        self.last_commit = number;
         if let Some(through) = commit.published_through {
             self.marked = through;
         }

@@ -696,3 +696,26 @@ pub async fn failed_batch_takes_no_commit_number(store: &dyn EventStore, ns: &Na
     );
     assert_eq!(store.claim_partition(p).await.unwrap().last_commit, second);
 }
+
+/// A commit whose answer was lost is retried with the same batch: the store recognises it by the
+/// commit number it expects, answers with that number and writes nothing twice; a batch expecting a
+/// number the partition is not at is refused.
+pub async fn retried_commit_is_recognised_by_its_number(store: &dyn EventStore, ns: &Namespace) {
+    let doc = ns.doc("retried-commit");
+    let ann = client("ann");
+    let p = ns.partition(24);
+    let epoch = claim(store, p).await;
+    let mut first = batch(p, epoch, vec![event(&doc, 1, &ann, 1)], vec![]);
+    first.expected_commit = Some(1);
+    assert_eq!(store.commit(&first).await.unwrap(), 1);
+    // The same batch again, as after a connection lost during COMMIT.
+    assert_eq!(store.commit(&first).await.unwrap(), 1, "a retry is answered with its number");
+    assert_eq!(store.read_events(&doc, 0, u64::MAX, 10).await.unwrap().len(), 1, "written once");
+
+    let mut skipping = batch(p, epoch, vec![event(&doc, 2, &ann, 2)], vec![]);
+    skipping.expected_commit = Some(5);
+    expect_conflict(store.commit(&skipping).await, "expects to be commit 5");
+    skipping.expected_commit = Some(2);
+    assert_eq!(store.commit(&skipping).await.unwrap(), 2);
+    assert_eq!(store.latest_version(&doc).await.unwrap(), 2);
+}

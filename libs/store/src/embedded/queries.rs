@@ -129,6 +129,18 @@ fn check_published(partition: PartitionId, through: u64, last_commit: u64) -> Re
 pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let state = fence(&tx, batch.partition, batch.epoch)?;
+    if let Some(expected) = batch.expected_commit.filter(|_| batch.has_records()) {
+        if state.last_commit == expected {
+            // A retry of a batch that did commit (its answer was lost): nothing to write again.
+            return Ok(expected);
+        }
+        if state.last_commit + 1 != expected {
+            return Err(StoreError::Conflict(format!(
+                "partition {} is at commit {}, but the batch expects to be commit {expected}",
+                batch.partition, state.last_commit
+            )));
+        }
+    }
     if let Some(through) = batch.published_through {
         check_published(batch.partition, through, state.last_commit)?;
     }

@@ -201,6 +201,20 @@ async fn write(
     if batch.epoch == 0 || batch.epoch != current {
         return Err(StoreError::Fenced { partition: batch.partition, epoch: batch.epoch, current }.into());
     }
+    if let Some(expected) = batch.expected_commit.filter(|_| batch.has_records()) {
+        if last_commit == expected {
+            // A retry of a batch that did commit (its answer was lost): nothing to write again.
+            tx.commit().await.map_err(fail("end a retried commit"))?;
+            return Ok(expected);
+        }
+        if last_commit + 1 != expected {
+            return Err(StoreError::Conflict(format!(
+                "partition {} is at commit {last_commit}, but the batch expects to be commit {expected}",
+                batch.partition
+            ))
+            .into());
+        }
+    }
     verdict?;
     if let Some(through) = batch.published_through {
         check_published(batch.partition, through, last_commit)?;
