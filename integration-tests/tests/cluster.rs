@@ -317,3 +317,30 @@ async fn postgres_crashing_mid_load_loses_no_acknowledged_op() {
     // ... and every op every client typed (all acknowledged now) is applied exactly once.
     assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
+    let seed = seed();
+    let mut cluster = Cluster::builder().gateways(1).sequencers(2).partitions(2).start();
+    wait_until(&mut cluster, Duration::from_secs(40), "both sequencers own a partition", |c| {
+        claims(&c.sequencer(0).log()) >= 1 && claims(&c.sequencer(1).log()) >= 1
+    })
+    .await;
+    let urls = [cluster.gateway_ws_url(0)];
+    let docs: Vec<DocId> = (0..6).map(|i| DocId::parse(&format!("handover-{i}")).unwrap()).collect();
+    let typing = type_for(&urls, &docs, &['g', 'h'], seed, Duration::from_secs(10));
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let survivor_claims = claims(&cluster.sequencer(1).log());
+        let stopped_at = Instant::now();
+        assert!(cluster.sequencer(0).terminate(), "SIGTERM ends the sequencer cleanly");
+        wait_until(&mut cluster, Duration::from_secs(30), "the survivor claims the partition", |c| {
+            claims(&c.sequencer(1).log()) > survivor_claims
+        })
+        .await;
+        stopped_at.elapsed()
+    };
+    let (typists, handover) = tokio::join!(typing, stop);
+    eprintln!("handover after SIGTERM (leave, rebalance, claim): {:.1} s", handover.as_secs_f64());
+    assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
+}
