@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data
+.PHONY: run test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data cluster cluster-down cluster-browser-test
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data).
 run:
@@ -65,3 +65,21 @@ browser-tests:
 	$(CARGO) build --locked -p tandem-standalone
 	@deploy/install-browser-test-deps.sh
 	cd integration-tests/browser && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone node --test demo.test.mjs
+
+## Distributed mode on loopback: Postgres, a tansu broker, 2 sequencers, 2 gateways (pidfiles and logs
+## in .tandem/cluster/); prints the gateways' URLs. Ports: see deploy/cluster.sh.
+cluster:
+	@deploy/cluster.sh up
+
+## Stops what `make cluster` started (never the system's Postgres).
+cluster-down:
+	@deploy/cluster.sh down
+
+# The demo page on gateway A and on gateway B edit one document, in headless Chromium, against the
+# cluster `make cluster` started (gateways from TANDEM_URL_A / TANDEM_URL_B, else its default ports).
+cluster-browser-test:
+	@deploy/install-browser-test-deps.sh
+	cd integration-tests/browser && \
+		TANDEM_URL_A="$${TANDEM_URL_A:-http://127.0.0.1:$${TANDEM_GATEWAY_A_PORT:-8081}}" \
+		TANDEM_URL_B="$${TANDEM_URL_B:-http://127.0.0.1:$${TANDEM_GATEWAY_B_PORT:-8082}}" \
+		node --test cluster-demo.test.mjs

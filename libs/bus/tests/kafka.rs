@@ -258,6 +258,12 @@ async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
     .unwrap();
     submitter.submit(submission("doc-a", 11)).await.unwrap();
     assert_eq!(read(consumer, 1).await, vec![(11, 11)]);
+
+    // A stored offset past the end of the log (a recreated topic, a broker that lost its data):
+    // the owner replays from the start instead of skipping everything below that offset.
+    consumer.seek(1_000_000).await.unwrap();
+    let got = read(consumer, 3).await;
+    assert_eq!(got.first(), Some(&(0, 1)), "replayed from the start: {got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

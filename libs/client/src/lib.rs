@@ -25,7 +25,9 @@ mod connection;
 mod document;
 mod error;
 
-pub use connection::{Client, ClientOptions, DocHandle, ErrorRecord, ErrorSource, Stats, MAX_ERROR_RECORDS};
+pub use connection::{
+    Client, ClientEvent, ClientOptions, DocHandle, ErrorRecord, ErrorSource, Stats, MAX_ERROR_RECORDS,
+};
 pub use document::{DocumentClient, OutgoingOp};
 pub use error::ClientError;
 /// Re-exported so that users of the client need not name the crates it is built on.

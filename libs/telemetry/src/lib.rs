@@ -1,5 +1,14 @@
-//! Tracing set-up shared by every Tandem service, so every process logs the same way.
+//! Tracing and metrics set-up shared by every Tandem service, so every process logs and counts the
+//! same way. Libraries only use the `tracing` and `metrics` facades; a service installs what
+//! records them here.
 
+use std::future::Future;
+
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusBuilder;
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global `tracing` subscriber: human-readable lines on stderr, filtered by `TANDEM_LOG`
@@ -10,4 +19,45 @@ pub fn init() {
         .map(EnvFilter::new)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Installs the global metrics recorder (Prometheus text format) and returns the handle that
+/// renders it. `None` if a recorder is already installed (a second call in one process).
+pub fn metrics_recorder() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new().install_recorder().ok()
+}
+
+/// Routes `GET /metrics` to the recorder, for a service to merge into its own HTTP router.
+pub fn metrics_routes<S: Clone + Send + Sync + 'static>(handle: PrometheusHandle) -> Router<S> {
+    Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
+}
+
+/// Serves `GET /metrics` on its own listener (for services without an HTTP port of their own).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_routes::<()>(handle)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counters_are_served_in_prometheus_text() {
+        let handle = metrics_recorder().expect("the first recorder installs");
+        metrics::counter!("tandem_test_total", "kind" => "x").increment(3);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_metrics(listener, handle, std::future::pending()));
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.contains("tandem_test_total{kind=\"x\"} 3"), "{response}");
+        server.abort();
+    }
 }

@@ -44,6 +44,7 @@ type End = Option<(u16, &'static str)>;
 pub(crate) async fn serve(mut socket: WebSocket, state: Arc<GatewayState>) {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let Some(client) = handshake(&mut socket, &state).await else { return };
+    metrics::gauge!("tandem_gateway_connections").increment(1.0);
     debug!(conn, client = %client, "connection open");
     let (outbound, mut inbound) =
         Outbound::new(state.config.outbound_queue, state.config.outbound_queue_bytes);
@@ -55,6 +56,7 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<GatewayState>) {
     if let Some((code, reason)) = end {
         close(&mut socket, code, reason, state.config.write_timeout).await;
     }
+    metrics::gauge!("tandem_gateway_connections").decrement(1.0);
     debug!(conn, "connection closed");
 }
 
@@ -238,11 +240,14 @@ impl Session {
         let write = async {
             inbound.written(&first);
             socket.feed(Message::Text(first)).await?;
+            let mut frames = 1;
             for _ in 1..WRITE_BATCH {
                 let Ok(frame) = inbound.frames.try_recv() else { break };
                 inbound.written(&frame);
                 socket.feed(Message::Text(frame)).await?;
+                frames += 1;
             }
+            metrics::counter!("tandem_gateway_frames_sent_total").increment(frames);
             socket.flush().await
         };
         match tokio::time::timeout(self.state.config.write_timeout, write).await {
@@ -253,6 +258,7 @@ impl Session {
     }
 
     async fn overloaded(&self, socket: &mut WebSocket) -> End {
+        metrics::counter!("tandem_gateway_overloaded_total").increment(1);
         let error = ProtocolError::new(
             ErrorCode::Overloaded,
             format!(

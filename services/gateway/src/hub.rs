@@ -213,6 +213,7 @@ impl DocTask {
             };
             self.handle(command).await;
             if self.lagged.swap(false, Ordering::AcqRel) {
+                metrics::counter!("tandem_gateway_gap_repairs_total").increment(1);
                 if let Err(e) = self.catch_up_with_store(None).await {
                     warn!(doc = %self.doc, error = %e, "gap repair failed; retrying");
                     self.lagged.store(true, Ordering::Release);
@@ -268,6 +269,7 @@ impl DocTask {
     fn resubmit_due(&mut self) {
         for submission in self.pending.take_due(tokio::time::Instant::now()) {
             debug!(doc = %submission.doc, client = %submission.client, seq = submission.seq, "resubmitting");
+            metrics::counter!("tandem_gateway_resubmissions_total").increment(1);
             let submitter = self.hubs.submitter.clone();
             tokio::spawn(async move {
                 if let Err(e) = submitter.submit(submission).await {

@@ -36,6 +36,8 @@ pub struct GatewayDeps {
     pub submitter: Arc<dyn OpSubmitter>,
     pub events: Arc<dyn EventSubscriber>,
     pub store: Arc<dyn EventStore>,
+    /// More HTTP routes served on the gateway's port (the service adds `/metrics`).
+    pub extra_routes: Router,
 }
 
 /// Shared by every connection.
@@ -81,7 +83,8 @@ pub async fn run(
         }
     });
     info!(address = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let app = router(state).merge(deps.extra_routes);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     record_router.abort();
     Ok(())
 }

@@ -92,6 +92,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         submitter: Arc::new(submitter),
         events: Arc::new(KafkaEventSubscriber::new(&kafka)),
         store: Arc::new(store),
+        // Prometheus text at GET /metrics on the gateway's own port.
+        extra_routes: tandem_telemetry::metrics_recorder()
+            .map(tandem_telemetry::metrics_routes)
+            .unwrap_or_default(),
     };
     let gateway_config =
         GatewayConfig { max_frame_bytes: config.max_frame_bytes, ..GatewayConfig::default() };

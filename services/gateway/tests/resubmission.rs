@@ -50,7 +50,12 @@ async fn a_lost_submission_is_resubmitted_by_the_gateway() {
         shutdown.clone(),
     ));
     let lossy = LosesFirstCopies { inner: submitter, seen: Mutex::new(HashSet::new()) };
-    let deps = GatewayDeps { submitter: Arc::new(lossy), events: Arc::new(subscriber), store };
+    let deps = GatewayDeps {
+        submitter: Arc::new(lossy),
+        events: Arc::new(subscriber),
+        store,
+        extra_routes: axum::Router::new(),
+    };
     let config = GatewayConfig { resubmit_after: Duration::from_millis(200), ..GatewayConfig::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -30,7 +30,12 @@ async fn a_refused_submission_is_unavailable_and_the_connection_stays_open() {
     let data = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(data.path(), SqliteOptions { synchronous_full: false }).unwrap());
     let (_, _consumers, _, subscriber) = in_process(&InProcessConfig::default());
-    let deps = GatewayDeps { submitter: Arc::new(Refusing), events: Arc::new(subscriber), store };
+    let deps = GatewayDeps {
+        submitter: Arc::new(Refusing),
+        events: Arc::new(subscriber),
+        store,
+        extra_routes: axum::Router::new(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

@@ -54,6 +54,9 @@ struct Config {
     /// Shared token gateways must present (`authorization: Bearer …`); none disables the check.
     #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
     service_token: Option<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none: not served.
+    #[arg(long, env = "TANDEM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Write a snapshot every this many versions of a document (0: never).
     #[arg(long, env = "TANDEM_SNAPSHOT_EVERY", default_value_t = 1000)]
     snapshot_every: u64,
@@ -93,6 +96,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {}", config.grpc_listen))?;
     let address = listener.local_addr().context("read the bound address")?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?),
+        None => None,
+    };
 
     let store = PostgresStore::connect(PostgresConfig::new(&config.postgres_url))
         .await
@@ -119,6 +126,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(tandem_rpc::serve(listener, ingress, config.service_token.clone(), async move {
             grpc_shutdown.cancelled().await
         }));
+    if let (Some(listener), Some(handle)) = (metrics_listener, tandem_telemetry::metrics_recorder()) {
+        let metrics_shutdown = shutdown.clone();
+        tokio::spawn(tandem_telemetry::serve_metrics(listener, handle, async move {
+            metrics_shutdown.cancelled().await
+        }));
+    }
     let (op_log, mut assignments) = KafkaOpLog::join(&kafka).context("join the sequencer group")?;
     println!("sequencer {} grpc listening on {address}", config.instance);
 

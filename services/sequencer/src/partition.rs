@@ -55,7 +55,10 @@ pub enum PartitionError {
 impl From<StoreError> for PartitionError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Fenced { partition, .. } => PartitionError::Fenced { partition },
+            StoreError::Fenced { partition, .. } => {
+                metrics::counter!("tandem_sequencer_fenced_total").increment(1);
+                PartitionError::Fenced { partition }
+            }
             other => PartitionError::Store(other),
         }
     }
@@ -157,6 +160,7 @@ impl PartitionOwner {
             let Some(last) = page.last().map(|c| c.commit) else { return Ok(()) };
             let records: Vec<SequencedRecord> = page.into_iter().flat_map(|c| c.records).collect();
             info!(partition, records = records.len(), through = last, "republishing");
+            metrics::counter!("tandem_sequencer_republished_total").increment(records.len() as u64);
             publisher.publish(records).await?;
             self.published = last;
             self.mark_published().await?;
@@ -185,6 +189,7 @@ impl PartitionOwner {
             ..CommitBatch::default()
         };
         let mut records = Vec::with_capacity(batch.len());
+        let (mut duplicates, mut rejected) = (0u64, 0u64);
         for record in &batch {
             let sub = &record.submission;
             match self.decide(sub).await? {
@@ -192,13 +197,17 @@ impl PartitionOwner {
                     commit.events.push(event.clone());
                     records.push(SequencedRecord::Committed(event));
                 }
-                Decision::Duplicate { version } => records.push(SequencedRecord::Reacknowledged {
-                    doc: sub.doc.clone(),
-                    client: sub.client.clone(),
-                    seq: sub.seq,
-                    version,
-                }),
+                Decision::Duplicate { version } => {
+                    duplicates += 1;
+                    records.push(SequencedRecord::Reacknowledged {
+                        doc: sub.doc.clone(),
+                        client: sub.client.clone(),
+                        seq: sub.seq,
+                        version,
+                    });
+                }
                 Decision::Reject { rejection, new } => {
+                    rejected += 1;
                     debug!(doc = %sub.doc, client = %sub.client, seq = sub.seq, code = %rejection.code, "op rejected");
                     if new {
                         commit.rejections.push(rejection.clone());
@@ -210,7 +219,14 @@ impl PartitionOwner {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let number = self.commit(&commit).await?;
+        metrics::histogram!("tandem_sequencer_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tandem_sequencer_batch_ops").record(batch.len() as f64);
+        metrics::counter!("tandem_sequencer_ops_total", "outcome" => "committed")
+            .increment(commit.events.len() as u64);
+        metrics::counter!("tandem_sequencer_ops_total", "outcome" => "duplicate").increment(duplicates);
+        metrics::counter!("tandem_sequencer_ops_total", "outcome" => "rejected").increment(rejected);
         self.last_commit = number;
         if let Some(through) = commit.published_through {
             self.marked = through;
@@ -313,6 +329,7 @@ where
     loop {
         match call().await {
             Err(StoreError::Unavailable(e)) => {
+                metrics::counter!("tandem_sequencer_store_retries_total").increment(1);
                 warn!(partition, error = %e, retry_in = ?delay, "store unavailable, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));

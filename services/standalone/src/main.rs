@@ -150,7 +150,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(config.idle_timeout),
         ..GatewayConfig::default()
     };
-    let deps = GatewayDeps { submitter: Arc::new(submitter), events: Arc::new(subscriber), store };
+    let extra_routes =
+        tandem_telemetry::metrics_recorder().map(tandem_telemetry::metrics_routes).unwrap_or_default();
+    let deps =
+        GatewayDeps { submitter: Arc::new(submitter), events: Arc::new(subscriber), store, extra_routes };
     let gateway = tasks.spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
     tasks.close();
 

@@ -249,7 +249,37 @@ impl KafkaPartitionConsumer {
     /// Right after an assignment librdkafka is still looking up the partition's start and refuses
     /// to seek; this retries until it accepts, up to the request timeout. Records fetched before
     /// the seek are discarded by librdkafka, so the next batch starts exactly at `offset`.
+    /// Where to resume, given the offset the store recorded. An offset past the partition's end
+    /// means the log is not the one the store knows (the topic was recreated, or a broker without
+    /// durable storage restarted): seeking there would silently skip every new op below it. The
+    /// owner resumes from the start of the log instead; ops it sees again are deduplicated by
+    /// (client, seq), so replaying is safe, skipping is not.
+    async fn resume_point(&self, offset: i64) -> Result<i64, BusError> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let partition = self.partition as i32;
+        let timeout = self.seek_timeout;
+        let watermarks =
+            tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, timeout))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("watermark task failed: {e}")))?
+                .map_err(|e| unavailable(&format!("reading the end of partition {partition}"), &e))?;
+        let (low, high) = watermarks;
+        if offset > high {
+            warn!(
+                partition,
+                stored = offset,
+                end = high,
+                "the op log ends before the offset the store resumes at: the log was recreated; \
+                 replaying it from its start (resubmissions are deduplicated)"
+            );
+            return Ok(low);
+        }
+        Ok(offset)
+    }
+
     async fn seek_to(&mut self, offset: i64) -> Result<(), BusError> {
+        let offset = self.resume_point(offset).await?;
         let deadline = Instant::now() + self.seek_timeout;
         loop {
             if self.revoked.has_changed().is_err() {

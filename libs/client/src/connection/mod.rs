@@ -13,6 +13,7 @@
 //! [`ErrorSource::Client`] and the document is reloaded from a fresh snapshot; the client does not panic,
 //! because a panic in the background task would only turn into a silent hang in the test that uses it.
 
+mod events;
 mod socket;
 mod task;
 
@@ -28,6 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::{ClientError, DocumentClient};
+
+pub use events::ClientEvent;
 
 /// How many error records a client keeps; later ones are only counted ([`Stats::errors_dropped`]).
 pub const MAX_ERROR_RECORDS: usize = 1000;
@@ -76,6 +79,11 @@ pub struct ClientOptions {
     pub keepalive: Duration,
     /// Capacity of the request channel to the background task; senders wait when it is full.
     pub command_capacity: usize,
+    /// Where to report acks and others' ops as they are taken, with the instant they were taken (see
+    /// [`ClientEvent`]); for observers that time the server, such as the load generator. The task
+    /// never waits for this channel: an event that does not fit is dropped and counted in
+    /// [`Stats::events_dropped`]. `None` (the default) costs nothing.
+    pub events: Option<mpsc::Sender<ClientEvent>>,
 }
 
 impl Default for ClientOptions {
@@ -91,6 +99,7 @@ impl Default for ClientOptions {
             reconnect_max_delay: Duration::from_secs(5),
             keepalive: Duration::from_secs(30),
             command_capacity: 64,
+            events: None,
         }
     }
 }
@@ -141,8 +150,12 @@ pub struct Stats {
     pub remote_ops: u64,
     /// Documents reloaded from a snapshot after a rejected op or a protocol violation.
     pub resyncs: u64,
+    /// Errors recorded (see [`Client::errors`]), those not kept included.
+    pub errors: u64,
     /// Error records not kept because [`MAX_ERROR_RECORDS`] were already kept.
     pub errors_dropped: u64,
+    /// Events not delivered to [`ClientOptions::events`] because the channel was full or closed.
+    pub events_dropped: u64,
 }
 
 /// Where a document stands on the current connection.
@@ -183,6 +196,7 @@ struct State {
 
 impl State {
     fn record(&mut self, record: ErrorRecord) {
+        self.stats.errors += 1;
         if self.errors.len() < MAX_ERROR_RECORDS {
             self.errors.push(record);
         } else {
@@ -441,22 +455,32 @@ impl DocHandle {
     /// an op is in flight). Refused if it does not fit the current text (see [`DocHandle::len_chars`]),
     /// if the document is closed, or while it is reloaded after a rejected op.
     pub fn edit(&self, op: Operation) -> Result<(), ClientError> {
-        self.edit_with(|_| Ok(op))
+        self.edit_with(|_| Ok(op)).map(drop)
     }
 
     /// Inserts `text` at character `pos`.
     pub fn insert(&self, pos: usize, text: &str) -> Result<(), ClientError> {
-        self.edit_with(|len| Operation::from_patch(len, pos, 0, text))
+        self.splice(pos, 0, text).map(drop)
     }
 
     /// Deletes `n` characters from character `pos`.
     pub fn delete(&self, pos: usize, n: usize) -> Result<(), ClientError> {
-        self.edit_with(|len| Operation::from_patch(len, pos, n, ""))
+        self.splice(pos, n, "").map(drop)
+    }
+
+    /// Replaces `delete` characters at character `pos` by `insert`, like [`DocHandle::insert`] and
+    /// [`DocHandle::delete`], and returns the `seq` of the op that carries this edit to the server: the
+    /// op sent now if nothing was in flight, else the buffered op sent after the in-flight one's ack.
+    /// The [`ClientEvent::Acked`] with that `seq` (see [`ClientOptions::events`]) tells when the edit
+    /// was committed, which is how the load generator times each keystroke. If the op is rejected the
+    /// edit is lost with it, and a later ack carries a higher `seq`.
+    pub fn splice(&self, pos: usize, delete: usize, insert: &str) -> Result<u64, ClientError> {
+        self.edit_with(|len| Operation::from_patch(len, pos, delete, insert))
     }
 
     /// Builds the op from the current length and applies it under one lock, so that a remote op taken
-    /// in between cannot make a position-based edit miss.
-    fn edit_with(&self, build: impl FnOnce(usize) -> Result<Operation, OtError>) -> Result<(), ClientError> {
+    /// in between cannot make a position-based edit miss. Returns the `seq` that carries the edit.
+    fn edit_with(&self, build: impl FnOnce(usize) -> Result<Operation, OtError>) -> Result<u64, ClientError> {
         let mut state = self.shared.lock();
         if let Some(reason) = &state.closed {
             return Err(ClientError::Closed(reason.clone()));
@@ -470,12 +494,15 @@ impl DocHandle {
             Phase::Open | Phase::CatchingUp => {}
         }
         let op = build(entry.doc.len_chars())?;
+        // Sent now (nothing in flight) or composed into the buffer, which goes out with this `seq` once
+        // the op in flight is acknowledged: `next_seq` moves only when an op is sent.
+        let seq = entry.doc.next_seq();
         if entry.doc.local_edit(op)?.is_some() {
             state.mark_unsent(&self.doc);
             drop(state);
             self.shared.outbox_ready.notify_one();
         }
-        Ok(())
+        Ok(seq)
     }
 
     /// Waits until every own edit is acknowledged ([`DocHandle::is_synced`]).

@@ -14,7 +14,8 @@ use tracing::{debug, warn};
 
 use super::socket::{self, encode, Ws, CLOSE_UNAUTHORIZED};
 use super::{
-    backoff, is_fatal, ClientOptions, Command, DocEntry, ErrorRecord, ErrorSource, Phase, Shared, State,
+    backoff, is_fatal, ClientEvent, ClientOptions, Command, DocEntry, ErrorRecord, ErrorSource, Phase,
+    Shared, State,
 };
 use crate::{ClientError, DocumentClient};
 
@@ -340,6 +341,7 @@ impl Task {
                 }
             }
             ServerMessage::Op { doc, version, client, op } => {
+                let at = std::time::Instant::now();
                 let Some(entry) = live_entry(&mut state, &doc) else { return };
                 let have = entry.doc.version();
                 let result = if client == self.shared.client_id {
@@ -350,7 +352,10 @@ impl Task {
                     entry.doc.on_remote_op(version, &op).map(|_| ()).map_err(|e| e.to_string())
                 };
                 match result {
-                    Ok(()) => state.stats.remote_ops += 1,
+                    Ok(()) => {
+                        state.stats.remote_ops += 1;
+                        self.emit(&mut state, || ClientEvent::RemoteOp { doc, version, author: client, at });
+                    }
                     Err(message) => {
                         violation(&mut state, Some(&doc), None, message);
                         if version > have {
@@ -360,6 +365,7 @@ impl Task {
                 }
             }
             ServerMessage::Ack { doc, seq, version } => {
+                let at = std::time::Instant::now();
                 let Some(entry) = live_entry(&mut state, &doc) else { return };
                 let have = entry.doc.version();
                 if version <= have {
@@ -375,6 +381,7 @@ impl Task {
                         if next.is_some() {
                             state.mark_unsent(&doc);
                         }
+                        self.emit(&mut state, || ClientEvent::Acked { doc, seq, version, at });
                     }
                     Err(e) => {
                         violation(&mut state, Some(&doc), Some(seq), e.to_string());
@@ -399,6 +406,15 @@ impl Task {
         }
         drop(state);
         self.shared.notify_changed();
+    }
+
+    /// Reports an event to the observer, if there is one, without ever waiting for it.
+    fn emit(&self, state: &mut State, event: impl FnOnce() -> ClientEvent) {
+        if let Some(events) = &self.options.events {
+            if events.try_send(event()).is_err() {
+                state.stats.events_dropped += 1;
+            }
+        }
     }
 
     /// An `error` about a document: fail its `open`, reload it, or schedule a resend.

@@ -628,3 +628,66 @@ async fn random_edits_and_drops_converge() {
     let total: u64 = clients.iter().map(|c| c.stats().reconnects).sum();
     assert!(total > 0, "seed {seed}: no reconnect happened");
 }
+
+/// Takes the next event, failing the test after [`WAIT`].
+async fn next_event(events: &mut mpsc::Receiver<ClientEvent>) -> ClientEvent {
+    tokio::time::timeout(WAIT, events.recv()).await.expect("an event in time").expect("the sender lives")
+}
+
+#[tokio::test]
+async fn splice_names_the_seq_that_acks_and_remote_ops_report() {
+    let (_fake, url) = Fake::start(None).await;
+    let (a_tx, mut a_events) = mpsc::channel(16);
+    let (b_tx, mut b_events) = mpsc::channel(16);
+    let a = Client::connect(&url, ClientOptions { events: Some(a_tx), ..options() }).await.unwrap();
+    let b = Client::connect(&url, ClientOptions { events: Some(b_tx), ..options() }).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    let _db = b.open(&doc()).await.unwrap();
+
+    // The first edit goes at once as seq 1; the next two are composed behind it and go as seq 2.
+    let before = std::time::Instant::now();
+    assert_eq!(da.splice(0, 0, "ab").unwrap(), 1);
+    assert_eq!(da.splice(2, 0, "c").unwrap(), 2);
+    assert_eq!(da.splice(0, 1, "").unwrap(), 2);
+    for (seq, version) in [(1, 1), (2, 2)] {
+        match next_event(&mut a_events).await {
+            ClientEvent::Acked { doc: d, seq: s, version: v, at } => {
+                assert_eq!((d, s, v), (doc(), seq, version));
+                assert!(at >= before);
+            }
+            other => panic!("expected the ack of seq {seq}, got {other:?}"),
+        }
+        match next_event(&mut b_events).await {
+            ClientEvent::RemoteOp { doc: d, version: v, author, .. } => {
+                assert_eq!((d, v, &author), (doc(), version, a.client_id()));
+            }
+            other => panic!("expected version {version} from a, got {other:?}"),
+        }
+    }
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!(da.text(), "bc");
+    assert_eq!(da.splice(2, 0, "d").unwrap(), 3, "synced again: sent at once with the next seq");
+    assert!(matches!(da.splice(9, 0, "x"), Err(ClientError::Ot(_))), "out of range changes nothing");
+    da.wait_synced(WAIT).await.unwrap();
+    let stats = a.stats();
+    assert_eq!((stats.acks, stats.events_dropped, stats.errors), (3, 0, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_full_event_channel_drops_events_without_stalling_the_client() {
+    let (_fake, url) = Fake::start(None).await;
+    let (tx, events) = mpsc::channel(1);
+    let a = Client::connect(&url, ClientOptions { events: Some(tx), ..options() }).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    for i in 0..3 {
+        da.insert(0, "x").unwrap();
+        da.wait_synced(WAIT).await.unwrap();
+        assert_eq!(da.version(), i + 1);
+    }
+    let stats = a.stats();
+    assert_eq!((stats.acks, stats.events_dropped), (3, 2), "one fits, nobody reads: {stats:?}");
+    drop(events);
+    da.insert(0, "y").unwrap();
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!(a.stats().events_dropped, 3, "a closed channel drops too");
+}

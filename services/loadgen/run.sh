@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Runs tandem-loadgen against a Tandem it starts for the purpose, several times, and prints the
+# medians; everything it started is stopped (and its database dropped) however it ends.
+#
+#   services/loadgen/run.sh cluster    [--runs N] [--out DIR] -- PRESET [LOADGEN FLAGS]
+#   services/loadgen/run.sh standalone [--runs N] [--out DIR] -- PRESET [LOADGEN FLAGS]
+#
+# e.g. services/loadgen/run.sh cluster --runs 3 -- typing --docs 20 --clients 2 --rate 5 --duration 30
+#
+# cluster:    a tansu broker in memory (deploy/tansu.sh install), a fresh database on the PostgreSQL
+#             server at 127.0.0.1:5432 (trust auth, user postgres; deploy/postgres.sh provides one),
+#             2 sequencers and 2 gateways on free loopback ports; the load generator gets both
+#             gateways (--url twice), so the clients of a document sit on different gateways.
+# standalone: tandem-standalone on a free port with a fresh data folder.
+#
+# Release binaries are built first (set TANDEM_NO_BUILD=1 to skip). One system serves all the runs;
+# each run writes its own documents. Reports, logs and the summary go to DIR (default: a new folder
+# under /tmp, printed). Environment: TANDEM_PARTITIONS (16), TANDEM_POSTGRES
+# (postgres://postgres@127.0.0.1:5432), TANDEM_SERVICE_LOG (warn).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}"
+bin="$CARGO_TARGET_DIR/release"
+postgres="${TANDEM_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+partitions="${TANDEM_PARTITIONS:-16}"
+export TANDEM_LOG="${TANDEM_SERVICE_LOG:-warn}"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+usage() {
+    echo "usage: $0 cluster|standalone [--runs N] [--out DIR] -- PRESET [LOADGEN FLAGS]" >&2
+    exit 64
+}
+
+[[ $# -ge 1 ]] || usage
+mode="$1"; shift
+[[ "$mode" == cluster || "$mode" == standalone ]] || usage
+runs=3
+out=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --runs) runs="${2:?}"; shift 2 ;;
+        --out) out="${2:?}"; shift 2 ;;
+        --) shift; break ;;
+        *) usage ;;
+    esac
+done
+[[ $# -ge 1 && "$runs" =~ ^[1-9][0-9]*$ ]] || usage
+out="${out:-$(mktemp -d "/tmp/tandem-loadgen-$mode.XXXXXX")}"
+mkdir -p "$out/logs"
+
+# --- cleanup: only what this script started, by pid; the database it created -----------------------
+pids=()
+database=""
+data_dir=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$database" ]]; then
+        psql -X -q -d "$postgres/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 ||
+            say "could not drop database $database"
+    fi
+    [[ -n "$data_dir" ]] && rm -rf "$data_dir"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts NAME (args follow) in the background, logging to $out/logs/NAME.{out,log}.
+start() {
+    local name="$1"; shift
+    "$@" >"$out/logs/$name.out" 2>"$out/logs/$name.log" &
+    pids+=("$!")
+}
+
+# Waits until NAME prints MARKER and echoes what follows it up to the next '/' or space.
+address_of() {
+    local name="$1" marker="$2" pid="${pids[-1]}"
+    for _ in $(seq 1 600); do
+        local line
+        line="$(grep -m1 -F "$marker" "$out/logs/$name.out" 2>/dev/null || true)"
+        if [[ -n "$line" ]]; then
+            line="${line#*"$marker"}"
+            echo "${line%%[/ ]*}"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || { say "$name exited; see $out/logs/$name.log"; tail -n 20 "$out/logs/$name.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    say "$name did not print '$marker' within 60 s"; exit 1
+}
+
+free_port() {
+    local port
+    for _ in $(seq 1 100); do
+        port=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
+    done
+    say "no free port found"; exit 1
+}
+
+# --- build ------------------------------------------------------------------------------------------
+if [[ -z "${TANDEM_NO_BUILD:-}" ]]; then
+    say "building release binaries"
+    (
+        cd "$root"
+        cargo build --release -p tandem-loadgen
+        if [[ "$mode" == cluster ]]; then
+            cargo build --release --features service -p tandem-sequencer -p tandem-gateway
+        else
+            cargo build --release -p tandem-standalone
+        fi
+    ) >"$out/logs/build.log" 2>&1 || { tail -n 30 "$out/logs/build.log" >&2; say "build failed"; exit 1; }
+fi
+
+# --- start the system under test ----------------------------------------------------------------------
+urls=()
+if [[ "$mode" == cluster ]]; then
+    tansu="$(bash "$root/deploy/tansu.sh" install | tail -n 1)"
+    broker_port="$(free_port)"
+    broker="127.0.0.1:$broker_port"
+    start tansu "$tansu" broker --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" \
+        --storage-engine memory://tansu/
+    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && break; sleep 0.1; done
+    database="tandem_loadgen_$$_$RANDOM"
+    psql -X -q -v ON_ERROR_STOP=1 -d "$postgres/postgres" -c "CREATE DATABASE $database" >/dev/null
+    common=(--brokers "$broker" --postgres-url "$postgres/$database" --partitions "$partitions")
+    sequencers=()
+    for i in 0 1; do
+        start "sequencer-$i" "$bin/tandem-sequencer" --grpc-listen 127.0.0.1:0 "${common[@]}" --instance "sequencer-$i"
+        address="$(address_of "sequencer-$i" "grpc listening on ")"
+        sequencers+=("http://$address")
+    done
+    for i in 0 1; do
+        start "gateway-$i" "$bin/tandem-gateway" --listen 127.0.0.1:0 "${common[@]}" --instance "gateway-$i" \
+            --sequencer "$(IFS=,; echo "${sequencers[*]}")"
+        address="$(address_of "gateway-$i" "listening on http://")"
+        urls+=(--url "ws://$address/v1/ws")
+    done
+else
+    data_dir="$(mktemp -d /tmp/tandem-loadgen-data.XXXXXX)"
+    start standalone "$bin/tandem-standalone" --listen 127.0.0.1:0 --data-dir "$data_dir/store"
+    address="$(address_of standalone "listening on http://")"
+    urls+=(--url "ws://$address/v1/ws")
+fi
+say "$mode up: ${urls[*]}"
+
+# --- run -----------------------------------------------------------------------------------------------
+preset="$1"; shift
+reports=()
+status=0
+for i in $(seq 1 "$runs"); do
+    say "run $i of $runs: tandem-loadgen $preset ${urls[*]} $* --json $out/run-$i.json --label $mode"
+    "$bin/tandem-loadgen" "$preset" "${urls[@]}" "$@" --json "$out/run-$i.json" --label "$mode" \
+        | tee "$out/run-$i.txt" || status=$?
+    [[ -f "$out/run-$i.json" ]] && reports+=("$out/run-$i.json")
+done
+if [[ ${#reports[@]} -gt 0 ]]; then
+    "$bin/tandem-loadgen" summarize "${reports[@]}" | tee "$out/summary.md"
+fi
+say "reports, logs and summary in $out"
+exit "$status"
