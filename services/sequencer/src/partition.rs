@@ -30,11 +30,20 @@ pub struct PartitionConfig {
     /// Documents kept in memory; the least recently used beyond this are dropped (and reloaded from the
     /// store when they get an op again).
     pub cached_documents: usize,
+    /// Characters of text kept in memory over all cached documents (a rope costs a few bytes per
+    /// character); past it the least recently used documents are dropped, whatever their count.
+    pub cached_chars: usize,
 }
 
 impl Default for PartitionConfig {
     fn default() -> Self {
-        Self { limits: Limits::default(), max_batch: 4096, snapshot_every: 1000, cached_documents: 10_000 }
+        Self {
+            limits: Limits::default(),
+            max_batch: 4096,
+            snapshot_every: 1000,
+            cached_documents: 10_000,
+            cached_chars: 200_000_000,
+        }
     }
 }
 
@@ -304,15 +313,26 @@ impl PartitionOwner {
         self.evict();
     }
 
+    /// Drops the least recently used documents beyond the count and character budgets. Documents
+    /// used by the batch just committed are kept: they are the ones most likely to get the next op.
     fn evict(&mut self) {
-        let excess = self.docs.len().saturating_sub(self.config.cached_documents);
-        if excess == 0 {
+        let chars: usize = self.docs.values().map(|c| c.state.text().len_chars()).sum();
+        if self.docs.len() <= self.config.cached_documents && chars <= self.config.cached_chars {
             return;
         }
-        let mut by_age: Vec<(u64, DocId)> = self.docs.iter().map(|(d, c)| (c.last_used, d.clone())).collect();
-        by_age.sort_unstable_by_key(|(used, _)| *used);
-        for (_, doc) in by_age.into_iter().take(excess) {
+        let mut by_age: Vec<(u64, usize, DocId)> =
+            self.docs.iter().map(|(d, c)| (c.last_used, c.state.text().len_chars(), d.clone())).collect();
+        by_age.sort_unstable_by_key(|(used, _, _)| *used);
+        let (mut count, mut chars) = (self.docs.len(), chars);
+        for (used, len, doc) in by_age {
+            if (count <= self.config.cached_documents && chars <= self.config.cached_chars)
+                || used == self.tick
+            {
+                break;
+            }
             self.docs.remove(&doc);
+            count -= 1;
+            chars -= len;
         }
     }
 }

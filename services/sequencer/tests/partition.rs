@@ -165,3 +165,40 @@ async fn the_next_owner_republishes_what_was_committed_but_not_published() {
     assert_eq!((claim.last_commit, claim.published_through), (1, 1), "{claim:?}");
     assert!(store.unpublished(0, claim.published_through, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn documents_evicted_by_the_memory_budget_are_reloaded_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let shutdown = CancellationToken::new();
+    // A budget of one character: every batch evicts every document it did not touch.
+    let config = PartitionConfig {
+        cached_chars: 1,
+        cached_documents: 1,
+        snapshot_every: 3,
+        ..PartitionConfig::default()
+    };
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        config,
+        shutdown.clone(),
+    ));
+    let docs: Vec<DocId> = (0..3).map(|i| DocId::parse(&format!("evicted-{i}")).unwrap()).collect();
+    for seq in 1..=6 {
+        for doc in &docs {
+            submitter.submit(append(doc, seq)).await.unwrap();
+            // One at a time, so each op is its own batch and the others get evicted in between.
+            let Some(Delivery::Record(record)) = records.next().await else { panic!("record stream ended") };
+            assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == seq), "{record:?}");
+        }
+    }
+    for doc in &docs {
+        assert_eq!(store.latest_version(doc).await.unwrap(), 6);
+    }
+    shutdown.cancel();
+    owner.await.unwrap().unwrap();
+}
