@@ -6,10 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -24,6 +21,7 @@ use tandem_bus::kafka::{
 use tandem_bus::{
     partition_of, BusError, Delivery, EventPublisher, EventSubscriber, OpConsumer, OpSubmitter,
 };
+use tandem_integration_tests::cluster::Broker;
 use tandem_ot::Operation;
 use tandem_proto::proto;
 use tandem_proto::proto::component::Kind;
@@ -38,73 +36,24 @@ const PARTITIONS: u32 = 4;
 /// The W3C specification's example trace context.
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// The tansu binary, installed once per test run.
-fn tansu() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("TANDEM_TANSU") {
-            return PathBuf::from(path);
-        }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tansu.sh");
-        let output = Command::new("bash").arg(&script).arg("install").output().expect("run deploy/tansu.sh");
-        assert!(
-            output.status.success(),
-            "deploy/tansu.sh install failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8(output.stdout).expect("the script prints a path");
-        PathBuf::from(stdout.lines().last().expect("the script prints the binary's path").trim())
-    })
+/// A tansu broker of the shared test harness, with the bus's tracing shown on request
+/// (`RUST_LOG=tandem_bus=debug,rdkafka=debug`).
+fn start_broker() -> Broker {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    Broker::start()
 }
 
-/// A tansu broker in memory on a free loopback port; killed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        // RUST_LOG=tandem_bus=debug,rdkafka=debug shows the bus's and librdkafka's side.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::env::temp_dir().join(format!("tandem-bus-tansu-{port}.log"));
-        let log = std::fs::File::create(&log).unwrap();
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        let broker = Broker { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        broker
-    }
-
-    fn config(&self, name: &str) -> KafkaConfig {
-        KafkaConfig {
-            brokers: format!("127.0.0.1:{}", self.port),
-            partitions: PARTITIONS,
-            group_id: format!("{name}-group"),
-            client_id: name.to_owned(),
-            ..KafkaConfig::default()
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The bus configuration of one test, on `broker`.
+fn config(broker: &Broker, name: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: broker.address(),
+        partitions: PARTITIONS,
+        group_id: format!("{name}-group"),
+        client_id: name.to_owned(),
+        ..KafkaConfig::default()
     }
 }
 
@@ -209,8 +158,8 @@ fn summary(mut samples: Vec<Duration>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_created_once_with_their_partition_count() {
-    let broker = Broker::start();
-    let config = broker.config("topics");
+    let broker = start_broker();
+    let config = config(&broker, "topics");
     ensure_topics(&config).await.unwrap();
     // A second start finds them and is fine.
     ensure_topics(&config).await.unwrap();
@@ -222,8 +171,8 @@ async fn topics_are_created_once_with_their_partition_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
-    let broker = Broker::start();
-    let config = broker.config("ops");
+    let broker = start_broker();
+    let config = config(&broker, "ops");
     ensure_topics(&config).await.unwrap();
     let submitter = KafkaOpSubmitter::new(&config).unwrap();
     // The first one carries a trace context header; the owner reads it like any other.
@@ -268,8 +217,8 @@ async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_records_reach_every_subscriber_in_order_from_subscribe_time() {
-    let broker = Broker::start();
-    let config = broker.config("events");
+    let broker = start_broker();
+    let config = config(&broker, "events");
     ensure_topics(&config).await.unwrap();
     let publisher = KafkaEventPublisher::new(&config).unwrap();
     // Published before anyone subscribed: not part of any stream. One record per batch: tansu
@@ -308,8 +257,8 @@ async fn published_records_reach_every_subscriber_in_order_from_subscribe_time()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_are_protobuf_with_the_trace_context_in_a_header() {
-    let broker = Broker::start();
-    let config = broker.config("ops-wire");
+    let broker = start_broker();
+    let config = config(&broker, "ops-wire");
     ensure_topics(&config).await.unwrap();
     let submitter = KafkaOpSubmitter::new(&config).unwrap();
     trace_context::scope(TraceParent::parse(TRACE), submitter.submit(submission("doc-t", 1))).await.unwrap();
@@ -337,8 +286,8 @@ async fn submissions_are_protobuf_with_the_trace_context_in_a_header() {
 /// `tandem.v1.SequencedRecord`, with none of Tandem's conversions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_records_decode_as_protobuf_sequenced_records() {
-    let broker = Broker::start();
-    let config = broker.config("events-wire");
+    let broker = start_broker();
+    let config = config(&broker, "events-wire");
     ensure_topics(&config).await.unwrap();
     let d = doc("team/notes.md");
     let c = ClientId::parse("c-1").unwrap();
@@ -448,8 +397,8 @@ impl Drop for ChildMember {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_members_partitions_move_to_the_survivor() {
-    let broker = Broker::start();
-    let config = broker.config("failover");
+    let broker = start_broker();
+    let config = config(&broker, "failover");
     ensure_topics(&config).await.unwrap();
 
     let (log, mut assignments) = KafkaOpLog::join(&config).unwrap();
@@ -520,8 +469,8 @@ async fn a_killed_members_partitions_move_to_the_survivor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_measured() {
-    let broker = Broker::start();
-    let config = broker.config("latency");
+    let broker = start_broker();
+    let config = config(&broker, "latency");
     ensure_topics(&config).await.unwrap();
     let submitter = KafkaOpSubmitter::new(&config).unwrap();
     let (_log, mut assignments) = KafkaOpLog::join(&config).unwrap();

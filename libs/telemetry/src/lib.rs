@@ -4,6 +4,8 @@
 
 use std::future::Future;
 
+pub mod service;
+
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusBuilder;

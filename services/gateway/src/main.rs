@@ -17,7 +17,7 @@ use tandem_rpc::{GrpcSubmitter, SubmitterOptions};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// The gateway service. Every flag can also be set with the environment variable shown.
 #[derive(Debug, Parser)]
@@ -50,26 +50,9 @@ struct Config {
 }
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(e) if e.use_stderr() => {
-            eprintln!("{e}");
-            return ExitCode::from(64);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-    };
+    let config: Config = tandem_telemetry::service::parse_or_exit();
     tandem_telemetry::init();
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tandem_telemetry::service::run_service(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -103,7 +86,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut gateway = tokio::spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
     println!("gateway {} listening on http://{address}/", config.instance);
     tokio::select! {
-        _ = shutdown_signal() => info!("shutting down"),
+        _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down"),
         result = &mut gateway => {
             result.context("gateway task")?.context("gateway")?;
             anyhow::bail!("the gateway stopped");
@@ -114,13 +97,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
         warn!("the gateway did not stop within 10 s");
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -5,23 +5,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tandem_loadgen::cli::{Cli, Command};
 use tandem_loadgen::report::{self, Report};
 use tandem_loadgen::typing;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            eprintln!("{e}");
-            return ExitCode::from(64);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-    };
+    let cli: Cli = tandem_telemetry::service::parse_or_exit();
     if std::env::var_os("TANDEM_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
         // Thousands of clients each warning about the same server error would bury the table.
         std::env::set_var("TANDEM_LOG", "error");

@@ -332,32 +332,12 @@ impl DocumentState {
         };
         match outcome {
             Some(Outcome::Committed { version }) => Decision::Duplicate { version },
-            Some(Outcome::Rejected { code, message }) => Decision::Reject {
-                rejection: Rejection {
-                    doc: self.doc.clone(),
-                    client: sub.client.clone(),
-                    seq: sub.seq,
-                    code,
-                    message,
-                    at_version: self.version,
-                },
-                new: false,
-            },
-            None => Decision::Reject {
-                rejection: Rejection {
-                    doc: self.doc.clone(),
-                    client: sub.client.clone(),
-                    seq: sub.seq,
-                    code: ErrorCode::InvalidOp,
-                    message: format!(
-                        "seq {} was already used; the next seq is {}",
-                        sub.seq,
-                        last.saturating_add(1)
-                    ),
-                    at_version: self.version,
-                },
-                new: false,
-            },
+            Some(Outcome::Rejected { code, message }) => self.refuse(sub, code, message),
+            None => self.refuse(
+                sub,
+                ErrorCode::InvalidOp,
+                format!("seq {} was already used; the next seq is {}", sub.seq, last.saturating_add(1)),
+            ),
         }
     }
 
@@ -368,35 +348,27 @@ impl DocumentState {
             .map(|i| self.window_start + 1 + i as u64)
     }
 
+    /// A refusal of `sub` at the document's current version.
+    fn rejection(&self, sub: &Submission, code: ErrorCode, message: String) -> Rejection {
+        Rejection {
+            doc: self.doc.clone(),
+            client: sub.client.clone(),
+            seq: sub.seq,
+            code,
+            message,
+            at_version: self.version,
+        }
+    }
+
     /// Refuses without recording anything: the same `seq` may be sent again.
     fn refuse(&self, sub: &Submission, code: ErrorCode, message: String) -> Decision {
-        Decision::Reject {
-            rejection: Rejection {
-                doc: self.doc.clone(),
-                client: sub.client.clone(),
-                seq: sub.seq,
-                code,
-                message,
-                at_version: self.version,
-            },
-            new: false,
-        }
+        Decision::Reject { rejection: self.rejection(sub, code, message), new: false }
     }
 
     fn reject(&mut self, sub: &Submission, code: ErrorCode, message: String) -> Decision {
         // A refused op uses its seq up, so the client's next op is seq + 1 (PROTOCOL.md).
         self.remember(&sub.client, sub.seq, Outcome::Rejected { code, message: message.clone() });
-        Decision::Reject {
-            rejection: Rejection {
-                doc: self.doc.clone(),
-                client: sub.client.clone(),
-                seq: sub.seq,
-                code,
-                message,
-                at_version: self.version,
-            },
-            new: true,
-        }
+        Decision::Reject { rejection: self.rejection(sub, code, message), new: true }
     }
 
     /// Records `seq` as the client's latest, unless a later one is already known (replays of stored

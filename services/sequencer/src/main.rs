@@ -69,26 +69,9 @@ struct Config {
 }
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(e) if e.use_stderr() => {
-            eprintln!("{e}");
-            return ExitCode::from(64);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-    };
+    let config: Config = tandem_telemetry::service::parse_or_exit();
     tandem_telemetry::init();
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tandem_telemetry::service::run_service(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -153,7 +136,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Some((partition, e)) = failed.recv() => {
                 anyhow::bail!("partition {partition} failed: {e}");
             }
-            _ = shutdown_signal() => {
+            _ = tandem_telemetry::service::shutdown_signal() => {
                 info!("shutting down: finishing the batches in hand, then leaving the group");
                 break;
             }
@@ -203,13 +186,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     drop(op_log);
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

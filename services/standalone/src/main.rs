@@ -74,30 +74,13 @@ struct Config {
 }
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(e) if e.use_stderr() => {
-            eprintln!("{e}");
-            return ExitCode::from(64);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-    };
+    let config: Config = tandem_telemetry::service::parse_or_exit();
     if config.print_config {
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
     tandem_telemetry::init();
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tandem_telemetry::service::run_service(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -164,26 +147,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     tokio::select! {
-        _ = shutdown_signal() => info!("shutting down"),
+        _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down"),
         _ = shutdown.cancelled() => warn!("a critical task ended; shutting down"),
     }
     shutdown.cancel();
     tokio::select! {
         _ = tasks.wait() => {}
         _ = tokio::time::sleep(Duration::from_secs(10)) => warn!("tasks did not finish within 10 s"),
-        _ = shutdown_signal() => warn!("second signal: exiting now"),
+        _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
     }
     if gateway.is_finished() {
         gateway.await.context("gateway task")?.context("gateway")?;
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

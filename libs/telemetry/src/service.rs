@@ -1,0 +1,46 @@
+//! The lifecycle every Tandem binary shares: parse the command line, run the body on a runtime,
+//! wait for a stop signal, turn the outcome into an exit status.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use tracing::error;
+
+/// Parses the command line. `--help` and `--version` print and exit 0; a bad command line prints
+/// clap's one clear message and exits 64 (EX_USAGE), the same for every Tandem binary.
+pub fn parse_or_exit<C: clap::Parser>() -> C {
+    match C::try_parse() {
+        Ok(config) => config,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{e}");
+            std::process::exit(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Runs a service's body on a multi-threaded runtime; a failure is logged with its whole chain of
+/// causes and exits 1.
+pub fn run_service(body: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and `make cluster-down` send).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
