@@ -7,7 +7,6 @@
 //! SIGKILL and restart it on the same port and data, and always kills it when dropped, also when a
 //! test fails. [`RawConn`] speaks the protocol frame by frame, for tests of exact wire behaviour.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -68,14 +67,14 @@ impl StandaloneBuilder {
         // Restarts keep the port, so clients reconnect to the same URL.
         let address = process.address().to_owned();
         process.set_arg("--listen", &address);
-        Standalone { process, data }
+        Standalone { process, _data: data }
     }
 }
 
-/// A running single-process Tandem with its own data folder.
+/// A running single-process Tandem with its own data folder (removed when dropped).
 pub struct Standalone {
     process: ServiceProcess,
-    data: tempfile::TempDir,
+    _data: tempfile::TempDir,
 }
 
 impl Standalone {
@@ -90,15 +89,6 @@ impl Standalone {
     /// `ws://127.0.0.1:PORT/v1/ws`
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/ws", self.process.address())
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn http_url(&self) -> String {
-        format!("http://{}", self.process.address())
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.data.path()
     }
 
     /// SIGKILL: no shutdown code runs, exactly like a crash.

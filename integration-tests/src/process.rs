@@ -60,14 +60,6 @@ impl ServiceProcess {
         self.spec.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
     /// SIGKILL: no shutdown code runs, exactly like a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

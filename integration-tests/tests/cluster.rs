@@ -227,19 +227,25 @@ async fn wait_until(
     }
 }
 
+/// Partition claims a sequencer made (its partition loop logs one line per claim).
 fn claims(log: &str) -> usize {
-    log.matches("partition claimed").count()
+    log.matches("tandem_sequencer::partition: partition claimed").count()
+}
+
+/// A cluster of one gateway and two sequencers, each owning one of the two partitions.
+async fn cluster_with_two_owners() -> Cluster {
+    let mut cluster = Cluster::builder().gateways(1).sequencers(2).partitions(2).start();
+    wait_until(&mut cluster, Duration::from_secs(40), "both sequencers own a partition", |c| {
+        claims(&c.sequencer(0).log()) >= 1 && claims(&c.sequencer(1).log()) >= 1
+    })
+    .await;
+    cluster
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_whose_partitions_moved_cannot_commit_after_waking() {
     let seed = seed();
-    let mut cluster = Cluster::builder().gateways(1).sequencers(2).partitions(2).start();
-    // Both sequencers own a partition before the test starts.
-    wait_until(&mut cluster, Duration::from_secs(40), "both sequencers own a partition", |c| {
-        claims(&c.sequencer(0).log()) >= 1 && claims(&c.sequencer(1).log()) >= 1
-    })
-    .await;
+    let mut cluster = cluster_with_two_owners().await;
     let urls = [cluster.gateway_ws_url(0)];
     let docs: Vec<DocId> = (0..8).map(|i| DocId::parse(&format!("contended-{i}")).unwrap()).collect();
     let typing = type_for(&urls, &docs, &['p', 'q'], seed, Duration::from_secs(22));
@@ -321,11 +327,7 @@ async fn postgres_crashing_mid_load_loses_no_acknowledged_op() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
     let seed = seed();
-    let mut cluster = Cluster::builder().gateways(1).sequencers(2).partitions(2).start();
-    wait_until(&mut cluster, Duration::from_secs(40), "both sequencers own a partition", |c| {
-        claims(&c.sequencer(0).log()) >= 1 && claims(&c.sequencer(1).log()) >= 1
-    })
-    .await;
+    let mut cluster = cluster_with_two_owners().await;
     let urls = [cluster.gateway_ws_url(0)];
     let docs: Vec<DocId> = (0..6).map(|i| DocId::parse(&format!("handover-{i}")).unwrap()).collect();
     let typing = type_for(&urls, &docs, &['g', 'h'], seed, Duration::from_secs(10));
