@@ -229,7 +229,9 @@ async fn wait_until(
 
 /// Partition claims a sequencer made (its partition loop logs one line per claim).
 fn claims(log: &str) -> usize {
-    log.matches("tandem_sequencer::partition: partition claimed").count()
+    log.lines()
+        .filter(|l| l.contains("tandem_sequencer::partition") && l.contains("partition claimed"))
+        .count()
 }
 
 /// A cluster of one gateway and two sequencers, each owning one of the two partitions.
