@@ -7,12 +7,31 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data cluster cluster-down cluster-browser-test
+.PHONY: run run-auth token security-doc test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data cluster cluster-down cluster-browser-test
 
-## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data).
+## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data), without
+## authentication: for a first look on your own machine (it says so loudly at start).
 run:
 	@deploy/install-deps.sh --build-only
-	$(CARGO) run --release -p tandem-standalone -- $(ARGS)
+	$(CARGO) run --release -p tandem-standalone -- --insecure-no-auth $(ARGS)
+
+# The development secret of `make run-auth` and `make token`.
+DEV_SECRET ?= data/dev-jwt.secret
+
+## The same with authentication: tokens signed with a development secret (made on first use in
+## $(DEV_SECRET)); mint them with `make token`. Plain HTTP on loopback, so the cookie is not `Secure`.
+run-auth: $(DEV_SECRET)
+	@deploy/install-deps.sh --build-only
+	$(CARGO) run --release -p tandem-standalone -- --jwt-key-file $(DEV_SECRET) --cookie-secure false $(ARGS)
+
+## Mint a development token, e.g. make token ARGS="--user alice --write 'team-a/*' --read handbook"
+token: $(DEV_SECRET)
+	@$(CARGO) run -q -p tandem-auth --features cli --bin tandem-token -- mint --secret-file $(DEV_SECRET) $(ARGS)
+
+$(DEV_SECRET):
+	@mkdir -p $(dir $(DEV_SECRET))
+	@umask 077 && $(CARGO) run -q -p tandem-auth --features cli --bin tandem-token -- new-secret > $(DEV_SECRET).tmp
+	@mv $(DEV_SECRET).tmp $(DEV_SECRET)
 
 ## Install what the tests need, then run every check and test.
 test: deps infra lint unit-tests js-tests browser-tests
@@ -45,6 +64,11 @@ js-tests:
 	$(CARGO) build --locked -p tandem-standalone
 	cd libs/client-js && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone \
 		node --experimental-websocket --test test/*.test.mjs
+
+## Rewrite the hostile-input table of docs/SECURITY.md from what the server does (review the diff).
+security-doc:
+	$(CARGO) build --locked -p tandem-standalone
+	TANDEM_UPDATE_SECURITY=1 $(CARGO) test --locked -p tandem-integration-tests --test security
 
 ## Criterion benchmarks (trace replay through libs/ot).
 bench:

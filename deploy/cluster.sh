@@ -274,9 +274,9 @@ up() {
         --grpc-listen "127.0.0.1:$sequencer_b_port" "${common[@]}"
     local sequencers="http://127.0.0.1:$sequencer_a_port,http://127.0.0.1:$sequencer_b_port"
     start_service gateway-a "listening on http://" "$gateway_bin" \
-        --listen "127.0.0.1:$gateway_a_port" --sequencer "$sequencers" "${common[@]}"
+        --listen "127.0.0.1:$gateway_a_port" --sequencer "$sequencers" "${common[@]}" --insecure-no-auth
     start_service gateway-b "listening on http://" "$gateway_bin" \
-        --listen "127.0.0.1:$gateway_b_port" --sequencer "$sequencers" "${common[@]}"
+        --listen "127.0.0.1:$gateway_b_port" --sequencer "$sequencers" "${common[@]}" --insecure-no-auth
     starting=false
 
     cat <<EOF

@@ -48,7 +48,7 @@ async function startServer() {
       'TANDEM_BIN=$HOME/.cache/tandem/target/debug/tandem-standalone (make browser-tests sets it)',
   );
   dataDir = mkdtempSync(join(tmpdir(), 'tandem-browser-data-'));
-  server = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  server = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--insecure-no-auth'], { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`server did not print "listening on http://..." within 20 s; output:\n${serverOutput}`)),

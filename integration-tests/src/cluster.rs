@@ -151,6 +151,8 @@ pub struct ClusterBuilder {
     sequencers: usize,
     partitions: u32,
     service_token: Option<String>,
+    /// The gateways' `--jwt-key-file`; without one they run with `--insecure-no-auth`.
+    jwt_key_file: Option<std::path::PathBuf>,
     private_postgres: bool,
 }
 
@@ -179,6 +181,12 @@ impl ClusterBuilder {
 
     pub fn service_token(mut self, token: &str) -> Self {
         self.service_token = Some(token.to_owned());
+        self
+    }
+
+    /// The gateways require HS256 tokens signed with the secret in `file` (see [`crate::auth::DevKeys`]).
+    pub fn jwt_key_file(mut self, file: &std::path::Path) -> Self {
+        self.jwt_key_file = Some(file.to_owned());
         self
     }
 
@@ -232,6 +240,7 @@ impl Cluster {
             sequencers: 1,
             partitions: 4,
             service_token: None,
+            jwt_key_file: None,
             private_postgres: false,
         }
     }
@@ -297,6 +306,10 @@ impl Cluster {
         let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{}", free_port())];
         args.extend(["--sequencer".to_owned(), sequencers.join(",")]);
         args.extend(self.common_args(format!("gateway-{i}")));
+        match &self.config.jwt_key_file {
+            Some(file) => args.extend(["--jwt-key-file".to_owned(), file.display().to_string()]),
+            None => args.push("--insecure-no-auth".to_owned()),
+        }
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-gateway", "TANDEM_GATEWAY_BIN"),
             args,

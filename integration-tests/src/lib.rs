@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod auth;
 pub mod cluster;
 pub mod postgres;
 pub mod process;
@@ -42,6 +43,10 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct StandaloneBuilder {
     args: Vec<String>,
+    /// `--jwt-key-file` of the server; without one it runs with `--insecure-no-auth`.
+    jwt_key_file: Option<std::path::PathBuf>,
+    env: Vec<(String, String)>,
+    log: Option<std::path::PathBuf>,
 }
 
 impl StandaloneBuilder {
@@ -51,17 +56,39 @@ impl StandaloneBuilder {
         self
     }
 
+    /// Requires HS256 tokens signed with the secret in `file` (see [`auth::DevKeys`]).
+    pub fn jwt_key_file(mut self, file: &std::path::Path) -> Self {
+        self.jwt_key_file = Some(file.to_owned());
+        self
+    }
+
+    /// Sets an environment variable of the server, e.g. `TANDEM_LOG`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Writes the server's log (stderr) to `file` (see [`Standalone::log`]).
+    pub fn log_to(mut self, file: &std::path::Path) -> Self {
+        self.log = Some(file.to_owned());
+        self
+    }
+
     pub fn start(self) -> Standalone {
         let data = tempfile::tempdir().expect("a temporary data folder");
         let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--data-dir".into()];
         args.push(data.path().join("store").display().to_string());
+        match &self.jwt_key_file {
+            Some(file) => args.extend(["--jwt-key-file".into(), file.display().to_string()]),
+            None => args.push("--insecure-no-auth".into()),
+        }
         args.extend(self.args);
         let spec = ServiceSpec {
             program: binary("tandem-standalone", "TANDEM_BIN"),
             args,
-            env: Vec::new(),
+            env: self.env,
             ready_marker: "listening on http://".into(),
-            log: None,
+            log: self.log,
         };
         let mut process = ServiceProcess::start(spec);
         // Restarts keep the port, so clients reconnect to the same URL.
@@ -96,6 +123,16 @@ impl Standalone {
         self.process.kill();
     }
 
+    /// Everything the server logged so far (with [`StandaloneBuilder::log_to`]).
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// The operating-system process id (to read its memory use from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// SIGTERM, then waits for a graceful exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         self.process.terminate()
@@ -116,10 +153,52 @@ pub struct RawConn {
     close_code: Option<u16>,
 }
 
+/// An upgrade the server refused: its HTTP status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
 impl RawConn {
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket upgrade");
         Self { ws, close_code: None }
+    }
+
+    /// Upgrades with extra request headers (a token, a cookie, an `Origin`…); a refusal returns the
+    /// server's status and message instead of failing the test.
+    pub async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<Self, Refused> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Self { ws, close_code: None }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
+                status: response.status().as_u16(),
+                body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .trim()
+                    .to_owned(),
+            }),
+            Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+        }
+    }
+
+    /// Connects with `Authorization: Bearer <token>` and completes the handshake as `client`.
+    pub async fn hello_with_token(url: &str, client: &str, token: &str) -> Self {
+        let bearer = format!("Bearer {token}");
+        let mut conn =
+            Self::upgrade(url, &[("authorization", &bearer)]).await.expect("the token is accepted");
+        conn.send(json!({"type": "hello", "protocol": 1, "client": client})).await;
+        let welcome = conn.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        conn
     }
 
     /// Connects and completes the handshake as `client`.

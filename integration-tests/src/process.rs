@@ -55,6 +55,11 @@ impl ServiceProcess {
         &self.address
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the service logged so far (empty without [`ServiceSpec::log`]).
     pub fn log(&self) -> String {
         self.spec.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()

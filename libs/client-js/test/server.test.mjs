@@ -37,7 +37,7 @@ before(async () => {
   assert.equal(typeof WS, 'function', 'no global WebSocket: run node with --experimental-websocket (npm test does)');
   dataDir = mkdtempSync(join(tmpdir(), 'tandem-client-js-'));
   const extra = (process.env.TANDEM_ARGS || '').split(/\s+/).filter(Boolean);
-  const args = ['--listen', '127.0.0.1:0', '--data-dir', dataDir, ...extra];
+  const args = ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--insecure-no-auth', ...extra];
   child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const base = await new Promise((resolve, reject) => {
     const timer = setTimeout(

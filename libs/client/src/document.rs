@@ -216,6 +216,14 @@ impl DocumentClient {
         self.state = State::Synced;
     }
 
+    /// The server dropped the in-flight op without using its `seq` up (`forbidden`: it never reached
+    /// the document), so the next op takes that `seq` again. Call before [`reset`](Self::reset).
+    pub fn reuse_in_flight_seq(&mut self) {
+        if let Some(seq) = self.in_flight_seq() {
+            self.next_seq = seq;
+        }
+    }
+
     fn check_version(&self, version: u64) -> Result<(), ClientError> {
         let expected = self.version + 1;
         if version == expected {

@@ -12,11 +12,50 @@ use crate::{ClientId, DocId, ErrorCode, ProtocolError};
 /// A message from a client, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
-    Hello { protocol: u64, client: ClientId },
-    Open { doc: DocId, since: Option<u64> },
-    Op { doc: DocId, seq: u64, base: u64, op: Operation },
-    Close { doc: DocId },
+    Hello {
+        protocol: u64,
+        client: ClientId,
+    },
+    Open {
+        doc: DocId,
+        since: Option<u64>,
+    },
+    Op {
+        doc: DocId,
+        seq: u64,
+        base: u64,
+        op: Operation,
+    },
+    Close {
+        doc: DocId,
+    },
     Ping,
+    /// A fresh token for this session, before the current one expires.
+    Auth {
+        token: BearerToken,
+    },
+}
+
+/// A token as it travels in an `auth` message. Its `Debug` output is redacted, so a logged message
+/// never carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the verifier.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 impl ClientMessage {
@@ -66,8 +105,15 @@ impl ClientMessage {
                 Ok(ClientMessage::Close { doc: parse_doc(&m.doc)? })
             }
             "ping" => Ok(ClientMessage::Ping),
+            "auth" => {
+                let m: raw::Auth = field_errors(value)?;
+                if m.token.is_empty() {
+                    return Err(ProtocolError::bad_request("field `token` is empty"));
+                }
+                Ok(ClientMessage::Auth { token: BearerToken(m.token) })
+            }
             other => Err(ProtocolError::bad_request(format!(
-                "unknown message type {other:?}; expected hello, open, op, close or ping"
+                "unknown message type {other:?}; expected hello, open, op, close, ping or auth"
             ))),
         }
     }
@@ -123,6 +169,11 @@ mod raw {
     pub struct Close {
         pub doc: String,
     }
+
+    #[derive(Deserialize)]
+    pub struct Auth {
+        pub token: String,
+    }
 }
 
 /// A message from the server.
@@ -163,6 +214,11 @@ pub enum ServerMessage {
         seq: Option<u64>,
     },
     Pong,
+    /// The answer to `auth`: the session now runs on the new token, until `expires` (Unix seconds).
+    Authed {
+        user: String,
+        expires: u64,
+    },
 }
 
 impl ServerMessage {
@@ -202,6 +258,9 @@ mod tests {
         let ClientMessage::Op { seq: 1, base: 0, op, .. } = op else { panic!("{op:?}") };
         assert_eq!(op.to_json(), serde_json::json!(["hi"]));
         assert_eq!(ClientMessage::parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping);
+        let auth = ClientMessage::parse(r#"{"type":"auth","token":"secret-token"}"#).unwrap();
+        assert_eq!(auth, ClientMessage::Auth { token: BearerToken::new("secret-token") });
+        assert!(!format!("{auth:?}").contains("secret-token"), "the token must not reach a log");
         assert!(matches!(
             ClientMessage::parse(r#"{"type":"close","doc":"d"}"#),
             Ok(ClientMessage::Close { .. })
@@ -215,6 +274,8 @@ mod tests {
         assert!(err(r#"{"doc":"d"}"#).contains("no `type`"));
         assert!(err(r#"{"type":"dance"}"#).contains("unknown message type \"dance\""));
         assert!(err(r#"{"type":"open"}"#).contains("missing field `doc`"));
+        assert!(err(r#"{"type":"auth"}"#).contains("missing field `token`"));
+        assert!(err(r#"{"type":"auth","token":""}"#).contains("`token` is empty"));
         assert!(err(r#"{"type":"open","doc":"a b"}"#).contains("field `doc`"));
         assert!(err(r#"{"type":"op","doc":"d","seq":"1","base":0,"op":[]}"#).contains("invalid type"));
         let e = ClientMessage::parse(r#"{"type":"op","doc":"d","seq":4,"base":0,"op":[1.5]}"#).unwrap_err();
@@ -235,5 +296,7 @@ mod tests {
         let e: ServerMessage = ProtocolError::bad_request("x").into();
         assert_eq!(e.to_json(), r#"{"type":"error","code":"bad_request","message":"x"}"#);
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+        let authed = ServerMessage::Authed { user: "alice".to_owned(), expires: 1_767_225_600 };
+        assert_eq!(authed.to_json(), r#"{"type":"authed","user":"alice","expires":1767225600}"#);
     }
 }

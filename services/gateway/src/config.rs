@@ -2,9 +2,25 @@
 
 use std::time::Duration;
 
+use crate::admission::Authentication;
+
 /// Limits and timeouts of the WebSocket edge. Each has a documented error when crossed.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
+    /// Who may connect: a JWT on the upgrade, or nobody asked (development).
+    pub auth: Authentication,
+    /// Origins besides the server's own whose pages may use a cookie session.
+    pub allowed_origins: Vec<String>,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Off only for plain-HTTP development.
+    pub cookie_secure: bool,
+    /// Connections one user may have open at once (HTTP 429 beyond). Not counted without authentication.
+    pub max_connections_per_user: usize,
+    /// Connections one IP address may have open at once (HTTP 429 beyond).
+    pub max_connections_per_ip: usize,
+    /// Sustained `op` and `open` messages per second on one connection (`rate_limited` beyond).
+    pub ops_per_second: u32,
+    /// How many `op` and `open` messages one connection may send at once before the rate applies.
+    pub ops_burst: u32,
     /// Largest WebSocket message accepted; larger ones close the connection with 1009 (`too_large`).
     pub max_frame_bytes: usize,
     /// Frames waiting to be written to one client; when full the client is `overloaded` (4408).
@@ -35,6 +51,13 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
+            auth: Authentication::Disabled,
+            allowed_origins: Vec::new(),
+            cookie_secure: true,
+            max_connections_per_user: 100,
+            max_connections_per_ip: 1000,
+            ops_per_second: 1000,
+            ops_burst: 2000,
             max_frame_bytes: 1 << 20,
             outbound_queue: 4096,
             outbound_queue_bytes: 8 << 20,

@@ -11,14 +11,17 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
+use tandem_auth::{Access, Principal};
 use tandem_bus::BusError;
 use tandem_protocol::records::Submission;
-use tandem_protocol::ws::{ClientMessage, ServerMessage};
+use tandem_protocol::ws::{BearerToken, ClientMessage, ServerMessage};
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError, PROTOCOL_VERSION};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::admission::{unix_now, Authentication};
 use crate::hub::ConnId;
+use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::outbound::{Inbound, Outbound};
 use crate::GatewayState;
 
@@ -27,7 +30,9 @@ mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const POLICY: u16 = 1008;
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
+    pub const UNAUTHORIZED: u16 = 4401;
     pub const OVERLOADED: u16 = 4408;
 }
 
@@ -40,15 +45,30 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Why a connection ends, and the close frame to send.
 type End = Option<(u16, &'static str)>;
 
-/// Serves one upgraded socket to the end.
-pub(crate) async fn serve(mut socket: WebSocket, state: Arc<GatewayState>) {
+/// Serves one upgraded socket to the end. `_slot` holds the connection's place in the per-user and
+/// per-address limits until then.
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    state: Arc<GatewayState>,
+    principal: Principal,
+    _slot: ConnectionSlot,
+) {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let Some(client) = handshake(&mut socket, &state).await else { return };
+    let Some(client) = handshake(&mut socket, &state, &principal.user).await else { return };
     metrics::gauge!("tandem_gateway_connections").increment(1.0);
-    debug!(conn, client = %client, "connection open");
+    debug!(conn, client = %client, user = %principal.user, "connection open");
     let (outbound, mut inbound) =
         Outbound::new(state.config.outbound_queue, state.config.outbound_queue_bytes);
-    let mut session = Session { conn, client, outbound, open: HashSet::new(), state: state.clone() };
+    let mut session = Session {
+        conn,
+        client,
+        expiry: expiry_deadline(&state.config.auth, &principal),
+        principal,
+        ops: TokenBucket::new(state.config.ops_per_second, state.config.ops_burst),
+        outbound,
+        open: HashSet::new(),
+        state: state.clone(),
+    };
     let end = session.run(&mut socket, &mut inbound).await;
     for doc in &session.open {
         state.hubs.unsubscribe(doc, conn).await;
@@ -61,7 +81,7 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<GatewayState>) {
 }
 
 /// Waits for `hello` and answers `welcome`; on anything else, says why and closes.
-async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<ClientId> {
+async fn handshake(socket: &mut WebSocket, state: &GatewayState, user: &str) -> Option<ClientId> {
     let deadline = Instant::now() + state.config.handshake_timeout;
     let timeout = state.config.write_timeout;
     let text = loop {
@@ -87,8 +107,7 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState) -> Option<Clien
     };
     match ClientMessage::parse(&text) {
         Ok(ClientMessage::Hello { protocol, client }) if protocol == PROTOCOL_VERSION => {
-            let welcome =
-                ServerMessage::Welcome { protocol, client: client.clone(), user: "anonymous".to_owned() };
+            let welcome = ServerMessage::Welcome { protocol, client: client.clone(), user: user.to_owned() };
             send(socket, &welcome, timeout).await.ok()?;
             Some(client)
         }
@@ -159,6 +178,10 @@ async fn read_error(socket: &mut WebSocket, error: axum::Error, state: &GatewayS
         // The rest of the frame cannot be read through the WebSocket any more, and dropping the socket
         // with it unread resets the connection: keep it open until the client has read the close.
         tokio::time::sleep(CLOSE_LINGER).await;
+    } else if text.to_ascii_lowercase().contains("utf-8") {
+        // RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection with 1007.
+        let error = ProtocolError::bad_request("a text frame was not valid UTF-8");
+        refuse(socket, error, close_code::INVALID_PAYLOAD, state.config.write_timeout).await;
     } else {
         debug!(error = %text, "socket read failed");
     }
@@ -168,9 +191,28 @@ fn binary_frame() -> ProtocolError {
     ProtocolError::bad_request("binary frames are not supported; send JSON in text frames")
 }
 
+/// When a session's token runs out: its `exp` plus the verifier's leeway, as a deadline.
+fn expiry_deadline(auth: &Authentication, principal: &Principal) -> Option<Instant> {
+    let Authentication::Jwt(verifier) = auth else { return None };
+    let ends = principal.expires_at?.saturating_add(verifier.leeway_secs());
+    Some(Instant::now() + Duration::from_secs(ends.saturating_sub(unix_now())))
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Session {
     conn: ConnId,
     client: ClientId,
+    principal: Principal,
+    /// When the session's token expires, unless an `auth` message brings a fresh one.
+    expiry: Option<Instant>,
+    /// `op` and `open` messages allowed.
+    ops: TokenBucket,
     outbound: Outbound,
     open: HashSet<DocId>,
     state: Arc<GatewayState>,
@@ -186,6 +228,13 @@ impl Session {
             tokio::select! {
                 _ = inbound.overloaded.cancelled() => return self.overloaded(socket).await,
                 _ = self.state.shutdown.cancelled() => return Some((close_code::GOING_AWAY, "server shutting down")),
+                _ = sleep_until(self.expiry) => {
+                    let error = ProtocolError::new(
+                        ErrorCode::Unauthorized,
+                        "the token expired; send `auth` with a fresh token before it does, or reconnect with one",
+                    );
+                    return self.unauthorized(socket, error).await;
+                }
                 Some(frame) = inbound.frames.recv() => {
                     if let Some(end) = self.write_queued(socket, inbound, frame).await {
                         return end;
@@ -205,12 +254,17 @@ impl Session {
                             return None;
                         }
                         Some(Ok(Message::Text(text))) => match ClientMessage::parse(&text) {
-                            Ok(ClientMessage::Open { doc, since }) => {
-                                match self.open_while_writing(socket, inbound, doc, since).await {
+                            Ok(ClientMessage::Open { doc, since }) => match self.admit_open(&doc) {
+                                Err(refusal) => Some(refusal.into()),
+                                Ok(()) => match self.open_while_writing(socket, inbound, doc, since).await {
                                     Ok(reply) => reply,
                                     Err(end) => return end,
-                                }
-                            }
+                                },
+                            },
+                            Ok(ClientMessage::Auth { token }) => match self.reauthenticate(&token).await {
+                                Ok(reply) => Some(reply),
+                                Err(error) => return self.unauthorized(socket, error).await,
+                            },
                             Ok(message) => self.on_message(message).await,
                             Err(e) => Some(e.into()),
                         },
@@ -307,7 +361,11 @@ impl Session {
                 Some(ProtocolError::bad_request("hello was already received").into())
             }
             ClientMessage::Ping => Some(ServerMessage::Pong),
-            ClientMessage::Open { doc, since } => self.open(doc, since).await.err().map(Into::into),
+            ClientMessage::Open { doc, since } => match self.admit_open(&doc) {
+                Ok(()) => self.open(doc, since).await.err().map(Into::into),
+                Err(refusal) => Some(refusal.into()),
+            },
+            ClientMessage::Auth { .. } => unreachable!("auth is handled by the connection loop"),
             ClientMessage::Close { doc } => {
                 if self.open.remove(&doc) {
                     self.state.hubs.unsubscribe(&doc, self.conn).await;
@@ -319,6 +377,19 @@ impl Session {
                     let e =
                         ProtocolError::bad_request(format!("document {doc} is not open on this connection"));
                     return Some(e.with_doc(doc).with_seq(seq).into());
+                }
+                if !self.principal.allows(Access::Write, &doc) {
+                    metrics::counter!("tandem_gateway_forbidden_total").increment(1);
+                    let message = format!(
+                        "user {:?} may not write document {doc}; the op was dropped and its seq is not used",
+                        self.principal.user
+                    );
+                    return Some(
+                        ProtocolError::new(ErrorCode::Forbidden, message).with_doc(doc).with_seq(seq).into(),
+                    );
+                }
+                if !self.ops.try_take() {
+                    return Some(self.rate_limited().with_doc(doc).with_seq(seq).into());
                 }
                 let submission = Submission { doc: doc.clone(), client: self.client.clone(), seq, base, op };
                 match self.state.submitter.submit(submission.clone()).await {
@@ -346,6 +417,74 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The checks before an `open` costs anything: read permission and the message rate.
+    fn admit_open(&mut self, doc: &DocId) -> Result<(), ProtocolError> {
+        if !self.principal.allows(Access::Read, doc) {
+            metrics::counter!("tandem_gateway_forbidden_total").increment(1);
+            let message = format!("user {:?} may not read document {doc}", self.principal.user);
+            return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_doc(doc.clone()));
+        }
+        if !self.ops.try_take() {
+            return Err(self.rate_limited().with_doc(doc.clone()));
+        }
+        Ok(())
+    }
+
+    fn rate_limited(&self) -> ProtocolError {
+        metrics::counter!("tandem_gateway_rate_limited_total").increment(1);
+        let (rate, burst) = (self.state.config.ops_per_second, self.state.config.ops_burst);
+        ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {rate} ops and opens per second (bursts of {burst}) on this connection; \
+                 the message was dropped: send it again later"
+            ),
+        )
+    }
+
+    /// `auth`: the session continues on a fresh token of the same user. A token that does not verify
+    /// (or names another user) ends the session; documents the new token may not read are closed.
+    async fn reauthenticate(&mut self, token: &BearerToken) -> Result<ServerMessage, ProtocolError> {
+        let Authentication::Jwt(verifier) = &self.state.config.auth else {
+            return Ok(ProtocolError::bad_request(
+                "this server runs without authentication; `auth` is not needed",
+            )
+            .into());
+        };
+        let principal = verifier.verify(token.expose()).map_err(|e| {
+            metrics::counter!("tandem_gateway_auth_failures_total").increment(1);
+            ProtocolError::new(ErrorCode::Unauthorized, format!("the token of `auth` was refused: {e}"))
+        })?;
+        if principal.user != self.principal.user {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                format!("the token of `auth` is for another user than {:?}", self.principal.user),
+            ));
+        }
+        self.expiry = expiry_deadline(&self.state.config.auth, &principal);
+        self.principal = principal;
+        let withdrawn: Vec<DocId> =
+            self.open.iter().filter(|doc| !self.principal.allows(Access::Read, doc)).cloned().collect();
+        for doc in withdrawn {
+            self.open.remove(&doc);
+            self.state.hubs.unsubscribe(&doc, self.conn).await;
+            let message = format!("the new token does not allow reading document {doc}; it was closed");
+            let error = ProtocolError::new(ErrorCode::Forbidden, message).with_doc(doc);
+            if self.outbound.push(ServerMessage::from(error).to_json().into()).is_err() {
+                break; // the connection is overloaded and ends anyway
+            }
+        }
+        let expires = self.principal.expires_at.unwrap_or_default();
+        Ok(ServerMessage::Authed { user: self.principal.user.clone(), expires })
+    }
+
+    /// Ends the session as `unauthorized` (4401).
+    async fn unauthorized(&self, socket: &mut WebSocket, error: ProtocolError) -> End {
+        debug!(conn = self.conn, user = %self.principal.user, reason = %error.message, "session unauthorized");
+        let _ = send(socket, &error.into(), self.state.config.write_timeout).await;
+        Some((close_code::UNAUTHORIZED, "unauthorized"))
     }
 
     async fn open(&mut self, doc: DocId, since: Option<u64>) -> Result<(), ProtocolError> {

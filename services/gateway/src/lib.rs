@@ -6,12 +6,13 @@
 //!
 //! [`run`] takes an already-bound listener, so tests bind port 0 and start the real gateway in-process.
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -21,15 +22,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod admission;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config;
 mod connection;
 mod demo;
 pub mod hub;
+mod limits;
 mod outbound;
 mod pending;
 
+pub use admission::{Authentication, SESSION_COOKIE, SUBPROTOCOL};
 pub use config::GatewayConfig;
 use hub::Hubs;
+use limits::ConnectionCounts;
 
 /// What the gateway talks to.
 pub struct GatewayDeps {
@@ -46,6 +53,7 @@ pub(crate) struct GatewayState {
     pub hubs: Arc<Hubs>,
     pub submitter: Arc<dyn OpSubmitter>,
     pub next_conn: AtomicU64,
+    pub connections: Arc<ConnectionCounts>,
     pub shutdown: CancellationToken,
 }
 
@@ -62,6 +70,7 @@ pub async fn run(
         hubs: hubs.clone(),
         submitter: deps.submitter,
         next_conn: AtomicU64::new(1),
+        connections: Arc::default(),
         shutdown: shutdown.clone(),
     });
     let mut stream = deps.events.subscribe();
@@ -84,6 +93,8 @@ pub async fn run(
     });
     info!(address = %listener.local_addr()?, "gateway listening");
     let app = router(state).merge(deps.extra_routes);
+    // The peer address feeds the per-address connection limit.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     record_router.abort();
     Ok(())
@@ -94,15 +105,42 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(demo::routes())
+        .merge(admission::routes())
         .with_state(state)
 }
 
-async fn websocket(State(state): State<Arc<GatewayState>>, upgrade: WebSocketUpgrade) -> Response {
+/// The upgrade: authenticated and admitted (connection limits) before any frame is exchanged.
+async fn websocket(
+    State(state): State<Arc<GatewayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let principal = match admission::authenticate(&state, &headers) {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Without authentication everyone is `anonymous`: only the address limit means anything.
+    let user = matches!(state.config.auth, Authentication::Jwt(_)).then_some(principal.user.as_str());
+    let slot = match state.connections.admit(
+        user,
+        state.config.max_connections_per_user,
+        peer.ip(),
+        state.config.max_connections_per_ip,
+    ) {
+        Ok(slot) => slot,
+        Err(too_many) => {
+            metrics::counter!("tandem_gateway_connections_refused_total").increment(1);
+            return admission::Refusal::new(StatusCode::TOO_MANY_REQUESTS, too_many.to_string())
+                .into_response();
+        }
+    };
     let max = state.config.max_frame_bytes;
     upgrade
+        .protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, state))
+        .on_upgrade(move |socket| connection::serve(socket, state, principal, slot))
         .into_response()
 }
 

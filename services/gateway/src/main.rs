@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tandem_bus::kafka::{KafkaConfig, KafkaEventSubscriber};
-use tandem_gateway::{GatewayConfig, GatewayDeps};
+use tandem_gateway::cli::EdgeArgs;
+use tandem_gateway::GatewayDeps;
 use tandem_rpc::{GrpcSubmitter, SubmitterOptions};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
 use tokio::net::TcpListener;
@@ -44,9 +45,9 @@ struct Config {
     /// Shared token presented to the sequencers.
     #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
     service_token: Option<String>,
-    /// Largest WebSocket message, in bytes.
-    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
-    max_frame_bytes: usize,
+    /// Authentication, browser safety and per-connection limits.
+    #[command(flatten)]
+    edge: EdgeArgs,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let gateway_config = config.edge.gateway_config()?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     let address = listener.local_addr().context("read the bound address")?;
@@ -80,11 +82,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .map(tandem_telemetry::metrics_routes)
             .unwrap_or_default(),
     };
-    let gateway_config =
-        GatewayConfig { max_frame_bytes: config.max_frame_bytes, ..GatewayConfig::default() };
     let shutdown = CancellationToken::new();
     let mut gateway = tokio::spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
     println!("gateway {} listening on http://{address}/", config.instance);
+    println!("  {}", config.edge.banner());
+    if config.edge.insecure_no_auth {
+        warn!("{}", config.edge.banner());
+    }
     tokio::select! {
         _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down"),
         result = &mut gateway => {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tandem_bus::in_process::{in_process, InProcessConfig};
-use tandem_gateway::{GatewayConfig, GatewayDeps};
+use tandem_gateway::cli::EdgeArgs;
+use tandem_gateway::GatewayDeps;
 use tandem_sequencer::{run_partition, Limits, PartitionConfig};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
 use tandem_store::EventStore;
@@ -41,30 +42,12 @@ struct Config {
     /// Most characters one op may insert.
     #[arg(long, env = "TANDEM_MAX_OP_CHARS", default_value_t = 1_000_000)]
     max_op_chars: usize,
-    /// Largest WebSocket message, in bytes.
-    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
-    max_frame_bytes: usize,
-    /// Frames queued for one client before it is disconnected as `overloaded`.
-    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = 4096)]
-    outbound_queue: usize,
-    /// Bytes queued for one client before it is disconnected as `overloaded`.
-    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20)]
-    outbound_queue_bytes: usize,
-    /// Seconds a write to a client may block before the client is disconnected as `overloaded`.
-    #[arg(long, env = "TANDEM_WRITE_TIMEOUT", default_value_t = 10)]
-    write_timeout: u64,
     /// Oldest `base` accepted, in versions behind the document.
     #[arg(long, env = "TANDEM_MAX_BASE_LAG", default_value_t = 100_000)]
     max_base_lag: u64,
-    /// Documents one connection may have open at once.
-    #[arg(long, env = "TANDEM_MAX_OPEN_DOCUMENTS", default_value_t = 100)]
-    max_open_documents: usize,
-    /// Seconds from connecting to the `hello` frame.
-    #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", default_value_t = 10)]
-    handshake_timeout: u64,
-    /// Seconds a connection may stay silent before it is closed.
-    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", default_value_t = 120)]
-    idle_timeout: u64,
+    /// Authentication, browser safety and per-connection limits.
+    #[command(flatten)]
+    edge: EdgeArgs,
     /// fsync every commit (survives power loss); without it a commit survives a process crash only.
     #[arg(long, env = "TANDEM_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
@@ -84,6 +67,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Configuration errors (no authentication configured, an unreadable key) stop the start first.
+    let gateway_config = config.edge.gateway_config()?;
     // Bind first: a taken port is reported before any real work starts.
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
@@ -123,16 +108,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    let gateway_config = GatewayConfig {
-        max_frame_bytes: config.max_frame_bytes,
-        outbound_queue: config.outbound_queue,
-        outbound_queue_bytes: config.outbound_queue_bytes,
-        write_timeout: Duration::from_secs(config.write_timeout),
-        max_open_documents: config.max_open_documents,
-        handshake_timeout: Duration::from_secs(config.handshake_timeout),
-        idle_timeout: Duration::from_secs(config.idle_timeout),
-        ..GatewayConfig::default()
-    };
     let extra_routes =
         tandem_telemetry::metrics_recorder().map(tandem_telemetry::metrics_routes).unwrap_or_default();
     let deps =
@@ -141,6 +116,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tasks.close();
 
     println!("Tandem (single-process mode) listening on http://{address}/");
+    println!("  {}", config.edge.banner());
+    if config.edge.insecure_no_auth {
+        warn!("{}", config.edge.banner());
+    }
     println!(
         "  open http://{address}/?doc=welcome in two browser tabs; data in {}",
         config.data_dir.display()

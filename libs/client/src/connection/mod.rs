@@ -264,6 +264,10 @@ enum Command {
     Close {
         doc: DocId,
     },
+    /// Continue on a fresh token: sent as `auth`, and used for every later reconnect.
+    Authenticate {
+        token: String,
+    },
     /// Answered once the socket is dropped.
     DropConnection {
         done: oneshot::Sender<()>,
@@ -381,6 +385,13 @@ impl Client {
         let (done, rx) = oneshot::channel();
         self.send(Command::DropConnection { done }).await?;
         rx.await.map_err(|_| self.closed_error())
+    }
+
+    /// Hands the server a fresh token before the current one expires (the `auth` message), and uses
+    /// it for every later reconnect. A token the server refuses ends the session as
+    /// [`ClientError::Unauthorized`].
+    pub async fn refresh_token(&self, token: impl Into<String>) -> Result<(), ClientError> {
+        self.send(Command::Authenticate { token: token.into() }).await
     }
 
     /// Closes the connection politely and ends the client; later calls fail with

@@ -37,6 +37,7 @@ pub(crate) fn encode(msg: &ClientMessage) -> String {
         }
         ClientMessage::Close { doc } => json!({"type": "close", "doc": doc}),
         ClientMessage::Ping => json!({"type": "ping"}),
+        ClientMessage::Auth { token } => json!({"type": "auth", "token": token.expose()}),
     };
     value.to_string()
 }

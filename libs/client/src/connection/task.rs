@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use tandem_protocol::ws::{ClientMessage, ServerMessage};
+use tandem_protocol::ws::{BearerToken, ClientMessage, ServerMessage};
 use tandem_protocol::{DocId, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,6 +32,7 @@ pub(super) fn spawn(
         urls,
         current,
         next: current,
+        token: options.token.clone(),
         options,
         shared,
         commands,
@@ -50,6 +51,8 @@ struct Task {
     /// Index in `urls` of the next connection attempt.
     next: usize,
     options: Arc<ClientOptions>,
+    /// The token for the next connection: the options' one until [`Command::Authenticate`] replaces it.
+    token: Option<String>,
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     /// `open` requests waiting for their snapshot.
@@ -232,6 +235,13 @@ impl Task {
                 self.shared.notify_changed();
                 Flow::Continue
             }
+            Command::Authenticate { token } => {
+                if connected {
+                    out.push(encode(&ClientMessage::Auth { token: BearerToken::new(token.clone()) }));
+                }
+                self.token = Some(token);
+                Flow::Continue
+            }
             Command::DropConnection { done } => {
                 self.shared.lock().connected = false;
                 let _ = done.send(());
@@ -286,7 +296,7 @@ impl Task {
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
         match message {
-            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+            ServerMessage::Welcome { .. } | ServerMessage::Pong | ServerMessage::Authed { .. } => {}
             ServerMessage::Snapshot { doc, version, text } => {
                 if let Some(reply) = self.opening.remove(&doc) {
                     if reply.is_closed() {
@@ -444,8 +454,12 @@ impl Task {
                         self.resends.push((Instant::now() + backoff(&self.options, 1), doc, seq));
                     }
                 } else {
-                    // Rejected (invalid_op, forbidden, too_large…): its seq is used up and its edits
-                    // are lost; reload as PROTOCOL.md prescribes for invalid_op.
+                    // Rejected (invalid_op, forbidden, too_large…): its edits are lost; reload as
+                    // PROTOCOL.md prescribes for invalid_op. A forbidden op never reached the
+                    // document, so its seq is not used up.
+                    if code == ErrorCode::Forbidden {
+                        entry.doc.reuse_in_flight_seq();
+                    }
                     resync(state, &doc, out);
                 }
             }
@@ -522,7 +536,7 @@ impl Task {
         let options = &self.options;
         let url = &self.urls[self.next];
         let mut ws =
-            socket::connect(url, options.token.as_deref(), &self.shared.client_id, options.connect_timeout)
+            socket::connect(url, self.token.as_deref(), &self.shared.client_id, options.connect_timeout)
                 .await?;
         self.opening.retain(|_, reply| !reply.is_closed());
         let mut out: Vec<String> = self

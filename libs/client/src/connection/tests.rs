@@ -198,6 +198,10 @@ impl Fake {
         match message {
             ClientMessage::Hello { .. } => {}
             ClientMessage::Ping => send(state, conn, ServerMessage::Pong),
+            ClientMessage::Auth { .. } => {
+                let authed = ServerMessage::Authed { user: "anonymous".to_owned(), expires: u64::MAX >> 11 };
+                send(state, conn, authed)
+            }
             ClientMessage::Close { doc } => {
                 if let Some((_, docs, _)) = state.conns.get_mut(&conn) {
                     docs.retain(|d| *d != doc);

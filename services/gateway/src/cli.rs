@@ -1,0 +1,138 @@
+//! Command-line flags of the WebSocket edge, shared by `tandem-gateway` and `tandem-standalone`:
+//! authentication, browser safety and every per-connection limit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_auth::{
+    KeyAlgorithm, Verifier, VerifierConfig, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS,
+};
+
+use crate::{Authentication, GatewayConfig};
+
+/// Flags of the edge. Every flag can also be set with the environment variable shown.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Run WITHOUT authentication: every caller is `anonymous` and may read and write every document.
+    /// For development on a trusted machine only.
+    #[arg(long, env = "TANDEM_INSECURE_NO_AUTH", conflicts_with = "jwt_key_files")]
+    pub insecure_no_auth: bool,
+    /// Token signature algorithm accepted (only this one): HS256, RS256 or EdDSA.
+    #[arg(long, env = "TANDEM_JWT_ALGORITHM", default_value = "HS256", value_parser = parse_algorithm)]
+    pub jwt_algorithm: KeyAlgorithm,
+    /// Token key file: the shared secret for HS256 (at least 32 bytes), a PEM public key for RS256 and
+    /// EdDSA. Repeat (or separate with commas) to accept several keys during a rotation.
+    #[arg(long = "jwt-key-file", env = "TANDEM_JWT_KEY_FILES", value_delimiter = ',')]
+    pub jwt_key_files: Vec<PathBuf>,
+    /// The `aud` a token must carry.
+    #[arg(long, env = "TANDEM_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub jwt_audience: String,
+    /// The `iss` a token must carry.
+    #[arg(long, env = "TANDEM_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
+    pub jwt_issuer: String,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "TANDEM_JWT_LEEWAY", default_value_t = DEFAULT_LEEWAY_SECS)]
+    pub jwt_leeway: u64,
+    /// Origins (e.g. `https://app.example.com`) besides this server's own whose pages may connect with
+    /// the session cookie. Repeat or separate with commas.
+    #[arg(long = "allowed-origin", env = "TANDEM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Mark the session cookie `Secure` (HTTPS only). Turn off only for plain HTTP on a private network.
+    #[arg(long, env = "TANDEM_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+    /// Connections one user may have open at once.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+    /// Connections one IP address may have open at once.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+    /// Sustained `op` and `open` messages per second on one connection.
+    #[arg(long, env = "TANDEM_OPS_PER_SECOND", default_value_t = 1000)]
+    pub ops_per_second: u32,
+    /// `op` and `open` messages one connection may send in a burst.
+    #[arg(long, env = "TANDEM_OPS_BURST", default_value_t = 2000)]
+    pub ops_burst: u32,
+    /// Largest WebSocket message, in bytes.
+    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+    /// Frames queued for one client before it is disconnected as `overloaded`.
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = 4096)]
+    pub outbound_queue: usize,
+    /// Bytes queued for one client before it is disconnected as `overloaded`.
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20)]
+    pub outbound_queue_bytes: usize,
+    /// Seconds a write to a client may block before the client is disconnected as `overloaded`.
+    #[arg(long, env = "TANDEM_WRITE_TIMEOUT", default_value_t = 10)]
+    pub write_timeout: u64,
+    /// Documents one connection may have open at once.
+    #[arg(long, env = "TANDEM_MAX_OPEN_DOCUMENTS", default_value_t = 100)]
+    pub max_open_documents: usize,
+    /// Seconds from connecting to the `hello` frame.
+    #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds a connection may stay silent before it is closed.
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", default_value_t = 120)]
+    pub idle_timeout: u64,
+}
+
+fn parse_algorithm(name: &str) -> Result<KeyAlgorithm, String> {
+    KeyAlgorithm::parse(name)
+        .ok_or_else(|| format!("{name:?} is not accepted; use HS256, RS256 or EdDSA (never none)"))
+}
+
+impl EdgeArgs {
+    /// The gateway configuration these flags describe. Fails when authentication is neither
+    /// configured nor explicitly turned off, or a key cannot be read.
+    pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
+        let auth = if self.insecure_no_auth {
+            Authentication::Disabled
+        } else if self.jwt_key_files.is_empty() {
+            anyhow::bail!(
+                "authentication is not configured: give --jwt-key-file (with --jwt-algorithm), \
+                 or --insecure-no-auth to run without authentication (development only)"
+            );
+        } else {
+            let mut config = VerifierConfig::from_key_files(self.jwt_algorithm, &self.jwt_key_files)?;
+            config.audience = self.jwt_audience.clone();
+            config.issuer = self.jwt_issuer.clone();
+            config.leeway_secs = self.jwt_leeway;
+            Authentication::Jwt(Arc::new(Verifier::new(config).context("token verification")?))
+        };
+        Ok(GatewayConfig {
+            auth,
+            allowed_origins: self.allowed_origins.clone(),
+            cookie_secure: self.cookie_secure,
+            max_connections_per_user: self.max_connections_per_user,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ops_per_second: self.ops_per_second,
+            ops_burst: self.ops_burst,
+            max_frame_bytes: self.max_frame_bytes,
+            outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            write_timeout: Duration::from_secs(self.write_timeout),
+            max_open_documents: self.max_open_documents,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            ..GatewayConfig::default()
+        })
+    }
+
+    /// What a person starting the server must know about its security, for the start banner.
+    pub fn banner(&self) -> String {
+        if self.insecure_no_auth {
+            "WARNING: AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this port can read \
+             and write every document. Development only."
+                .to_owned()
+        } else {
+            format!(
+                "authentication: {} tokens for audience {:?} from issuer {:?} ({} key file(s))",
+                self.jwt_algorithm,
+                self.jwt_audience,
+                self.jwt_issuer,
+                self.jwt_key_files.len()
+            )
+        }
+    }
+}
