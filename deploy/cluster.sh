@@ -266,6 +266,13 @@ up() {
         fi
     done
     "$root/deploy/tansu.sh" start "$broker_port" "$(pidfile_of tansu)"
+    # Gateways authenticate to the sequencers with a shared token, made once per cluster folder and
+    # passed in the environment (a command line is readable by every user of the machine).
+    if [[ ! -s "$state/service-token" ]]; then
+        (umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$state/service-token")
+    fi
+    TANDEM_SERVICE_TOKEN="$(cat "$state/service-token")"
+    export TANDEM_SERVICE_TOKEN
     local common=(--brokers "127.0.0.1:$broker_port" --postgres-url "$postgres_url" --partitions "$partitions")
     # One at a time, each ready before the next (as the integration tests' clusters start).
     start_service sequencer-a "grpc listening on " "$sequencer_bin" \

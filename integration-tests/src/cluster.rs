@@ -192,7 +192,9 @@ impl ClusterBuilder {
 
     /// Starts the broker, the database, the sequencers (in order, each one ready before the next),
     /// then the gateways.
-    pub fn start(self) -> Cluster {
+    pub fn start(mut self) -> Cluster {
+        // Sequencers always authenticate their callers: a random service token unless the test chose one.
+        self.service_token.get_or_insert_with(|| format!("service-{:016x}", rand::random::<u64>()));
         let broker = Broker::start();
         let private_postgres = self.private_postgres.then(PrivatePostgres::start);
         let database = match &private_postgres {
@@ -272,7 +274,7 @@ impl Cluster {
     }
 
     fn common_args(&self, instance: String) -> Vec<String> {
-        let mut args = vec![
+        let args = vec![
             "--brokers".into(),
             self.broker.address(),
             "--postgres-url".into(),
@@ -282,10 +284,13 @@ impl Cluster {
             "--instance".into(),
             instance,
         ];
-        if let Some(token) = &self.config.service_token {
-            args.extend(["--service-token".into(), token.clone()]);
-        }
         args
+    }
+
+    /// The shared token between gateways and sequencers, in the environment rather than on the command
+    /// line (where every user of the machine could read it).
+    fn service_token_env(&self) -> (String, String) {
+        ("TANDEM_SERVICE_TOKEN".into(), self.config.service_token.clone().unwrap_or_default())
     }
 
     fn start_sequencer(&self, i: usize) -> ServiceProcess {
@@ -294,7 +299,7 @@ impl Cluster {
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-sequencer", "TANDEM_SEQUENCER_BIN"),
             args,
-            env: vec![("TANDEM_LOG".into(), "info".into())],
+            env: vec![("TANDEM_LOG".into(), "info".into()), self.service_token_env()],
             ready_marker: "grpc listening on ".into(),
             log: Some(self.logs.path().join(format!("sequencer-{i}.log"))),
         })
@@ -313,7 +318,7 @@ impl Cluster {
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-gateway", "TANDEM_GATEWAY_BIN"),
             args,
-            env: Vec::new(),
+            env: vec![self.service_token_env()],
             ready_marker: "listening on http://".into(),
             log: Some(self.logs.path().join(format!("gateway-{i}.log"))),
         })

@@ -16,11 +16,15 @@
 //! Write permission implies read permission. A pattern is a document id (exact), a prefix followed by
 //! `*` (`team-a/*` covers every id starting with `team-a/`), or `*` alone (every document).
 
+#[cfg(feature = "cli")]
+mod args;
 mod claims;
 mod mint;
 mod permissions;
 mod verifier;
 
+#[cfg(feature = "cli")]
+pub use args::JwtArgs;
 pub use claims::{Claims, DocClaims};
 pub use mint::{mint, MintError, MintKey, MintRequest};
 pub use permissions::{Access, Pattern, PatternError, Permissions};

@@ -23,4 +23,4 @@ pub use tandem_proto::{convert, proto};
 pub use client::{GrpcSubmitter, SubmitterOptions};
 pub use convert::{decode_record, decode_submission, encode_record, encode_submission, ConvertError};
 pub use error::RpcError;
-pub use server::{serve, SequencerIngress, TokenCheck};
+pub use server::{serve, Caller, CallerAuth, CallerCheck, SequencerIngress};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use tandem_auth::{Access, Principal, Verifier};
 use tandem_bus::OpSubmitter;
 use tandem_protocol::records::Submission;
 use tandem_protocol::ErrorCode;
@@ -82,6 +83,8 @@ impl Sequencer for SequencerIngress {
     ) -> Result<Response<Self::SubmitStream>, Status> {
         let call_trace = trace_context::extract(request.metadata());
         let remote = request.remote_addr();
+        // Put there by [`CallerCheck`]; a service mounted without it trusts its callers fully.
+        let caller = request.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::trusted);
         // Each request in progress holds one permit and answers through `responses`, whose room
         // matches the permits, so answering never waits on a slow reader for long.
         let (responses, rx) = mpsc::channel(self.max_in_flight);
@@ -92,10 +95,12 @@ impl Sequencer for SequencerIngress {
             submitter: self.submitter.clone(),
             max_batch: self.max_batch,
             shutdown: self.shutdown.clone(),
+            caller: Arc::new(caller),
         };
         let span = tracing::debug_span!(
             "submit_stream",
             remote = ?remote,
+            caller = %stream.caller.principal.user,
             trace_id = call_trace.as_ref().map(|tp| tp.trace_id().to_owned()),
         );
         tokio::spawn(stream.run().instrument(span));
@@ -111,6 +116,7 @@ struct StreamTask {
     submitter: Arc<dyn OpSubmitter>,
     max_batch: usize,
     shutdown: CancellationToken,
+    caller: Arc<Caller>,
 }
 
 impl StreamTask {
@@ -126,13 +132,21 @@ impl StreamTask {
                 message = self.inbound.message() => message,
             };
             match message {
+                Ok(Some(_)) if self.caller.expired() => {
+                    let status =
+                        Status::unauthenticated("the caller's token expired; reconnect with a fresh one");
+                    let _ = self.responses.send(Err(status)).await;
+                    break;
+                }
                 Ok(Some(request)) => {
                     let submitter = self.submitter.clone();
                     let responses = self.responses.clone();
                     let max_batch = self.max_batch;
+                    let caller = self.caller.clone();
                     tokio::spawn(
                         async move {
-                            let response = answer(submitter.as_ref(), request, max_batch).await;
+                            let response =
+                                answer(submitter.as_ref(), request, max_batch, &caller.principal).await;
                             // A send fails only when the gateway went away; nobody is left to tell.
                             let _ = responses.send(Ok(response)).await;
                             drop(permit);
@@ -151,9 +165,14 @@ impl StreamTask {
     }
 }
 
-/// Answers one request: validates every submission, appends them all concurrently, and reports
-/// `accepted` only if the op log took every one.
-pub async fn answer(submitter: &dyn OpSubmitter, request: SubmitRequest, max_batch: usize) -> SubmitResponse {
+/// Answers one request: validates every submission, checks the caller may write every document of
+/// it, appends them all concurrently, and reports `accepted` only if the op log took every one.
+pub async fn answer(
+    submitter: &dyn OpSubmitter,
+    request: SubmitRequest,
+    max_batch: usize,
+    caller: &Principal,
+) -> SubmitResponse {
     let request_id = request.request_id;
     let (submissions, traces) = match validate(request, max_batch) {
         Ok(valid) => valid,
@@ -162,6 +181,11 @@ pub async fn answer(submitter: &dyn OpSubmitter, request: SubmitRequest, max_bat
             return refusal(request_id, ErrorCode::BadRequest, error.to_string());
         }
     };
+    if let Some(denied) = submissions.iter().find(|s| !caller.allows(Access::Write, &s.doc)) {
+        let message = format!("caller {:?} may not write document {}", caller.user, denied.doc);
+        debug!(request_id, %message, "refused a submit request");
+        return refusal(request_id, ErrorCode::Forbidden, message);
+    }
     let results = join_all(
         submissions
             .iter()
@@ -232,37 +256,83 @@ fn refusal(request_id: u64, code: ErrorCode, message: String) -> SubmitResponse 
     }
 }
 
-/// The ingress's authentication when a shared service token is configured: every call must carry
-/// `authorization: Bearer <token>`, or it fails with `UNAUTHENTICATED` before reaching the service.
-/// Without a token every call passes (development, or a deployment that relies on mTLS).
-#[derive(Clone)]
-pub struct TokenCheck {
-    expected: Option<Arc<[u8]>>,
+/// Who is calling, as [`CallerCheck`] decided, and until when (Unix seconds, leeway included).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub valid_until: Option<u64>,
 }
 
-impl TokenCheck {
-    /// Checks for `token`; `None` lets every call through.
-    pub fn new(token: Option<String>) -> Self {
-        Self { expected: token.map(|t| Arc::from(t.into_bytes())) }
+impl Caller {
+    /// A caller of a service without authentication: may write every document.
+    fn trusted() -> Self {
+        Self { principal: Principal::service("unauthenticated"), valid_until: None }
+    }
+
+    fn expired(&self) -> bool {
+        self.valid_until.is_some_and(|until| until < unix_now())
     }
 }
 
-impl Interceptor for TokenCheck {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// How the ingress authenticates its callers.
+#[derive(Debug, Clone, Default)]
+pub struct CallerAuth {
+    /// The shared service token of the gateways: its bearer may write every document.
+    pub service_token: Option<String>,
+    /// User tokens (JWT) of internal clients: each may write only the documents its token allows.
+    pub verifier: Option<Arc<Verifier>>,
+}
+
+/// The ingress's authentication: every call carries `authorization: Bearer <token>`, either the shared
+/// service token (a gateway, which authorises its own users) or a user JWT (an internal client,
+/// authorised per document like a user). A call without a valid token fails with `UNAUTHENTICATED`
+/// before reaching the service. With neither configured every call passes (development).
+#[derive(Clone)]
+pub struct CallerCheck {
+    service_token: Option<Arc<[u8]>>,
+    verifier: Option<Arc<Verifier>>,
+}
+
+impl CallerCheck {
+    pub fn new(auth: CallerAuth) -> Self {
+        Self { service_token: auth.service_token.map(|t| Arc::from(t.into_bytes())), verifier: auth.verifier }
+    }
+
+    fn caller(&self, request: &Request<()>) -> Result<Caller, Status> {
+        if self.service_token.is_none() && self.verifier.is_none() {
+            return Ok(Caller::trusted());
+        }
         let presented = request
             .metadata()
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(bearer_token)
             .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
-        if constant_time_eq(presented.as_bytes(), expected) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("the bearer token is not valid"))
+        if let Some(expected) = &self.service_token {
+            if constant_time_eq(presented.as_bytes(), expected) {
+                return Ok(Caller { principal: Principal::service("gateway"), valid_until: None });
+            }
         }
+        let Some(verifier) = &self.verifier else {
+            return Err(Status::unauthenticated("the bearer token is not valid"));
+        };
+        let principal = verifier
+            .verify(presented)
+            .map_err(|e| Status::unauthenticated(format!("the bearer token is not valid: {e}")))?;
+        let valid_until = principal.expires_at.map(|exp| exp.saturating_add(verifier.leeway_secs()));
+        Ok(Caller { principal, valid_until })
+    }
+}
+
+impl Interceptor for CallerCheck {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.caller(&request)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
     }
 }
 
@@ -284,18 +354,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Serves `ingress` on `listener` until `shutdown` completes, then ends every open stream (after
 /// answering what it has read) and waits for the connections to close.
 ///
-/// With `token`, only calls carrying `authorization: Bearer <token>` are served ([`TokenCheck`]).
+/// Calls are authenticated by [`CallerCheck`] with `auth`.
 pub async fn serve(
     listener: TcpListener,
     ingress: SequencerIngress,
-    token: Option<String>,
+    auth: CallerAuth,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RpcError> {
-    if token.as_deref().is_some_and(str::is_empty) {
+    if auth.service_token.as_deref().is_some_and(str::is_empty) {
         return Err(RpcError::Config("the service token is empty".to_owned()));
     }
     let stop_streams = ingress.shutdown_token();
-    let service = SequencerServer::with_interceptor(ingress, TokenCheck::new(token));
+    let service = SequencerServer::with_interceptor(ingress, CallerCheck::new(auth));
     tonic::transport::Server::builder()
         // Detects gateways that vanished without closing their connection.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -324,18 +394,60 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
+    fn with(value: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request.metadata_mut().insert("authorization", value.parse().expect("ascii"));
+        request
+    }
+
     #[test]
-    fn token_check() {
-        let mut check = TokenCheck::new(Some("s3cret".to_owned()));
-        let with = |value: &str| {
-            let mut request = Request::new(());
-            request.metadata_mut().insert("authorization", value.parse().expect("ascii"));
-            request
-        };
-        assert!(check.call(with("Bearer s3cret")).is_ok());
+    fn the_service_token_is_checked() {
+        let mut check =
+            CallerCheck::new(CallerAuth { service_token: Some("s3cret".to_owned()), verifier: None });
+        let request = check.call(with("Bearer s3cret")).expect("the service token passes");
+        assert_eq!(request.extensions().get::<Caller>().expect("caller").principal.user, "gateway");
         let refused = check.call(with("Bearer nope")).expect_err("wrong token");
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         assert!(check.call(Request::new(())).is_err());
-        assert!(TokenCheck::new(None).call(Request::new(())).is_ok());
+        assert!(CallerCheck::new(CallerAuth::default()).call(Request::new(())).is_ok());
+    }
+
+    #[test]
+    fn user_tokens_carry_their_permissions() {
+        use tandem_auth::{mint, KeyAlgorithm, MintKey, MintRequest, VerifierConfig};
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let verifier = Verifier::new(VerifierConfig {
+            algorithm: KeyAlgorithm::Hs256,
+            keys: vec![secret.clone()],
+            audience: "tandem".to_owned(),
+            issuer: "tandem".to_owned(),
+            leeway_secs: 0,
+        })
+        .expect("verifier");
+        let mut check = CallerCheck::new(CallerAuth {
+            service_token: Some("s3cret".to_owned()),
+            verifier: Some(Arc::new(verifier)),
+        });
+        let token = |ttl_secs| {
+            let request = MintRequest {
+                user: "indexer".to_owned(),
+                read: Vec::new(),
+                write: vec!["team-a/*".to_owned()],
+                ttl_secs,
+                not_before_secs: None,
+                audience: "tandem".to_owned(),
+                issuer: "tandem".to_owned(),
+            };
+            mint(&MintKey::Hs256(secret.clone()), &request).expect("mint")
+        };
+        let request = check.call(with(&format!("Bearer {}", token(600)))).expect("a valid user token passes");
+        let caller = request.extensions().get::<Caller>().expect("caller").clone();
+        assert_eq!(caller.principal.user, "indexer");
+        assert!(!caller.expired());
+        let doc = |id| tandem_protocol::DocId::parse(id).expect("id");
+        assert!(caller.principal.allows(Access::Write, &doc("team-a/x")));
+        assert!(!caller.principal.allows(Access::Write, &doc("team-b/x")));
+        let expired = check.call(with(&format!("Bearer {}", token(-60)))).expect_err("expired");
+        assert!(expired.message().contains("expired"), "{}", expired.message());
     }
 }

@@ -14,7 +14,7 @@ use tandem_protocol::{ClientId, DocId};
 use tandem_rpc::proto::sequencer_client::SequencerClient;
 use tandem_rpc::proto::{self, submit_response, SubmitRequest};
 use tandem_rpc::trace_context::{self, TraceParent};
-use tandem_rpc::{serve, GrpcSubmitter, RpcError, SequencerIngress, SubmitterOptions};
+use tandem_rpc::{serve, CallerAuth, GrpcSubmitter, RpcError, SequencerIngress, SubmitterOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,11 +28,16 @@ struct Server {
 
 impl Server {
     async fn start(addr: SocketAddr, submitter: Arc<dyn OpSubmitter>, token: Option<&str>) -> Server {
+        let auth = CallerAuth { service_token: token.map(str::to_owned), verifier: None };
+        Self::start_with(addr, submitter, auth).await
+    }
+
+    async fn start_with(addr: SocketAddr, submitter: Arc<dyn OpSubmitter>, auth: CallerAuth) -> Server {
         let listener = TcpListener::bind(addr).await.expect("bind the test port");
         let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let ingress = SequencerIngress::new(submitter);
-        let task = tokio::spawn(serve(listener, ingress, token.map(str::to_owned), async {
+        let task = tokio::spawn(serve(listener, ingress, auth, async {
             let _ = stopped.await;
         }));
         Server { addr, stop, task }
@@ -301,6 +306,45 @@ async fn the_service_token_is_required() {
     let right = GrpcSubmitter::new(vec![server.uri()], with_token(Some("s3cret"))).expect("valid options");
     until_accepted(&right, submission("doc-a", "c1", 1, "a")).await;
     assert_eq!(read(&mut consumer, 1).await[0].seq, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn internal_clients_are_authorised_per_document() {
+    use tandem_auth::{mint, KeyAlgorithm, MintKey, MintRequest, Verifier, VerifierConfig};
+    let secret = b"an-internal-test-secret-of-32-bytes-or-more".to_vec();
+    let verifier = Verifier::new(VerifierConfig {
+        algorithm: KeyAlgorithm::Hs256,
+        keys: vec![secret.clone()],
+        audience: "tandem".to_owned(),
+        issuer: "tandem".to_owned(),
+        leeway_secs: 0,
+    })
+    .expect("verifier");
+    let (bus, mut consumer) = bus();
+    let auth = CallerAuth { service_token: Some("s3cret".to_owned()), verifier: Some(Arc::new(verifier)) };
+    let server = Server::start_with(local(), bus, auth).await;
+    let request = MintRequest {
+        user: "indexer".to_owned(),
+        read: Vec::new(),
+        write: vec!["team-a/*".to_owned()],
+        ttl_secs: 600,
+        not_before_secs: None,
+        audience: "tandem".to_owned(),
+        issuer: "tandem".to_owned(),
+    };
+    let token = mint(&MintKey::Hs256(secret), &request).expect("mint");
+    let indexer_options = SubmitterOptions { token: Some(token), ..options() };
+    let indexer = GrpcSubmitter::new(vec![server.uri()], indexer_options).expect("valid options");
+    until_accepted(&indexer, submission("team-a/notes", "indexer", 1, "a")).await;
+    assert_eq!(read(&mut consumer, 1).await[0].doc.as_str(), "team-a/notes");
+    let text = unavailable_text(indexer.submit(submission("team-b/notes", "indexer", 1, "b")).await);
+    assert!(text.contains("forbidden") && text.contains("may not write document team-b/notes"), "{text}");
+    // The gateway's service token still writes everywhere.
+    let gateway_options = SubmitterOptions { token: Some("s3cret".to_owned()), ..options() };
+    let gateway = GrpcSubmitter::new(vec![server.uri()], gateway_options).expect("valid options");
+    until_accepted(&gateway, submission("team-b/notes", "gw", 1, "c")).await;
+    assert_eq!(read(&mut consumer, 1).await[0].doc.as_str(), "team-b/notes");
     server.stop().await;
 }
 

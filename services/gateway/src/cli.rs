@@ -1,14 +1,11 @@
 //! Command-line flags of the WebSocket edge, shared by `tandem-gateway` and `tandem-standalone`:
 //! authentication, browser safety and every per-connection limit.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_auth::{
-    KeyAlgorithm, Verifier, VerifierConfig, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS,
-};
+use tandem_auth::JwtArgs;
 
 use crate::{Authentication, GatewayConfig};
 
@@ -17,24 +14,11 @@ use crate::{Authentication, GatewayConfig};
 pub struct EdgeArgs {
     /// Run WITHOUT authentication: every caller is `anonymous` and may read and write every document.
     /// For development on a trusted machine only.
-    #[arg(long, env = "TANDEM_INSECURE_NO_AUTH", conflicts_with = "jwt_key_files")]
+    #[arg(long, env = "TANDEM_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
-    /// Token signature algorithm accepted (only this one): HS256, RS256 or EdDSA.
-    #[arg(long, env = "TANDEM_JWT_ALGORITHM", default_value = "HS256", value_parser = parse_algorithm)]
-    pub jwt_algorithm: KeyAlgorithm,
-    /// Token key file: the shared secret for HS256 (at least 32 bytes), a PEM public key for RS256 and
-    /// EdDSA. Repeat (or separate with commas) to accept several keys during a rotation.
-    #[arg(long = "jwt-key-file", env = "TANDEM_JWT_KEY_FILES", value_delimiter = ',')]
-    pub jwt_key_files: Vec<PathBuf>,
-    /// The `aud` a token must carry.
-    #[arg(long, env = "TANDEM_JWT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-    pub jwt_audience: String,
-    /// The `iss` a token must carry.
-    #[arg(long, env = "TANDEM_JWT_ISSUER", default_value = DEFAULT_ISSUER)]
-    pub jwt_issuer: String,
-    /// Seconds of clock skew tolerated on `exp` and `nbf`.
-    #[arg(long, env = "TANDEM_JWT_LEEWAY", default_value_t = DEFAULT_LEEWAY_SECS)]
-    pub jwt_leeway: u64,
+    /// How tokens are verified (`--jwt-key-file` turns authentication on).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
     /// Origins (e.g. `https://app.example.com`) besides this server's own whose pages may connect with
     /// the session cookie. Repeat or separate with commas.
     #[arg(long = "allowed-origin", env = "TANDEM_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -77,28 +61,21 @@ pub struct EdgeArgs {
     pub idle_timeout: u64,
 }
 
-fn parse_algorithm(name: &str) -> Result<KeyAlgorithm, String> {
-    KeyAlgorithm::parse(name)
-        .ok_or_else(|| format!("{name:?} is not accepted; use HS256, RS256 or EdDSA (never none)"))
-}
-
 impl EdgeArgs {
     /// The gateway configuration these flags describe. Fails when authentication is neither
     /// configured nor explicitly turned off, or a key cannot be read.
     pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
-        let auth = if self.insecure_no_auth {
-            Authentication::Disabled
-        } else if self.jwt_key_files.is_empty() {
-            anyhow::bail!(
+        let verifier = self.jwt.verifier().context("token verification")?;
+        let auth = match (self.insecure_no_auth, verifier) {
+            (true, Some(_)) => {
+                anyhow::bail!("--insecure-no-auth and --jwt-key-file contradict each other; give one")
+            }
+            (true, None) => Authentication::Disabled,
+            (false, Some(verifier)) => Authentication::Jwt(Arc::new(verifier)),
+            (false, None) => anyhow::bail!(
                 "authentication is not configured: give --jwt-key-file (with --jwt-algorithm), \
                  or --insecure-no-auth to run without authentication (development only)"
-            );
-        } else {
-            let mut config = VerifierConfig::from_key_files(self.jwt_algorithm, &self.jwt_key_files)?;
-            config.audience = self.jwt_audience.clone();
-            config.issuer = self.jwt_issuer.clone();
-            config.leeway_secs = self.jwt_leeway;
-            Authentication::Jwt(Arc::new(Verifier::new(config).context("token verification")?))
+            ),
         };
         Ok(GatewayConfig {
             auth,
@@ -126,13 +103,7 @@ impl EdgeArgs {
              and write every document. Development only."
                 .to_owned()
         } else {
-            format!(
-                "authentication: {} tokens for audience {:?} from issuer {:?} ({} key file(s))",
-                self.jwt_algorithm,
-                self.jwt_audience,
-                self.jwt_issuer,
-                self.jwt_key_files.len()
-            )
+            format!("authentication: {}", self.jwt.describe())
         }
     }
 }

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tandem_auth::JwtArgs;
 use tandem_bus::kafka::{
     ensure_topics, Assignment, KafkaConfig, KafkaEventPublisher, KafkaOpLog, KafkaOpSubmitter,
 };
 use tandem_bus::{EventPublisher, PartitionId};
-use tandem_rpc::SequencerIngress;
+use tandem_rpc::{CallerAuth, SequencerIngress};
 use tandem_sequencer::{run_partition, Limits, PartitionConfig, PartitionError};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
 use tandem_store::EventStore;
@@ -51,9 +52,17 @@ struct Config {
     /// Names this process in logs and in the broker.
     #[arg(long, env = "TANDEM_INSTANCE", default_value = "sequencer")]
     instance: String,
-    /// Shared token gateways must present (`authorization: Bearer …`); none disables the check.
+    /// Shared token gateways present (`authorization: Bearer …`); its bearer may write every document.
+    /// Prefer the environment variable: a command line is visible to every user of the machine.
     #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
     service_token: Option<String>,
+    /// User tokens of internal clients calling the gRPC API directly (`--jwt-key-file` turns them on):
+    /// each may write only the documents its token allows.
+    #[command(flatten)]
+    jwt: JwtArgs,
+    /// Serve gRPC callers WITHOUT authentication (development only; said at start).
+    #[arg(long, env = "TANDEM_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
     /// Where to serve Prometheus metrics (`GET /metrics`); none: not served.
     #[arg(long, env = "TANDEM_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -104,11 +113,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let ingress = SequencerIngress::new(submitter);
+    let caller_auth = CallerAuth {
+        service_token: config.service_token.clone(),
+        verifier: config.jwt.verifier().context("token verification")?.map(Arc::new),
+    };
+    let authenticated = caller_auth.service_token.is_some() || caller_auth.verifier.is_some();
+    match (authenticated, config.insecure_no_auth) {
+        (true, true) => anyhow::bail!("--insecure-no-auth contradicts --service-token and --jwt-key-file; give one"),
+        (false, false) => anyhow::bail!(
+            "gRPC callers are not authenticated: give --service-token (gateways) and/or --jwt-key-file \
+             (internal clients), or --insecure-no-auth (development only)"
+        ),
+        (false, true) => warn!("WARNING: gRPC AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach the port can submit ops"),
+        (true, false) => {}
+    }
     let grpc_shutdown = shutdown.clone();
-    let mut grpc =
-        tokio::spawn(tandem_rpc::serve(listener, ingress, config.service_token.clone(), async move {
-            grpc_shutdown.cancelled().await
-        }));
+    let mut grpc = tokio::spawn(tandem_rpc::serve(listener, ingress, caller_auth, async move {
+        grpc_shutdown.cancelled().await
+    }));
     if let (Some(listener), Some(handle)) = (metrics_listener, tandem_telemetry::metrics_recorder()) {
         let metrics_shutdown = shutdown.clone();
         tokio::spawn(tandem_telemetry::serve_metrics(listener, handle, async move {
