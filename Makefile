@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run run-auth token security-doc test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data cluster cluster-down cluster-browser-test
+.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data cluster cluster-down cluster-browser-test
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data), without
 ## authentication: for a first look on your own machine (it says so loudly at start).
@@ -34,7 +34,7 @@ $(DEV_SECRET):
 	@mv $(DEV_SECRET).tmp $(DEV_SECRET)
 
 ## Install what the tests need, then run every check and test.
-test: deps infra lint unit-tests js-tests browser-tests
+test: deps infra lint unit-tests js-tests browser-tests fuzz-smoke
 
 deps:
 	@deploy/install-deps.sh
@@ -69,6 +69,16 @@ js-tests:
 security-doc:
 	$(CARGO) build --locked -p tandem-standalone
 	TANDEM_UPDATE_SECURITY=1 $(CARGO) test --locked -p tandem-integration-tests --test security
+
+## Fuzz the message parser, the op parser and apply/transform for FUZZ_SECONDS each (default 60);
+## prints executions per second and fails on a crash (cargo-fuzz, nightly or RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@deploy/fuzz.sh run $(FUZZ_SECONDS)
+
+# The short fuzz run of `make test`: each target for a few seconds.
+fuzz-smoke:
+	@deploy/fuzz.sh smoke
 
 ## Criterion benchmarks (trace replay through libs/ot).
 bench:

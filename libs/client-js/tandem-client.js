@@ -413,6 +413,17 @@ export class TandemClient {
     return handle;
   }
 
+  /**
+   * Hands the server a fresh token before the current one expires (the `auth` message of PROTOCOL.md);
+   * later reconnects use it too. The server answers `authed`, or closes with 4401 if it refuses it.
+   * @param {string} token
+   */
+  auth(token) {
+    if (typeof token !== 'string' || token === '') throw new Error('auth needs a token');
+    this.token = token;
+    return this._send({ type: 'auth', token });
+  }
+
   /** Closes every document and the connection, and stops reconnecting. */
   close() {
     if (this.closed) return;
@@ -605,6 +616,10 @@ export class TandemClient {
       case 'pong':
         this.awaitingPong = false;
         return;
+      case 'authed':
+        this.user = msg.user ?? this.user;
+        this.tokenExpires = msg.expires ?? null;
+        return;
       case 'error':
         this._onError(msg);
         return;
@@ -719,7 +734,10 @@ export class TandemClient {
         break;
       case 'forbidden':
         if (msg.seq !== undefined) {
-          this._resync(handle); // no write permission: the local edits can never be committed
+          // No write permission: the local edits can never be committed. The op never reached the
+          // document, so its seq is not used up: the next op takes it again.
+          if (aboutInflight) handle.state.nextSeq = inflight.seq;
+          this._resync(handle);
         } else {
           this._fail(handle, err); // no read permission
         }

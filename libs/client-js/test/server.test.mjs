@@ -1,78 +1,31 @@
 // End-to-end tests against a REAL single-process Tandem server.
 //
 // TANDEM_BIN must name the server binary (`make test` sets it). The server is started as
-//   $TANDEM_BIN --listen 127.0.0.1:0 --data-dir <fresh temp dir>
+//   $TANDEM_BIN --listen 127.0.0.1:0 --data-dir <fresh temp dir> --insecure-no-auth (see server-process.mjs)
 // and must print a line containing `listening on http://127.0.0.1:PORT/` on stdout once ready.
 // Optional: TANDEM_TOKEN (a bearer token, if the server requires one), TANDEM_ARGS (extra arguments,
 // space-separated), SEED (replay the random edits).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 import { TandemClient, randomClientId } from '../tandem-client.js';
 import { cpLen, int, randomString, rng, seedFor } from './helpers.mjs';
+import { startServer } from './server-process.mjs';
 
 const WS = globalThis.WebSocket;
 const TOKEN = process.env.TANDEM_TOKEN || undefined;
 
-let child = null;
-let dataDir = null;
-let output = '';
+let server = null;
 let wsUrl = null;
-
-function killChild() {
-  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-process.on('exit', killChild);
+const output = () => server?.output() ?? '';
 
 before(async () => {
-  const bin = process.env.TANDEM_BIN;
-  assert.ok(
-    bin,
-    'TANDEM_BIN is not set: it must name the Tandem server binary (make test sets it), e.g. TANDEM_BIN=target/debug/tandem',
-  );
-  assert.equal(typeof WS, 'function', 'no global WebSocket: run node with --experimental-websocket (npm test does)');
-  dataDir = mkdtempSync(join(tmpdir(), 'tandem-client-js-'));
   const extra = (process.env.TANDEM_ARGS || '').split(/\s+/).filter(Boolean);
-  const args = ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--insecure-no-auth', ...extra];
-  child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const base = await new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`server did not print "listening on http://..." within 30 s; output:\n${output}`)),
-      30000,
-    );
-    const onData = (chunk) => {
-      output += chunk.toString();
-      // eslint-disable-next-line no-control-regex
-      const m = output.replace(/\x1b\[[0-9;]*m/g, '').match(/listening on (http:\/\/127\.0\.0\.1:\d+)\//);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', (chunk) => {
-      output += chunk.toString();
-    });
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${bin}: ${err.message}`));
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited early (code ${code}, signal ${signal}); output:\n${output}`));
-    });
-  });
-  wsUrl = base.replace(/^http/, 'ws') + '/v1/ws';
+  server = await startServer(TOKEN ? extra : ['--insecure-no-auth', ...extra]);
+  wsUrl = server.wsUrl;
 });
 
-after(() => {
-  killChild();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+after(() => server?.stop());
 
 // --- helpers ----------------------------------------------------------------------------------------
 
@@ -82,7 +35,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function waitFor(cond, describe, timeoutMs = 20000) {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out; ${describe()}\nserver output (tail):\n${output.slice(-3000)}`);
+    if (Date.now() > deadline) assert.fail(`timed out; ${describe()}\nserver output (tail):\n${output().slice(-3000)}`);
     await sleep(20);
   }
 }
@@ -91,7 +44,7 @@ async function waitFor(cond, describe, timeoutMs = 20000) {
 async function within(promise, ms, what) {
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms; server output (tail):\n${output.slice(-3000)}`)), ms);
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms; server output (tail):\n${output().slice(-3000)}`)), ms);
   });
   try {
     return await Promise.race([promise, timeout]);

@@ -398,3 +398,6 @@ pub struct LoadError(pub String);
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile_tests;
