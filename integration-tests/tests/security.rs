@@ -409,13 +409,19 @@ async fn hostile_inputs_are_refused_and_harm_no_one() {
     .await;
     assert!(drained.is_ok(), "the stalled reader was never disconnected");
     writer.assert_alive().await;
+    // Whether the `overloaded` error and the 4408 close frame still fit into the stalled socket's buffers
+    // depends on timing; either way the server ends the connection.
+    let close = stalled.close_code();
+    assert!(matches!(close, Some(4408) | None), "{close:?} {last_error:?}");
+    if let Some(error) = &last_error {
+        assert!(error.starts_with("`overloaded`"), "{error}");
+    }
     rows.push(Row {
         attack: "A client that never reads, on a busy document (6.4 MB written)",
-        response: format!(
-            "{}closed{}",
-            last_error.map(|e| format!("{e}; ")).unwrap_or_default(),
-            stalled.close_code().map(|c| format!(" with {c}")).unwrap_or_else(|| " (reset)".to_owned())
-        ),
+        response:
+            "disconnected once a write to it stayed blocked for the write timeout (2 s): `overloaded` and \
+                   close 4408 when they still fit into its socket's buffers, else the socket is dropped"
+                .to_owned(),
         unaffected: format!("the writer of that document carries on; {}", witness.edit().await),
     });
 

@@ -6,6 +6,10 @@
 #   services/loadgen/run.sh standalone [--runs N] [--out DIR] -- PRESET [LOADGEN FLAGS]
 #
 # e.g. services/loadgen/run.sh cluster --runs 3 -- typing --docs 20 --clients 2 --rate 5 --duration 30
+#      services/loadgen/run.sh standalone --runs 1 -- stalled-readers --readers 1000
+#
+# PRESET is one of typing, hot-doc, max, connections, replay, stalled-readers (see README.md beside
+# this script). Every process started here is watched (--watch NAME=PID: CPU and RSS in the report).
 #
 # cluster:    a tansu broker in memory (deploy/tansu.sh install), a fresh database on the PostgreSQL
 #             server at 127.0.0.1:5432 (trust auth, user postgres; deploy/postgres.sh provides one),
@@ -14,8 +18,9 @@
 # standalone: tandem-standalone on a free port with a fresh data folder.
 #
 # Release binaries are built first (set TANDEM_NO_BUILD=1 to skip). One system serves all the runs;
-# each run writes its own documents. Reports, logs and the summary go to DIR (default: a new folder
-# under /tmp, printed). Environment: TANDEM_PARTITIONS (16), TANDEM_POSTGRES
+# each run writes its own documents. Reports (JSON and HTML), logs and the summary go to DIR (default:
+# a new folder under /tmp, printed). The open-file limit is raised to the hard limit for everything
+# started here, for the connections preset. Environment: TANDEM_PARTITIONS (16), TANDEM_POSTGRES
 # (postgres://postgres@127.0.0.1:5432), TANDEM_SERVICE_LOG (warn).
 set -euo pipefail
 
@@ -25,6 +30,13 @@ bin="$CARGO_TARGET_DIR/release"
 postgres="${TANDEM_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 partitions="${TANDEM_PARTITIONS:-16}"
 export TANDEM_LOG="${TANDEM_SERVICE_LOG:-warn}"
+# A load test measures the server, not its abuse limits (unless they are set): every simulated
+# client connects from this machine (the per-address connection limit would refuse the connections
+# and stalled-readers presets past 1,000), and replay and max send an op per round trip, which on
+# loopback can exceed the per-connection op rate.
+export TANDEM_MAX_CONNECTIONS_PER_IP="${TANDEM_MAX_CONNECTIONS_PER_IP:-100000}"
+export TANDEM_OPS_PER_SECOND="${TANDEM_OPS_PER_SECOND:-100000}"
+export TANDEM_OPS_BURST="${TANDEM_OPS_BURST:-200000}"
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
 usage() {
@@ -75,11 +87,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Starts NAME (args follow) in the background, logging to $out/logs/NAME.{out,log}.
+# Starts NAME (args follow) in the background, logging to $out/logs/NAME.{out,log}; it is watched.
+watch=()
 start() {
     local name="$1"; shift
     "$@" >"$out/logs/$name.out" 2>"$out/logs/$name.log" &
     pids+=("$!")
+    watch+=(--watch "$name=$!")
 }
 
 # Waits until NAME prints MARKER and echoes what follows it up to the next '/' or space.
@@ -99,6 +113,14 @@ address_of() {
     say "$name did not print '$marker' within 60 s"; exit 1
 }
 
+# Prints --insecure-no-auth if BINARY has that flag: the load generator sends no token unless
+# TANDEM_TOKEN is set, so without one the edge under test must run without authentication.
+no_auth() {
+    if [[ -z "${TANDEM_TOKEN:-}" ]] && "$1" --help 2>/dev/null | grep -q -- '--insecure-no-auth'; then
+        echo --insecure-no-auth
+    fi
+}
+
 free_port() {
     local port
     for _ in $(seq 1 100); do
@@ -107,6 +129,8 @@ free_port() {
     done
     say "no free port found"; exit 1
 }
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || say "could not raise the open-file limit"
 
 # --- build ------------------------------------------------------------------------------------------
 if [[ -z "${TANDEM_NO_BUILD:-}" ]]; then
@@ -141,14 +165,17 @@ if [[ "$mode" == cluster ]]; then
         sequencers+=("http://$address")
     done
     for i in 0 1; do
+        # shellcheck disable=SC2046 # no_auth prints one word or nothing
         start "gateway-$i" "$bin/tandem-gateway" --listen 127.0.0.1:0 "${common[@]}" --instance "gateway-$i" \
-            --sequencer "$(IFS=,; echo "${sequencers[*]}")"
+            --sequencer "$(IFS=,; echo "${sequencers[*]}")" $(no_auth "$bin/tandem-gateway")
         address="$(address_of "gateway-$i" "listening on http://")"
         urls+=(--url "ws://$address/v1/ws")
     done
 else
     data_dir="$(mktemp -d /tmp/tandem-loadgen-data.XXXXXX)"
-    start standalone "$bin/tandem-standalone" --listen 127.0.0.1:0 --data-dir "$data_dir/store"
+    # shellcheck disable=SC2046 # no_auth prints one word or nothing
+    start standalone "$bin/tandem-standalone" --listen 127.0.0.1:0 --data-dir "$data_dir/store" \
+        $(no_auth "$bin/tandem-standalone")
     address="$(address_of standalone "listening on http://")"
     urls+=(--url "ws://$address/v1/ws")
 fi
@@ -159,9 +186,9 @@ preset="$1"; shift
 reports=()
 status=0
 for i in $(seq 1 "$runs"); do
-    say "run $i of $runs: tandem-loadgen $preset ${urls[*]} $* --json $out/run-$i.json --label $mode"
-    "$bin/tandem-loadgen" "$preset" "${urls[@]}" "$@" --json "$out/run-$i.json" --label "$mode" \
-        | tee "$out/run-$i.txt" || status=$?
+    say "run $i of $runs: tandem-loadgen $preset ${urls[*]} $* --json $out/run-$i.json --html $out/run-$i.html"
+    "$bin/tandem-loadgen" "$preset" "${urls[@]}" "${watch[@]}" "$@" --json "$out/run-$i.json" \
+        --html "$out/run-$i.html" --label "$mode" | tee "$out/run-$i.txt" || status=$?
     [[ -f "$out/run-$i.json" ]] && reports+=("$out/run-$i.json")
 done
 if [[ ${#reports[@]} -gt 0 ]]; then

@@ -38,6 +38,9 @@ pub struct EdgeArgs {
     /// `op` and `open` messages one connection may send in a burst.
     #[arg(long, env = "TANDEM_OPS_BURST", default_value_t = 2000)]
     pub ops_burst: u32,
+    /// Kernel send buffer of each client socket in bytes (0: the kernel's autotuning).
+    #[arg(long, env = "TANDEM_SOCKET_SEND_BUFFER", default_value_t = 128 << 10)]
+    pub socket_send_buffer: usize,
     /// Largest WebSocket message, in bytes.
     #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
@@ -85,6 +88,7 @@ impl EdgeArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             ops_per_second: self.ops_per_second,
             ops_burst: self.ops_burst,
+            socket_send_buffer: self.socket_send_buffer,
             max_frame_bytes: self.max_frame_bytes,
             outbound_queue: self.outbound_queue,
             outbound_queue_bytes: self.outbound_queue_bytes,

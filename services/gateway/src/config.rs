@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     pub ops_per_second: u32,
     /// How many `op` and `open` messages one connection may send at once before the rate applies.
     pub ops_burst: u32,
+    /// The kernel send buffer of each client socket (`SO_SNDBUF`; 0 keeps the kernel's autotuning,
+    /// up to several MiB per socket). Bounds what a client that stops reading parks in kernel memory,
+    /// so the gateway's own queue limit (and `overloaded`) applies instead.
+    pub socket_send_buffer: usize,
     /// Largest WebSocket message accepted; larger ones close the connection with 1009 (`too_large`).
     pub max_frame_bytes: usize,
     /// Frames waiting to be written to one client; when full the client is `overloaded` (4408).
@@ -58,6 +62,7 @@ impl Default for GatewayConfig {
             max_connections_per_ip: 1000,
             ops_per_second: 1000,
             ops_burst: 2000,
+            socket_send_buffer: 128 << 10,
             max_frame_bytes: 1 << 20,
             outbound_queue: 4096,
             outbound_queue_bytes: 8 << 20,

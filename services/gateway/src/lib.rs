@@ -15,12 +15,13 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tandem_bus::{Delivery, EventSubscriber, OpSubmitter};
 use tandem_store::EventStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 mod admission;
 #[cfg(feature = "cli")]
@@ -47,6 +48,12 @@ pub struct GatewayDeps {
     pub extra_routes: Router,
 }
 
+/// Initial read buffer of a WebSocket connection.
+const READ_BUFFER: usize = 4 << 10;
+/// Bytes the WebSocket buffers before writing to the socket (the connection also flushes after
+/// each batch of frames).
+const WRITE_BUFFER: usize = 16 << 10;
+
 /// Shared by every connection.
 pub(crate) struct GatewayState {
     pub config: GatewayConfig,
@@ -65,6 +72,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let hubs = Hubs::new(deps.store, deps.submitter.clone(), config.clone());
+    let state_send_buffer = config.socket_send_buffer;
     let state = Arc::new(GatewayState {
         config,
         hubs: hubs.clone(),
@@ -95,6 +103,8 @@ pub async fn run(
     let app = router(state).merge(deps.extra_routes);
     // The peer address feeds the per-address connection limit.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let send_buffer = state_send_buffer;
+    let listener = listener.tap_io(move |tcp| tune_socket(tcp, send_buffer));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     record_router.abort();
     Ok(())
@@ -107,6 +117,19 @@ fn router(state: Arc<GatewayState>) -> Router {
         .merge(demo::routes())
         .merge(admission::routes())
         .with_state(state)
+}
+
+/// Every accepted socket: no Nagle delay (each frame is a keystroke someone waits for), and a bounded
+/// kernel send buffer.
+fn tune_socket(tcp: &mut tokio::net::TcpStream, send_buffer: usize) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+    if send_buffer > 0 {
+        if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+            debug!(error = %e, "SO_SNDBUF not set");
+        }
+    }
 }
 
 /// The upgrade: authenticated and admitted (connection limits) before any frame is exchanged.
@@ -138,6 +161,10 @@ async fn websocket(
     let max = state.config.max_frame_bytes;
     upgrade
         .protocols([SUBPROTOCOL])
+        // tungstenite's default 128 KiB buffers per connection dominate the memory of idle connections;
+        // they grow when a large frame needs it.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection::serve(socket, state, principal, slot))

@@ -1,11 +1,16 @@
-//! The command line: one subcommand per workload preset, each with overridable parameters, and
-//! `summarize` for the medians of several runs.
+//! The command line: one subcommand per workload preset, each with overridable parameters (a
+//! preset's defaults are its issue-5 figures), `summarize` for the medians of several runs, and
+//! `html` to render a JSON report again.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::connections::{ConnectionsConfig, MAX_CONNECTIONS};
+use crate::procstat::WatchSpec;
+use crate::replay::{self, ReplayConfig};
+use crate::stalled::StalledConfig;
 use crate::typing::TypingConfig;
 use crate::RunConfig;
 
@@ -17,7 +22,7 @@ pub const MAX_RATE: f64 = 1000.0;
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Load generator for Tandem: simulated editors over real WebSockets, latency measured with HDR
-/// histograms, convergence checked at the end.
+/// histograms, CPU and memory of the processes under test sampled, convergence checked at the end.
 #[derive(Debug, Parser)]
 #[command(name = "tandem-loadgen", version, about)]
 pub struct Cli {
@@ -30,11 +35,40 @@ pub enum Command {
     /// D documents × C clients, each typing R ops/s: 85 % one-character inserts near its previous
     /// position, 15 % one-character deletes (backspace).
     Typing(TypingArgs),
+    /// One document, 50 clients typing 5 ops/s each: contention and fan-out on a single document.
+    #[command(mut_arg("docs", |a| a.default_value("1")), mut_arg("clients", |a| a.default_value("50")))]
+    HotDoc(TypingArgs),
+    /// 100 documents × 2 clients typing far faster than a round trip: each client sends its next op
+    /// (the edits composed meanwhile) as soon as the previous one is acknowledged, so the committed
+    /// ops/s is the server's throughput.
+    #[command(mut_arg("clients", |a| a.default_value("2")), mut_arg("rate", |a| a.default_value("200")))]
+    Max(TypingArgs),
+    /// N idle connections, each subscribed to one of D documents, held for the measuring time:
+    /// connect rate and time, and what the connections cost the watched processes in memory.
+    #[command(mut_arg("warmup", |a| a.default_value("0")))]
+    Connections(ConnectionsArgs),
+    /// The editing traces typed into fresh documents by one client each, as fast as the server
+    /// acknowledges; every document must end at the trace's final text. `--duration` is the time
+    /// limit.
+    #[command(mut_arg("warmup", |a| a.default_value("0")), mut_arg("duration", |a| a.default_value("600")))]
+    Replay(ReplayArgs),
+    /// One busy document plus N connections that open it and never read again: the gateway's RSS
+    /// over time, and how many of the stalled readers it disconnected (4408 `overloaded`).
+    #[command(mut_arg("duration", |a| a.default_value("60")))]
+    StalledReaders(StalledArgs),
     /// Prints the medians of several JSON reports (`--json` of earlier runs) of one workload.
     Summarize {
         /// The reports.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Renders a JSON report (`--json` of an earlier run) as an HTML page.
+    Html {
+        /// The report.
+        json: PathBuf,
+        /// The page to write.
+        #[arg(long, short)]
+        out: PathBuf,
     },
 }
 
@@ -57,9 +91,16 @@ pub struct CommonArgs {
     /// Longest wait at the end for every client to be acknowledged and caught up.
     #[arg(long, default_value = "30", value_parser = parse_secs)]
     pub settle_timeout: Duration,
+    /// A process to sample (CPU, RSS) every 500 ms: NAME=PID, or NAME=listen:PORT for the process
+    /// listening on that TCP port here; repeat for several. The load generator is always sampled.
+    #[arg(long = "watch", value_name = "NAME=PID")]
+    pub watch: Vec<WatchSpec>,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page (charts inline) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Seed of the simulated typing (random when not given; printed either way).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -71,7 +112,7 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
-/// The `typing` preset's parameters; the defaults are issue 5's (100 × 5 at 5 ops/s).
+/// The typing workload's parameters (`typing`, `hot-doc`, `max`); the defaults are `typing`'s.
 #[derive(Debug, Clone, Args)]
 pub struct TypingArgs {
     #[command(flatten)]
@@ -82,9 +123,64 @@ pub struct TypingArgs {
     /// Clients per document (C), each its own connection.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
-    /// Ops per second typed by each client (R).
+    /// Keystrokes per second typed by each client (R).
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections (N), each a client subscribed to one document.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Documents the connections are spread over (D).
+    #[arg(long, default_value_t = 100)]
+    pub docs: usize,
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A trace to replay: a name in --traces-dir (`rustcode`) or a file; repeat for several. All the
+    /// traces of --traces-dir when not given.
+    #[arg(long = "trace")]
+    pub traces: Vec<String>,
+    /// Where the traces are.
+    #[arg(long, env = "TANDEM_TRACES_DIR", default_value = replay::DEFAULT_TRACES_DIR)]
+    pub traces_dir: PathBuf,
+    /// Documents each trace is typed into at the same time, one client each.
+    #[arg(long, default_value_t = 1)]
+    pub copies: usize,
+    /// Patches typed each time an ack comes back; the client composes them into its next op.
+    #[arg(long, default_value_t = 16)]
+    pub burst: usize,
+    /// Replay only the first N patches of each trace.
+    #[arg(long)]
+    pub max_patches: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StalledArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Clients typing into the document.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Keystrokes per second of each writer.
+    #[arg(long, default_value_t = 25.0)]
+    pub rate: f64,
+    /// Connections that open the document and never read (N).
+    #[arg(long, default_value_t = 1000)]
+    pub readers: usize,
+    /// Receive buffer asked for on each stalled reader's socket, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub recv_buffer: u32,
 }
 
 impl CommonArgs {
@@ -113,12 +209,22 @@ impl CommonArgs {
             seed: self.seed.unwrap_or_else(rand::random),
             label: self.label,
             progress: !self.quiet,
+            watch: self.watch,
         })
     }
 }
 
+fn check_rate(rate: f64) -> Result<(), String> {
+    if rate > 0.0 && rate <= MAX_RATE {
+        Ok(())
+    } else {
+        Err(format!("--rate must be above 0 and at most {MAX_RATE}"))
+    }
+}
+
 impl TypingArgs {
-    pub fn validate(self) -> Result<TypingConfig, String> {
+    /// `preset` names the report: `typing`, `hot-doc` or `max`.
+    pub fn validate(self, preset: &'static str) -> Result<TypingConfig, String> {
         if self.docs == 0 || self.clients == 0 {
             return Err("--docs and --clients must be at least 1".into());
         }
@@ -128,14 +234,92 @@ impl TypingArgs {
                 "--docs × --clients is {total}, at most {MAX_CLIENTS} clients are supported"
             ));
         }
-        if !(self.rate > 0.0 && self.rate <= MAX_RATE) {
-            return Err(format!("--rate must be above 0 and at most {MAX_RATE}"));
-        }
+        check_rate(self.rate)?;
         Ok(TypingConfig {
+            preset,
             run: self.common.validate()?,
             docs: self.docs,
             clients: self.clients,
             rate: self.rate,
+        })
+    }
+}
+
+impl ConnectionsArgs {
+    pub fn validate(self) -> Result<ConnectionsConfig, String> {
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(format!("--connections must be 1 to {MAX_CONNECTIONS}"));
+        }
+        if self.docs == 0 || self.connect_concurrency == 0 {
+            return Err("--docs and --connect-concurrency must be at least 1".into());
+        }
+        Ok(ConnectionsConfig {
+            run: self.common.validate()?,
+            connections: self.connections,
+            docs: self.docs,
+            concurrency: self.connect_concurrency,
+        })
+    }
+}
+
+impl ReplayArgs {
+    pub fn validate(self) -> Result<ReplayConfig, String> {
+        if self.copies == 0 || self.burst == 0 || self.max_patches == Some(0) {
+            return Err("--copies, --burst and --max-patches must be at least 1".into());
+        }
+        let traces = if self.traces.is_empty() {
+            replay::traces_in(&self.traces_dir).map_err(|e| format!("{e:#}"))?
+        } else {
+            self.traces.iter().map(|t| resolve_trace(&self.traces_dir, t)).collect::<Result<_, _>>()?
+        };
+        if traces.is_empty() {
+            return Err(format!("no trace in {}", self.traces_dir.display()));
+        }
+        if traces.len().saturating_mul(self.copies) > MAX_CLIENTS {
+            return Err(format!("traces × --copies is above {MAX_CLIENTS}"));
+        }
+        Ok(ReplayConfig {
+            run: self.common.validate()?,
+            traces,
+            copies: self.copies,
+            burst: self.burst,
+            max_patches: self.max_patches,
+        })
+    }
+}
+
+/// A trace given by name (`rustcode` → `DIR/rustcode.json.gz` or `.json`) or as a file.
+fn resolve_trace(dir: &std::path::Path, trace: &str) -> Result<PathBuf, String> {
+    let candidates =
+        [PathBuf::from(trace), dir.join(format!("{trace}.json.gz")), dir.join(format!("{trace}.json"))];
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("--trace {trace}: no such file, nor {trace}.json.gz in {}", dir.display()))
+}
+
+impl StalledArgs {
+    pub fn validate(self) -> Result<StalledConfig, String> {
+        if self.writers == 0 || self.writers > MAX_CLIENTS {
+            return Err(format!("--writers must be 1 to {MAX_CLIENTS}"));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.readers) {
+            return Err(format!("--readers must be 1 to {MAX_CONNECTIONS}"));
+        }
+        if self.recv_buffer < 1024 {
+            return Err("--recv-buffer must be at least 1024 bytes".into());
+        }
+        check_rate(self.rate)?;
+        let run = self.common.validate()?;
+        if !run.urls[0].starts_with("ws://") {
+            return Err("stalled readers speak plain ws://".into());
+        }
+        Ok(StalledConfig {
+            run,
+            writers: self.writers,
+            rate: self.rate,
+            readers: self.readers,
+            recv_buffer: self.recv_buffer,
         })
     }
 }
@@ -150,36 +334,72 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    fn typing(args: &[&str]) -> Result<TypingConfig, String> {
-        let mut argv = vec!["tandem-loadgen", "typing", "--url", "ws://127.0.0.1:1/v1/ws"];
+    fn parse(preset: &str, args: &[&str]) -> Command {
+        let mut argv = vec!["tandem-loadgen", preset, "--url", "ws://127.0.0.1:1/v1/ws"];
         argv.extend(args);
-        match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
-            Command::Typing(args) => args.validate(),
-            Command::Summarize { .. } => unreachable!("parsed typing"),
+        Cli::try_parse_from(argv).expect("parses").command
+    }
+
+    fn typing(preset: &str, args: &[&str]) -> Result<TypingConfig, String> {
+        match parse(preset, args) {
+            Command::Typing(args) => args.validate("typing"),
+            Command::HotDoc(args) => args.validate("hot-doc"),
+            Command::Max(args) => args.validate("max"),
+            other => panic!("parsed {other:?}"),
         }
     }
 
     #[test]
-    fn defaults_are_the_issue_s_typing_preset() {
-        let config = typing(&[]).unwrap();
+    fn defaults_are_the_issue_s_presets() {
+        let config = typing("typing", &[]).unwrap();
         assert_eq!((config.docs, config.clients, config.rate), (100, 5, 5.0));
         assert_eq!(
             (config.run.duration, config.run.warmup),
             (Duration::from_secs(30), Duration::from_secs(5))
         );
         assert!(config.run.progress);
+        let hot = typing("hot-doc", &[]).unwrap();
+        assert_eq!((hot.docs, hot.clients, hot.rate), (1, 50, 5.0));
+        let max = typing("max", &[]).unwrap();
+        assert_eq!((max.docs, max.clients, max.rate), (100, 2, 200.0));
+
+        let Command::Connections(c) = parse("connections", &[]) else { panic!() };
+        let c = c.validate().unwrap();
+        assert_eq!((c.connections, c.docs, c.run.warmup), (10_000, 100, Duration::ZERO));
+        let Command::Replay(r) = parse("replay", &[]) else { panic!() };
+        let r = r.validate().unwrap();
+        assert_eq!((r.traces.len(), r.copies, r.run.duration), (4, 1, Duration::from_secs(600)));
+        let Command::StalledReaders(s) = parse("stalled-readers", &[]) else { panic!() };
+        let s = s.validate().unwrap();
+        assert_eq!((s.readers, s.writers, s.run.duration), (1000, 4, Duration::from_secs(60)));
     }
 
     #[test]
     fn parameters_are_overridable_and_checked() {
         let config =
-            typing(&["--docs", "20", "--clients", "2", "--rate", "2.5", "--duration", "1.5"]).unwrap();
+            typing("typing", &["--docs", "20", "--clients", "2", "--rate", "2.5", "--duration", "1.5"])
+                .unwrap();
         assert_eq!((config.docs, config.clients, config.rate), (20, 2, 2.5));
         assert_eq!(config.run.duration, Duration::from_millis(1500));
-        assert!(typing(&["--rate", "0"]).is_err());
-        assert!(typing(&["--docs", "0"]).is_err());
-        assert!(typing(&["--docs", "10000", "--clients", "10"]).is_err());
-        assert!(typing(&["--duration", "-1"]).is_err());
-        assert!(typing(&["--url", "http://x/"]).is_err());
+        let hot = typing("hot-doc", &["--clients", "7", "--watch", "gw=listen:80"]).unwrap();
+        assert_eq!((hot.docs, hot.clients, hot.run.watch.len()), (1, 7, 1));
+        assert!(typing("typing", &["--rate", "0"]).is_err());
+        assert!(typing("typing", &["--docs", "0"]).is_err());
+        assert!(typing("typing", &["--docs", "10000", "--clients", "10"]).is_err());
+        assert!(Cli::try_parse_from(["tandem-loadgen", "typing", "--url", "ws://x/", "--duration", "-1"])
+            .is_err());
+        assert!(
+            Cli::try_parse_from(["tandem-loadgen", "typing", "--url", "ws://x/", "--watch", "gw"]).is_err()
+        );
+        assert!(typing("typing", &["--url", "http://x/"]).is_err());
+
+        let Command::Replay(r) = parse("replay", &["--trace", "rustcode", "--max-patches", "10"]) else {
+            panic!()
+        };
+        let r = r.validate().unwrap();
+        assert!(r.traces[0].ends_with("rustcode.json.gz"));
+        assert_eq!(r.max_patches, Some(10));
+        let Command::Replay(r) = parse("replay", &["--trace", "no-such-trace"]) else { panic!() };
+        assert!(r.validate().is_err());
     }
 }

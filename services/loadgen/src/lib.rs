@@ -1,5 +1,10 @@
 //! `tandem-loadgen`: the load-test harness of Tandem (issue 5).
 //!
+//! Presets (one module each, on the shared [`driver`]): [`typing`] (also `hot-doc` and `max`),
+//! [`connections`], [`replay`] and [`stalled`] (`stalled-readers`). Every run samples the CPU and
+//! RSS of the processes named with `--watch` ([`procstat`]), keeps a per-second timeline
+//! ([`monitor`]), and ends in a [`report::Report`]: a table, JSON, and an HTML page ([`html`]).
+//!
 //! Simulated editors are real [`tandem_client::Client`]s over real WebSockets, spread round robin
 //! over one or several gateways. What is measured, and how:
 //!
@@ -24,9 +29,16 @@
 use std::time::{Duration, Instant};
 
 pub mod cli;
+pub mod connections;
 pub mod converge;
+pub mod driver;
+pub mod html;
+pub mod monitor;
+pub mod procstat;
 pub mod recorder;
+pub mod replay;
 pub mod report;
+pub mod stalled;
 pub mod typing;
 
 /// Settings of one run, whatever the preset; validated (see [`cli::CommonArgs::validate`]).
@@ -44,16 +56,18 @@ pub struct RunConfig {
     pub label: Option<String>,
     /// Print a progress line every second (on stderr).
     pub progress: bool,
+    /// Processes whose CPU and RSS are sampled.
+    pub watch: Vec<procstat::WatchSpec>,
 }
 
 /// When the load runs and when it is measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
-    /// Typing starts.
+    /// The load starts.
     pub start: Instant,
     /// Warm-up over: keystrokes from here on are recorded.
     pub measure_start: Instant,
-    /// Typing stops; keystrokes before this are recorded.
+    /// The load stops; keystrokes before this are recorded.
     pub measure_end: Instant,
 }
 

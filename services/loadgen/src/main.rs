@@ -3,11 +3,43 @@
 //! Exit status: 0 when the run was clean (converged, no error), 2 when it ran but was not, 1 when
 //! it could not run, 64 for a bad command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tandem_loadgen::cli::{Cli, Command};
+use tandem_loadgen::cli::{Cli, Command, CommonArgs};
 use tandem_loadgen::report::{self, Report};
-use tandem_loadgen::typing;
+use tandem_loadgen::{connections, html, replay, stalled, typing};
+
+/// A validated preset, ready to run.
+enum Job {
+    Typing(typing::TypingConfig),
+    Connections(connections::ConnectionsConfig),
+    Replay(replay::ReplayConfig),
+    Stalled(stalled::StalledConfig),
+}
+
+impl Job {
+    async fn run(self) -> anyhow::Result<Report> {
+        match self {
+            Job::Typing(config) => typing::run(&config).await,
+            Job::Connections(config) => connections::run(&config).await,
+            Job::Replay(config) => replay::run(&config).await,
+            Job::Stalled(config) => stalled::run(&config).await,
+        }
+    }
+}
+
+/// Where the report goes besides the table.
+struct Outputs {
+    json: Option<PathBuf>,
+    html: Option<PathBuf>,
+}
+
+impl Outputs {
+    fn of(common: &CommonArgs) -> Self {
+        Self { json: common.json.clone(), html: common.html.clone() }
+    }
+}
 
 fn main() -> ExitCode {
     let cli: Cli = tandem_telemetry::service::parse_or_exit();
@@ -16,50 +48,64 @@ fn main() -> ExitCode {
         std::env::set_var("TANDEM_LOG", "error");
     }
     tandem_telemetry::init();
-    match cli.command {
-        Command::Typing(args) => {
-            let json = args.common.json.clone();
-            let config = match args.validate() {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("tandem-loadgen: {e}");
-                    return ExitCode::from(64);
-                }
+    let (outputs, job) = match cli.command {
+        Command::Typing(args) => (Outputs::of(&args.common), args.validate("typing").map(Job::Typing)),
+        Command::HotDoc(args) => (Outputs::of(&args.common), args.validate("hot-doc").map(Job::Typing)),
+        Command::Max(args) => (Outputs::of(&args.common), args.validate("max").map(Job::Typing)),
+        Command::Connections(args) => (Outputs::of(&args.common), args.validate().map(Job::Connections)),
+        Command::Replay(args) => (Outputs::of(&args.common), args.validate().map(Job::Replay)),
+        Command::StalledReaders(args) => (Outputs::of(&args.common), args.validate().map(Job::Stalled)),
+        Command::Summarize { files } => return summarize(&files),
+        Command::Html { json, out } => {
+            return match Report::read_json(&json).and_then(|r| html::write(&r, &out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
             };
-            let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-            let report = match runtime.block_on(typing::run(&config)) {
-                Ok(report) => report,
-                Err(e) => {
-                    eprintln!("tandem-loadgen: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            finish(&report, json.as_deref())
         }
-        Command::Summarize { files } => {
-            let reports: Result<Vec<Report>, _> = files.iter().map(|f| Report::read_json(f)).collect();
-            match reports {
-                Ok(reports) => {
-                    print!("{}", report::summarize(&reports));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tandem-loadgen: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    };
+    let job = match job {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("tandem-loadgen: {e}");
+            return ExitCode::from(64);
         }
+    };
+    // Thousands of connections need as many descriptors: take what the hard limit allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("tandem-loadgen: cannot raise the open-file limit: {e}");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(job.run()) {
+        Ok(report) => finish(&report, &outputs),
+        Err(e) => fail(&e),
     }
 }
 
-/// Prints the table, writes the JSON, and turns the verdict into the exit status.
-fn finish(report: &Report, json: Option<&std::path::Path>) -> ExitCode {
-    print!("{}", report.table());
-    if let Some(path) = json {
-        if let Err(e) = report.write_json(path) {
-            eprintln!("tandem-loadgen: {e:#}");
-            return ExitCode::FAILURE;
+fn summarize(files: &[PathBuf]) -> ExitCode {
+    match files.iter().map(|f| Report::read_json(f)).collect::<Result<Vec<_>, _>>() {
+        Ok(reports) => {
+            print!("{}", report::summarize(&reports));
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("tandem-loadgen: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Prints the table, writes the JSON and the HTML, and turns the verdict into the exit status.
+fn finish(report: &Report, outputs: &Outputs) -> ExitCode {
+    print!("{}", report.table());
+    let written = outputs
+        .json
+        .as_ref()
+        .map_or(Ok(()), |path| report.write_json(path))
+        .and_then(|()| outputs.html.as_ref().map_or(Ok(()), |path| html::write(report, path)));
+    if let Err(e) = written {
+        return fail(&e);
     }
     if report.is_clean() {
         ExitCode::SUCCESS

@@ -1,6 +1,6 @@
-//! The recorder: one task that takes what the simulated clients report, keeps the latency histograms,
-//! matches each committed op with its deliveries at the other clients of the document, and prints
-//! the progress line.
+//! The recorder: takes what the simulated clients report, keeps the latency histograms, and matches
+//! each committed op with its deliveries at the other clients of the document. Pure: the
+//! [monitor](crate::monitor) task owns it and feeds it.
 //!
 //! The matching is keyed by (document, committed version): the author learns the version from its
 //! ack, the receivers from the op itself (which arrives transformed, so its content cannot be used).
@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use tandem_client::{Client, ClientId};
-use tokio::sync::mpsc;
+use tandem_client::ClientId;
 
 use crate::Schedule;
 
@@ -64,6 +63,8 @@ pub struct Tick {
     pub ack_p99_ms: f64,
     pub remote_p50_ms: f64,
     pub remote_p99_ms: f64,
+    /// The ack p99 of the measuring window so far.
+    pub ack_p99_so_far_ms: f64,
 }
 
 /// The histograms (microseconds) and counters at the end of a run.
@@ -245,6 +246,7 @@ impl Recorder {
             ack_p99_ms: ms(&sinks.tick_ack, 0.99),
             remote_p50_ms: ms(&sinks.tick_remote, 0.5),
             remote_p99_ms: ms(&sinks.tick_remote, 0.99),
+            ack_p99_so_far_ms: ms(&sinks.ack, 0.99),
         };
         sinks.tick_ack.reset();
         sinks.tick_remote.reset();
@@ -257,57 +259,6 @@ impl Recorder {
         self.expire(Instant::now(), true);
         Recorded { ack: self.sinks.ack, remote: self.sinks.remote, matching: self.sinks.matching }
     }
-}
-
-/// Runs the recorder until every sender is gone, printing a progress line every second when
-/// `clients` is given (their counters feed the line).
-pub async fn collect(
-    mut records: mpsc::Receiver<Record>,
-    mut recorder: Recorder,
-    progress: Option<Vec<Client>>,
-) -> Recorded {
-    let schedule = recorder.schedule();
-    let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await; // the first tick is immediate
-    let mut last_sent = 0;
-    loop {
-        tokio::select! {
-            record = records.recv() => match record {
-                Some(record) => recorder.on_record(record),
-                None => break,
-            },
-            _ = ticks.tick() => {
-                let now = Instant::now();
-                recorder.expire(now, false);
-                let tick = recorder.take_tick();
-                if let Some(clients) = &progress {
-                    let (mut sent, mut errors, mut reconnects) = (0, 0, 0);
-                    for client in clients {
-                        let stats = client.stats();
-                        sent += stats.ops_sent;
-                        errors += stats.errors;
-                        reconnects += stats.reconnects;
-                    }
-                    let elapsed = now.saturating_duration_since(schedule.start).as_secs();
-                    eprintln!(
-                        "[{elapsed:>4}s {phase:<7}] sent {sent_s:>6} ops/s  acked {acked:>6} keys/s  \
-                         ack p50 {a50:>7.2} p99 {a99:>7.2} ms  remote p50 {r50:>7.2} p99 {r99:>7.2} ms  \
-                         errors {errors}  reconnects {reconnects}",
-                        phase = schedule.phase(now),
-                        sent_s = sent.saturating_sub(last_sent),
-                        acked = tick.acked,
-                        a50 = tick.ack_p50_ms,
-                        a99 = tick.ack_p99_ms,
-                        r50 = tick.remote_p50_ms,
-                        r99 = tick.remote_p99_ms,
-                    );
-                    last_sent = sent;
-                }
-            }
-        }
-    }
-    recorder.finish()
 }
 
 #[cfg(test)]

@@ -10,8 +10,13 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tandem_client::{Client, ErrorSource};
 
+use crate::connections::ConnectReport;
 use crate::converge::Convergence;
-use crate::recorder::{Matching, Recorded};
+use crate::monitor::{Observed, Second};
+use crate::procstat::ProcessReport;
+use crate::recorder::Matching;
+use crate::replay::ReplayReport;
+use crate::stalled::StalledReport;
 use crate::RunConfig;
 
 /// Everything one run measured. The JSON file is this struct.
@@ -25,6 +30,12 @@ pub struct Report {
     pub urls: Vec<String>,
     pub loadgen_version: String,
     pub params: Params,
+    /// The load in words, e.g. `100 docs × 5 clients @ 5 ops/s`.
+    #[serde(default)]
+    pub workload: String,
+    /// The measuring window, in seconds since the run started (its first connection).
+    #[serde(default)]
+    pub window: Window,
     /// Per second of the measuring window.
     pub rates: Rates,
     pub edits: Edits,
@@ -34,6 +45,68 @@ pub struct Report {
     pub errors: Errors,
     pub connections: Connections,
     pub convergence: Convergence,
+    /// The watched processes (the load generator first), sampled every 500 ms.
+    #[serde(default)]
+    pub processes: Vec<ProcessReport>,
+    /// The run second by second, warm-up and settling included.
+    #[serde(default)]
+    pub timeline: Vec<Second>,
+    /// The measured latency distributions, for charts.
+    #[serde(default)]
+    pub histograms: Histograms,
+    /// What only the `connections` preset measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectReport>,
+    /// What only the `replay` preset checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayReport>,
+    /// What only the `stalled-readers` preset measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_readers: Option<StalledReport>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub start_secs: f64,
+    pub end_secs: f64,
+}
+
+/// Latency distributions as counts in logarithmic buckets, ten per decade.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histograms {
+    pub ack: Vec<Bucket>,
+    pub remote: Vec<Bucket>,
+}
+
+/// Samples above the previous bucket's bound and at most `le_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub le_ms: f64,
+    pub count: u64,
+}
+
+/// Buckets per decade of [`Histograms`].
+const BUCKETS_PER_DECADE: f64 = 10.0;
+
+/// The buckets of `h` (microseconds) from the first to the last non-empty one.
+fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    // Bucket k holds (10^((k-1)/10), 10^(k/10)] microseconds.
+    let index = |micros: u64| ((micros.max(1) as f64).log10() * BUCKETS_PER_DECADE).ceil().max(0.0) as usize;
+    let mut counts: Vec<u64> = Vec::new();
+    for value in h.iter_recorded() {
+        let k = index(h.highest_equivalent(value.value_iterated_to()));
+        if counts.len() <= k {
+            counts.resize(k + 1, 0);
+        }
+        counts[k] += value.count_since_last_iteration();
+    }
+    let first = counts.iter().position(|&c| c > 0).unwrap_or(counts.len());
+    counts
+        .iter()
+        .enumerate()
+        .skip(first)
+        .map(|(k, &count)| Bucket { le_ms: 10f64.powf(k as f64 / BUCKETS_PER_DECADE) / 1000.0, count })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +121,10 @@ pub struct Params {
 /// Rates over the measuring window, per second.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rates {
+    /// Length of the measuring window: the preset's duration, or less when the load ended sooner
+    /// (a replay that finished its traces).
+    #[serde(default)]
+    pub window_secs: f64,
     /// What the preset asks for: clients × rate.
     pub offered: f64,
     /// Keystrokes made (below `offered` when the load generator could not keep up).
@@ -72,8 +149,21 @@ pub struct Edits {
     pub records_dropped: u64,
 }
 
+impl Edits {
+    /// Adds another editor's counts.
+    pub fn add(&mut self, other: &Edits) {
+        self.submitted += other.submitted;
+        self.lost += other.lost;
+        self.unacked += other.unacked;
+        self.records_dropped += other.records_dropped;
+        for (kind, n) in &other.refused {
+            *self.refused.entry(kind.clone()).or_default() += n;
+        }
+    }
+}
+
 /// A latency distribution, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub count: u64,
     pub mean: f64,
@@ -85,7 +175,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
@@ -124,21 +214,43 @@ pub struct Connections {
     pub events_dropped: u64,
 }
 
+/// What a finished run hands to [`Report::build`].
+pub struct Outcome<'a> {
+    pub preset: &'a str,
+    pub run: &'a RunConfig,
+    pub run_id: &'a str,
+    pub params: Params,
+    /// Length of the measuring window the rates are over.
+    pub measured: std::time::Duration,
+    /// The measuring window in seconds since the start, if the load began.
+    pub window: Option<(f64, f64)>,
+    pub edits: Edits,
+    pub observed: Observed,
+    pub clients: &'a [Client],
+    pub convergence: Convergence,
+    pub processes: Vec<ProcessReport>,
+}
+
 impl Report {
-    /// Gathers the figures of a finished run.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build(
-        preset: &str,
-        run: &RunConfig,
-        run_id: &str,
-        params: Params,
-        edits: Edits,
-        recorded: Recorded,
-        clients: &[Client],
-        convergence: Convergence,
-    ) -> Self {
-        let secs = run.duration.as_secs_f64();
+    /// Gathers the figures of a finished run; the preset adds its own section afterwards.
+    pub fn build(outcome: Outcome<'_>) -> Self {
+        let Outcome {
+            preset,
+            run,
+            run_id,
+            params,
+            measured,
+            window,
+            edits,
+            observed,
+            clients,
+            convergence,
+            processes,
+        } = outcome;
+        let recorded = observed.recorded;
+        let secs = measured.as_secs_f64().max(1e-9);
         let rates = Rates {
+            window_secs: measured.as_secs_f64(),
             offered: (params.docs * params.clients_per_doc) as f64 * params.rate_per_client,
             submitted: edits.submitted as f64 / secs,
             acked: recorded.matching.acked as f64 / secs,
@@ -166,6 +278,14 @@ impl Report {
                 *errors.by_code.entry(code).or_default() += 1;
             }
         }
+        let workload = if params.rate_per_client > 0.0 {
+            format!(
+                "{} docs × {} clients @ {} ops/s",
+                params.docs, params.clients_per_doc, params.rate_per_client
+            )
+        } else {
+            format!("{} docs × {} clients", params.docs, params.clients_per_doc)
+        };
         Self {
             preset: preset.to_owned(),
             label: run.label.clone(),
@@ -174,23 +294,36 @@ impl Report {
             urls: run.urls.clone(),
             loadgen_version: env!("CARGO_PKG_VERSION").to_owned(),
             params,
+            workload,
+            window: window.map(|(start_secs, end_secs)| Window { start_secs, end_secs }).unwrap_or_default(),
             rates,
             edits,
             ack_latency_ms: Latency::of(&recorded.ack),
             remote_latency_ms: Latency::of(&recorded.remote),
+            histograms: Histograms { ack: buckets(&recorded.ack), remote: buckets(&recorded.remote) },
             matching: recorded.matching,
             errors,
             connections,
             convergence,
+            processes,
+            timeline: observed.timeline,
+            connect: None,
+            replay: None,
+            stalled_readers: None,
         }
     }
 
-    /// Converged, no error, no delivery naming the wrong author, and something was acknowledged.
+    /// Converged, no error, no delivery naming the wrong author, something was acknowledged, and
+    /// what the preset checks itself held.
     pub fn is_clean(&self) -> bool {
+        // The connections preset edits nothing; every other one must have edits acknowledged.
+        let edited = self.connect.is_some() || self.matching.acked > 0;
         self.convergence.converged
             && self.errors.total == 0
             && self.matching.author_mismatches == 0
-            && self.matching.acked > 0
+            && edited
+            && self.connect.as_ref().is_none_or(ConnectReport::is_clean)
+            && self.replay.as_ref().is_none_or(ReplayReport::is_clean)
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
@@ -208,10 +341,15 @@ impl Report {
         let p = &self.params;
         let mut out = String::new();
         let label = self.label.as_deref().map(|l| format!("  [{l}]")).unwrap_or_default();
+        let workload = if self.workload.is_empty() {
+            format!("{} docs × {} clients @ {} ops/s", p.docs, p.clients_per_doc, p.rate_per_client)
+        } else {
+            self.workload.clone()
+        };
         let _ = writeln!(
             out,
-            "{} — {} docs × {} clients @ {} ops/s, {} s measured after {} s warm-up{label}",
-            self.preset, p.docs, p.clients_per_doc, p.rate_per_client, p.duration_secs, p.warmup_secs
+            "{} — {workload}, {:.1} s measured after {} s warm-up{label}",
+            self.preset, self.rates.window_secs, p.warmup_secs
         );
         let _ = writeln!(out, "run {}  seed {}  {}", self.run_id, self.seed, self.urls.join(" "));
         let _ = writeln!(out);
@@ -268,6 +406,31 @@ impl Report {
         );
         for problem in &v.problems {
             let _ = writeln!(out, "{:<16}{problem}", "");
+        }
+        for p in &self.processes {
+            let gone = if p.gone { "  (ended during the run)" } else { "" };
+            let _ = writeln!(
+                out,
+                "{:<16}pid {}  cpu mean {:.0} % max {:.0} %  rss first {:.1} peak {:.1} last {:.1} MiB  \
+                 send queues peak {:.1} MiB{gone}",
+                p.name,
+                p.pid,
+                p.cpu_mean_pct,
+                p.cpu_max_pct,
+                p.rss_first_mib,
+                p.rss_peak_mib,
+                p.rss_last_mib,
+                p.send_queue_peak_mib
+            );
+        }
+        if let Some(connect) = &self.connect {
+            connect.table(&mut out);
+        }
+        if let Some(replay) = &self.replay {
+            replay.table(&mut out);
+        }
+        if let Some(stalled) = &self.stalled_readers {
+            stalled.table(&mut out);
         }
         out
     }

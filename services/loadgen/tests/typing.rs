@@ -11,6 +11,7 @@ use tandem_loadgen::RunConfig;
 
 fn config(urls: Vec<String>, seed: u64) -> TypingConfig {
     TypingConfig {
+        preset: "typing",
         run: RunConfig {
             urls,
             token: None,
@@ -20,6 +21,7 @@ fn config(urls: Vec<String>, seed: u64) -> TypingConfig {
             seed,
             label: Some("test".into()),
             progress: true,
+            watch: Vec::new(),
         },
         docs: 4,
         clients: 3,
