@@ -80,9 +80,10 @@ fuzz:
 fuzz-smoke:
 	@deploy/fuzz.sh smoke
 
-## Criterion benchmarks (trace replay through libs/ot).
+## Criterion benchmarks: trace replay through libs/ot, and the sequencer's document state machine.
 bench:
 	$(CARGO) bench -p tandem-ot --bench traces
+	$(CARGO) bench -p tandem-sequencer --bench document
 
 ## Regenerate the shared OT test vectors after an intended change of the algebra.
 vectors:
