@@ -158,6 +158,10 @@ if [[ "$mode" == cluster ]]; then
     database="tandem_loadgen_$$_$RANDOM"
     psql -X -q -v ON_ERROR_STOP=1 -d "$postgres/postgres" -c "CREATE DATABASE $database" >/dev/null
     common=(--brokers "$broker" --postgres-url "$postgres/$database" --partitions "$partitions")
+    # Gateways authenticate to the sequencers with a token made for this run (in the environment, which
+    # the services inherit; not on their command lines).
+    TANDEM_SERVICE_TOKEN="loadgen-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+    export TANDEM_SERVICE_TOKEN
     sequencers=()
     for i in 0 1; do
         start "sequencer-$i" "$bin/tandem-sequencer" --grpc-listen 127.0.0.1:0 "${common[@]}" --instance "sequencer-$i"
