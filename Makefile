@@ -80,10 +80,13 @@ fuzz:
 fuzz-smoke:
 	@deploy/fuzz.sh smoke
 
-## Criterion benchmarks: trace replay through libs/ot, and the sequencer's document state machine.
-bench:
+## Benchmarks: criterion (trace replay through libs/ot, the document state machine), then the load
+## generator's presets against the single process and a fresh cluster, written into BENCHMARKS.md
+## (RUNS=3 DURATION=30 by default; PRESETS=…, MODES=… to narrow).
+bench: infra
 	$(CARGO) bench -p tandem-ot --bench traces
 	$(CARGO) bench -p tandem-sequencer --bench document
+	services/loadgen/bench.sh
 
 ## Regenerate the shared OT test vectors after an intended change of the algebra.
 vectors:

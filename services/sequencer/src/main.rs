@@ -106,7 +106,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         client_id: config.instance.clone(),
         ..KafkaConfig::default()
     };
-    ensure_topics(&kafka).await.context("create the Kafka topics")?;
+    // A broker that has just started may time out the first admin request: retry for a while rather
+    // than fail the start.
+    let mut attempt = 1;
+    loop {
+        match ensure_topics(&kafka).await {
+            Ok(()) => break,
+            Err(e) if attempt < 5 => {
+                warn!(attempt, error = %e, "creating the Kafka topics failed; retrying");
+                tokio::time::sleep(Duration::from_secs(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e).context("create the Kafka topics"),
+        }
+    }
     let submitter = Arc::new(KafkaOpSubmitter::new(&kafka).context("create the op producer")?);
     let publisher: Arc<dyn EventPublisher> =
         Arc::new(KafkaEventPublisher::new(&kafka).context("create the record producer")?);
