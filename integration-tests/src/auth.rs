@@ -40,30 +40,14 @@ impl DevKeys {
         write: &[&str],
         edit: impl FnOnce(&mut MintRequest),
     ) -> String {
-        let mut request = MintRequest {
-            user: user.to_owned(),
-            read: read.iter().map(|s| s.to_string()).collect(),
-            write: write.iter().map(|s| s.to_string()).collect(),
-            ttl_secs: 3600,
-            not_before_secs: None,
-            audience: DEFAULT_AUDIENCE.to_owned(),
-            issuer: DEFAULT_ISSUER.to_owned(),
-        };
+        let mut request = MintRequest::new(user, read, write);
         edit(&mut request);
         mint(&MintKey::Hs256(self.secret.clone()), &request).expect("mint a token")
     }
 
     /// A token signed with another secret: its signature cannot verify.
     pub fn forged_token(&self, user: &str, write: &[&str]) -> String {
-        let request = MintRequest {
-            user: user.to_owned(),
-            read: Vec::new(),
-            write: write.iter().map(|s| s.to_string()).collect(),
-            ttl_secs: 3600,
-            not_before_secs: None,
-            audience: DEFAULT_AUDIENCE.to_owned(),
-            issuer: DEFAULT_ISSUER.to_owned(),
-        };
+        let request = MintRequest::new(user, &[], write);
         mint(&MintKey::Hs256(b"not-the-server-secret-not-the-server-secret".to_vec()), &request)
             .expect("mint")
     }

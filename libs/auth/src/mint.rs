@@ -6,7 +6,7 @@ use jsonwebtoken::{EncodingKey, Header};
 
 use crate::claims::{Claims, DocClaims};
 use crate::permissions::Permissions;
-use crate::{KeyAlgorithm, MIN_HS256_SECRET_BYTES};
+use crate::{KeyAlgorithm, DEFAULT_AUDIENCE, DEFAULT_ISSUER, MIN_HS256_SECRET_BYTES};
 
 /// The key a token is signed with.
 #[derive(Clone)]
@@ -46,6 +46,23 @@ pub struct MintRequest {
     pub not_before_secs: Option<i64>,
     pub audience: String,
     pub issuer: String,
+}
+
+impl MintRequest {
+    /// A token for `user` with these read and write patterns, valid for an hour, for the default
+    /// audience and issuer.
+    pub fn new(user: &str, read: &[&str], write: &[&str]) -> Self {
+        let owned = |patterns: &[&str]| patterns.iter().map(|p| (*p).to_owned()).collect();
+        Self {
+            user: user.to_owned(),
+            read: owned(read),
+            write: owned(write),
+            ttl_secs: 3600,
+            not_before_secs: None,
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            issuer: DEFAULT_ISSUER.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -88,6 +88,17 @@ impl fmt::Debug for VerifierConfig {
 }
 
 impl VerifierConfig {
+    /// `keys` for `algorithm`, with the default audience, issuer and leeway.
+    pub fn new(algorithm: KeyAlgorithm, keys: Vec<Vec<u8>>) -> Self {
+        Self {
+            algorithm,
+            keys,
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            issuer: DEFAULT_ISSUER.to_owned(),
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+        }
+    }
+
     /// A configuration with the default audience, issuer and leeway, reading each key from a file
     /// (a secret for HS256, with surrounding whitespace removed; a PEM public key otherwise).
     pub fn from_key_files(
@@ -106,13 +117,7 @@ impl VerifierConfig {
                 })
             })
             .collect::<Result<Vec<_>, VerifierSetupError>>()?;
-        Ok(Self {
-            algorithm,
-            keys,
-            audience: DEFAULT_AUDIENCE.to_owned(),
-            issuer: DEFAULT_ISSUER.to_owned(),
-            leeway_secs: DEFAULT_LEEWAY_SECS,
-        })
+        Ok(Self::new(algorithm, keys))
     }
 }
 

@@ -1,10 +1,7 @@
 //! Token verification against hostile and broken tokens.
 
 use base64::Engine;
-use tandem_auth::{
-    mint, Access, AuthError, KeyAlgorithm, MintKey, MintRequest, Verifier, VerifierConfig, DEFAULT_AUDIENCE,
-    DEFAULT_ISSUER,
-};
+use tandem_auth::{mint, Access, AuthError, KeyAlgorithm, MintKey, MintRequest, Verifier, VerifierConfig};
 use tandem_protocol::DocId;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
@@ -14,13 +11,7 @@ fn key_file(name: &str) -> Vec<u8> {
 }
 
 fn config(algorithm: KeyAlgorithm, keys: Vec<Vec<u8>>) -> VerifierConfig {
-    VerifierConfig {
-        algorithm,
-        keys,
-        audience: DEFAULT_AUDIENCE.to_owned(),
-        issuer: DEFAULT_ISSUER.to_owned(),
-        leeway_secs: 5,
-    }
+    VerifierConfig { leeway_secs: 5, ..VerifierConfig::new(algorithm, keys) }
 }
 
 fn hs256() -> Verifier {
@@ -28,15 +19,7 @@ fn hs256() -> Verifier {
 }
 
 fn request(user: &str) -> MintRequest {
-    MintRequest {
-        user: user.to_owned(),
-        read: vec!["handbook".to_owned()],
-        write: vec!["team-a/*".to_owned()],
-        ttl_secs: 600,
-        not_before_secs: None,
-        audience: DEFAULT_AUDIENCE.to_owned(),
-        issuer: DEFAULT_ISSUER.to_owned(),
-    }
+    MintRequest { ttl_secs: 600, ..MintRequest::new(user, &["handbook"], &["team-a/*"]) }
 }
 
 fn doc(id: &str) -> DocId {

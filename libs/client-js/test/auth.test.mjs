@@ -116,6 +116,7 @@ test('POST /v1/session sets an HttpOnly cookie and never echoes the token', asyn
   assert.match(cookie, /^tandem_token=/);
   assert.match(cookie, /HttpOnly/);
   assert.match(cookie, /SameSite=Strict/);
+  assert.match(cookie, /; Secure/, 'Secure unless the server was told otherwise');
   const body = await response.json();
   assert.equal(body.user, 'cookie-user');
   assert.ok(!JSON.stringify(body).includes(t), 'the body does not carry the token');

@@ -156,6 +156,17 @@ fn reset_discards_pending_work_but_keeps_seq() {
 }
 
 #[test]
+fn a_forbidden_op_gives_its_seq_to_the_next_op() {
+    let mut c = DocumentClient::new(doc(), 0, "");
+    c.local_edit(ins(0, 0, "a")).unwrap();
+    c.local_edit(ins(1, 1, "b")).unwrap(); // buffered behind seq 1: takes no seq yet
+    c.reuse_in_flight_seq();
+    c.reset(0, "");
+    let out = c.local_edit(ins(0, 0, "x")).unwrap().expect("sent");
+    assert_eq!((out.seq, out.base), (1, 0), "seq 1 never reached the document");
+}
+
+#[test]
 fn outgoing_op_serialises_as_the_protocol_shows() {
     let out = OutgoingOp { doc: doc(), seq: 3, base: 9, op: del(4, 1, 2) };
     let parsed = ClientMessage::parse(&out.to_json()).expect("valid client message");

@@ -416,28 +416,17 @@ mod tests {
     fn user_tokens_carry_their_permissions() {
         use tandem_auth::{mint, KeyAlgorithm, MintKey, MintRequest, VerifierConfig};
         let secret = b"0123456789abcdef0123456789abcdef".to_vec();
-        let verifier = Verifier::new(VerifierConfig {
-            algorithm: KeyAlgorithm::Hs256,
-            keys: vec![secret.clone()],
-            audience: "tandem".to_owned(),
-            issuer: "tandem".to_owned(),
+        let config = VerifierConfig {
             leeway_secs: 0,
-        })
-        .expect("verifier");
+            ..VerifierConfig::new(KeyAlgorithm::Hs256, vec![secret.clone()])
+        };
+        let verifier = Verifier::new(config).expect("verifier");
         let mut check = CallerCheck::new(CallerAuth {
             service_token: Some("s3cret".to_owned()),
             verifier: Some(Arc::new(verifier)),
         });
         let token = |ttl_secs| {
-            let request = MintRequest {
-                user: "indexer".to_owned(),
-                read: Vec::new(),
-                write: vec!["team-a/*".to_owned()],
-                ttl_secs,
-                not_before_secs: None,
-                audience: "tandem".to_owned(),
-                issuer: "tandem".to_owned(),
-            };
+            let request = MintRequest { ttl_secs, ..MintRequest::new("indexer", &[], &["team-a/*"]) };
             mint(&MintKey::Hs256(secret.clone()), &request).expect("mint")
         };
         let request = check.call(with(&format!("Bearer {}", token(600)))).expect("a valid user token passes");

@@ -313,27 +313,13 @@ async fn the_service_token_is_required() {
 async fn internal_clients_are_authorised_per_document() {
     use tandem_auth::{mint, KeyAlgorithm, MintKey, MintRequest, Verifier, VerifierConfig};
     let secret = b"an-internal-test-secret-of-32-bytes-or-more".to_vec();
-    let verifier = Verifier::new(VerifierConfig {
-        algorithm: KeyAlgorithm::Hs256,
-        keys: vec![secret.clone()],
-        audience: "tandem".to_owned(),
-        issuer: "tandem".to_owned(),
-        leeway_secs: 0,
-    })
-    .expect("verifier");
+    let verifier =
+        Verifier::new(VerifierConfig::new(KeyAlgorithm::Hs256, vec![secret.clone()])).expect("verifier");
     let (bus, mut consumer) = bus();
     let auth = CallerAuth { service_token: Some("s3cret".to_owned()), verifier: Some(Arc::new(verifier)) };
     let server = Server::start_with(local(), bus, auth).await;
-    let request = MintRequest {
-        user: "indexer".to_owned(),
-        read: Vec::new(),
-        write: vec!["team-a/*".to_owned()],
-        ttl_secs: 600,
-        not_before_secs: None,
-        audience: "tandem".to_owned(),
-        issuer: "tandem".to_owned(),
-    };
-    let token = mint(&MintKey::Hs256(secret), &request).expect("mint");
+    let token =
+        mint(&MintKey::Hs256(secret), &MintRequest::new("indexer", &[], &["team-a/*"])).expect("mint");
     let indexer_options = SubmitterOptions { token: Some(token), ..options() };
     let indexer = GrpcSubmitter::new(vec![server.uri()], indexer_options).expect("valid options");
     until_accepted(&indexer, submission("team-a/notes", "indexer", 1, "a")).await;

@@ -100,8 +100,17 @@ impl EdgeArgs {
         })
     }
 
+    /// Prints the security line of the start banner; running without authentication is also logged
+    /// as a warning, so it shows in the log too.
+    pub fn announce(&self) {
+        println!("  {}", self.banner());
+        if self.insecure_no_auth {
+            tracing::warn!("{}", self.banner());
+        }
+    }
+
     /// What a person starting the server must know about its security, for the start banner.
-    pub fn banner(&self) -> String {
+    fn banner(&self) -> String {
         if self.insecure_no_auth {
             "WARNING: AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this port can read \
              and write every document. Development only."

@@ -72,7 +72,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let hubs = Hubs::new(deps.store, deps.submitter.clone(), config.clone());
-    let state_send_buffer = config.socket_send_buffer;
+    let send_buffer = config.socket_send_buffer;
     let state = Arc::new(GatewayState {
         config,
         hubs: hubs.clone(),
@@ -103,7 +103,6 @@ pub async fn run(
     let app = router(state).merge(deps.extra_routes);
     // The peer address feeds the per-address connection limit.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let send_buffer = state_send_buffer;
     let listener = listener.tap_io(move |tcp| tune_socket(tcp, send_buffer));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     record_router.abort();

@@ -85,10 +85,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut gateway = tokio::spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
     println!("gateway {} listening on http://{address}/", config.instance);
-    println!("  {}", config.edge.banner());
-    if config.edge.insecure_no_auth {
-        warn!("{}", config.edge.banner());
-    }
+    config.edge.announce();
     tokio::select! {
         _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down"),
         result = &mut gateway => {

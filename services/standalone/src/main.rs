@@ -116,10 +116,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tasks.close();
 
     println!("Tandem (single-process mode) listening on http://{address}/");
-    println!("  {}", config.edge.banner());
-    if config.edge.insecure_no_auth {
-        warn!("{}", config.edge.banner());
-    }
+    config.edge.announce();
     println!(
         "  open http://{address}/?doc=welcome in two browser tabs; data in {}",
         config.data_dir.display()
