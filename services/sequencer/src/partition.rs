@@ -88,7 +88,9 @@ pub async fn run_partition(
     shutdown: CancellationToken,
 ) -> Result<(), PartitionError> {
     let partition = consumer.partition();
-    let claim = store.claim_partition(partition).await?;
+    // A claim is safe to repeat (each one bumps the epoch, the last one wins), so a store outage
+    // during it is waited out like during any other call, instead of ending the partition.
+    let claim = retry(partition, || store.claim_partition(partition)).await?;
     info!(partition, epoch = claim.epoch, next_offset = ?claim.next_offset, "partition claimed");
     // Resume exactly after the last committed batch: nothing accepted is skipped or sequenced twice.
     if let Some(offset) = claim.next_offset {

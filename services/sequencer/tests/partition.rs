@@ -5,14 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use tandem_bus::in_process::{in_process, InProcessConfig};
 use tandem_bus::{Delivery, EventSubscriber, OpSubmitter};
 use tandem_ot::Operation;
-use tandem_protocol::records::{SequencedRecord, Submission};
+
+use async_trait::async_trait;
+use tandem_bus::PartitionId;
+use tandem_protocol::records::{CommittedEvent, Outcome, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId};
 use tandem_sequencer::{run_partition, PartitionConfig, PartitionError};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
-use tandem_store::EventStore;
+use tandem_store::{
+    CommitBatch, EventStore, PartitionClaim, Snapshot, StoreError, StoredDocument, UnpublishedCommit,
+};
 use tokio_util::sync::CancellationToken;
 
 fn append(doc: &DocId, seq: u64) -> Submission {
@@ -199,6 +205,95 @@ async fn documents_evicted_by_the_memory_budget_are_reloaded_correctly() {
     for doc in &docs {
         assert_eq!(store.latest_version(doc).await.unwrap(), 6);
     }
+    shutdown.cancel();
+    owner.await.unwrap().unwrap();
+}
+
+/// A store whose first `failures` claims fail as unavailable (the database restarting), and which is
+/// otherwise the real embedded store.
+struct ClaimFailsFirst {
+    inner: Arc<dyn EventStore>,
+    failures: AtomicU32,
+}
+
+#[async_trait]
+impl EventStore for ClaimFailsFirst {
+    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
+        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Unavailable("connection closed".into()));
+        }
+        self.inner.claim_partition(partition).await
+    }
+    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
+        self.inner.commit(batch).await
+    }
+    async fn mark_published(
+        &self,
+        partition: PartitionId,
+        epoch: u64,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.mark_published(partition, epoch, through).await
+    }
+    async fn unpublished(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<UnpublishedCommit>, StoreError> {
+        self.inner.unpublished(partition, after, limit).await
+    }
+    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
+        self.inner.latest_version(doc).await
+    }
+    async fn read_events(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<CommittedEvent>, StoreError> {
+        self.inner.read_events(doc, after, up_to, limit).await
+    }
+    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
+        self.inner.load_document(doc).await
+    }
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.write_snapshot(snapshot).await
+    }
+    async fn find_outcome(
+        &self,
+        doc: &DocId,
+        client: &ClientId,
+        seq: u64,
+    ) -> Result<Option<Outcome>, StoreError> {
+        self.inner.find_outcome(doc, client, seq).await
+    }
+}
+
+/// Found by the Postgres-crash cluster test: the database went down during the claim, and the
+/// partition loop ended (taking the sequencer with it) instead of waiting for the database.
+#[tokio::test]
+async fn a_store_outage_during_the_claim_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ClaimFailsFirst { inner: store(&dir), failures: AtomicU32::new(3) });
+    let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let shutdown = CancellationToken::new();
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        PartitionConfig::default(),
+        shutdown.clone(),
+    ));
+    let doc = DocId::parse("after-outage").unwrap();
+    submitter.submit(append(&doc, 1)).await.unwrap();
+    let delivery =
+        tokio::time::timeout(Duration::from_secs(10), records.next()).await.expect("a record in time");
+    let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
+    assert!(matches!(&*record, SequencedRecord::Committed(event) if event.version == 1), "{record:?}");
+    assert_eq!(store.failures.load(Ordering::SeqCst), 0, "the failing claims were tried");
     shutdown.cancel();
     owner.await.unwrap().unwrap();
 }
