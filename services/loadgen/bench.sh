@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs="${RUNS:-3}"
 duration="${DURATION:-30}"
-presets="${PRESETS:-typing hot-doc max connections replay}"
+presets="${PRESETS:-typing hot-doc max connections replay history}"
 modes="${MODES:-standalone cluster}"
 out="${OUT:-$(mktemp -d /tmp/tandem-bench.XXXXXX)}"
 mkdir -p "$out"
@@ -35,10 +35,13 @@ section="$out/section.md"
 status=0
 for mode in $modes; do
     for preset in $presets; do
+        # history writes into the cluster's Postgres event log; the single process has none to share.
+        [[ "$preset" == history && "$mode" != cluster ]] && continue
         dir="$out/$mode-$preset"
-        # replay types whole traces: its --duration is only a time limit, left at its default.
+        # replay types whole traces: its --duration is only a time limit, left at its default; history
+        # measures opens, not a duration.
         args=()
-        [[ "$preset" == replay ]] || args=(--duration "$duration")
+        [[ "$preset" == replay || "$preset" == history ]] || args=(--duration "$duration")
         say "$mode $preset → $dir"
         if "$root/services/loadgen/run.sh" "$mode" --runs "$runs" --out "$dir" -- "$preset" "${args[@]}" \
             >"$dir.log" 2>&1; then
@@ -56,7 +59,9 @@ for mode in $modes; do
             if [[ -f "$dir/run-$runs.txt" ]]; then
                 echo
                 echo '```'
-                grep -E '^(loadgen|standalone|tansu|sequencer-[0-9]|gateway-[0-9]|connections|memory) ' "$dir/run-$runs.txt" || true
+                grep -E '^(loadgen|standalone|tansu|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens) |^ +first op' \
+                    "$dir/run-$runs.txt" || true
+                [[ -f "$dir/stages.txt" ]] && cat "$dir/stages.txt"
                 echo '```'
             fi
             echo

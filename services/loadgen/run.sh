@@ -8,8 +8,9 @@
 # e.g. services/loadgen/run.sh cluster --runs 3 -- typing --docs 20 --clients 2 --rate 5 --duration 30
 #      services/loadgen/run.sh standalone --runs 1 -- stalled-readers --readers 1000
 #
-# PRESET is one of typing, hot-doc, max, connections, replay, stalled-readers (see README.md beside
-# this script). Every process started here is watched (--watch NAME=PID: CPU and RSS in the report).
+# PRESET is one of typing, hot-doc, max, connections, replay, stalled-readers, history (see README.md
+# beside this script; history needs the cluster: it gets the database as TANDEM_POSTGRES_URL).
+# Every process started here is watched (--watch NAME=PID: CPU and RSS in the report).
 #
 # cluster:    a tansu broker in memory (deploy/tansu.sh install), a fresh database on the PostgreSQL
 #             server at 127.0.0.1:5432 (trust auth, user postgres; deploy/postgres.sh provides one),
@@ -148,6 +149,7 @@ fi
 
 # --- start the system under test ----------------------------------------------------------------------
 urls=()
+metrics_urls=()
 if [[ "$mode" == cluster ]]; then
     tansu="$(bash "$root/deploy/tansu.sh" install | tail -n 1)"
     broker_port="$(free_port)"
@@ -158,13 +160,18 @@ if [[ "$mode" == cluster ]]; then
     database="tandem_loadgen_$$_$RANDOM"
     psql -X -q -v ON_ERROR_STOP=1 -d "$postgres/postgres" -c "CREATE DATABASE $database" >/dev/null
     common=(--brokers "$broker" --postgres-url "$postgres/$database" --partitions "$partitions")
+    # The history preset writes its document into this database.
+    export TANDEM_POSTGRES_URL="$postgres/$database"
     # Gateways authenticate to the sequencers with a token made for this run (in the environment, which
     # the services inherit; not on their command lines).
     TANDEM_SERVICE_TOKEN="loadgen-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
     export TANDEM_SERVICE_TOKEN
     sequencers=()
     for i in 0 1; do
-        start "sequencer-$i" "$bin/tandem-sequencer" --grpc-listen 127.0.0.1:0 "${common[@]}" --instance "sequencer-$i"
+        metrics_port="$(free_port)"
+        start "sequencer-$i" "$bin/tandem-sequencer" --grpc-listen 127.0.0.1:0 "${common[@]}" --instance "sequencer-$i" \
+            --metrics-listen "127.0.0.1:$metrics_port"
+        metrics_urls+=("sequencer-$i=http://127.0.0.1:$metrics_port/metrics")
         address="$(address_of "sequencer-$i" "grpc listening on ")"
         sequencers+=("http://$address")
     done
@@ -174,6 +181,7 @@ if [[ "$mode" == cluster ]]; then
             --sequencer "$(IFS=,; echo "${sequencers[*]}")" $(no_auth "$bin/tandem-gateway")
         address="$(address_of "gateway-$i" "listening on http://")"
         urls+=(--url "ws://$address/v1/ws")
+        metrics_urls+=("gateway-$i=http://$address/metrics")
     done
 else
     data_dir="$(mktemp -d /tmp/tandem-loadgen-data.XXXXXX)"
@@ -197,6 +205,24 @@ for i in $(seq 1 "$runs"); do
 done
 if [[ ${#reports[@]} -gt 0 ]]; then
     "$bin/tandem-loadgen" summarize "${reports[@]}" | tee "$out/summary.md"
+fi
+# Where an op's time goes in the cluster, from the services' own histograms over all the runs:
+# the broker's share (appending to tandem.ops, publishing to tandem.events) against Postgres's and
+# the rest. Means in milliseconds; each line of metrics-NAME.txt has the full summaries.
+stage_mean() { # FILE METRIC: sum/count of a Prometheus summary, in ms
+    awk -v m="$2" '$1 == m"_sum" {s += $2} $1 == m"_count" {c += $2} END {if (c > 0) printf "%.2f", 1000 * s / c; else printf "-"}' "$1"
+}
+if [[ ${#metrics_urls[@]} -gt 0 ]]; then
+    for entry in "${metrics_urls[@]}"; do
+        curl -fsS --max-time 5 "${entry#*=}" >"$out/metrics-${entry%%=*}.txt" 2>/dev/null || true
+    done
+    cat "$out"/metrics-sequencer-*.txt >"$out/metrics-sequencers.all" 2>/dev/null || true
+    cat "$out"/metrics-gateway-*.txt >"$out/metrics-gateways.all" 2>/dev/null || true
+    printf 'stages (mean ms): gateway submit %s (broker append %s), commit %s, publish %s\n' \
+        "$(stage_mean "$out/metrics-gateways.all" tandem_gateway_submit_seconds)" \
+        "$(stage_mean "$out/metrics-sequencers.all" tandem_sequencer_ingress_append_seconds)" \
+        "$(stage_mean "$out/metrics-sequencers.all" tandem_sequencer_commit_seconds)" \
+        "$(stage_mean "$out/metrics-sequencers.all" tandem_sequencer_publish_seconds)" | tee "$out/stages.txt"
 fi
 say "reports, logs and summary in $out"
 exit "$status"

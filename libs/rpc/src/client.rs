@@ -199,7 +199,10 @@ impl OpSubmitter for GrpcSubmitter {
         let (reply, answer) = oneshot::channel();
         let traceparent = trace_context::current().map(|tp| tp.as_str().to_owned()).unwrap_or_default();
         self.enqueue(Job { submission: submission.into(), traceparent, reply })?;
-        match tokio::time::timeout(self.request_timeout, answer).await {
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(self.request_timeout, answer).await;
+        metrics::histogram!("tandem_gateway_submit_seconds").record(started.elapsed().as_secs_f64());
+        match answered {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(BusError::Unavailable("the sequencer connection dropped the op".to_owned())),
             Err(_) => Err(BusError::Unavailable(format!(

@@ -186,6 +186,7 @@ pub async fn answer(
         debug!(request_id, %message, "refused a submit request");
         return refusal(request_id, ErrorCode::Forbidden, message);
     }
+    let started = std::time::Instant::now();
     let results = join_all(
         submissions
             .iter()
@@ -193,6 +194,7 @@ pub async fn answer(
             .map(|(submission, trace)| trace_context::scope(trace, submitter.submit(submission.clone()))),
     )
     .await;
+    metrics::histogram!("tandem_sequencer_ingress_append_seconds").record(started.elapsed().as_secs_f64());
     let failures: Vec<String> = results
         .into_iter()
         .zip(&submissions)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tandem_bus::kafka::{KafkaConfig, KafkaEventSubscriber};
+use tandem_bus::kafka::{KafkaArgs, KafkaEventSubscriber};
 use tandem_gateway::cli::EdgeArgs;
 use tandem_gateway::GatewayDeps;
 use tandem_rpc::{GrpcSubmitter, SubmitterOptions};
@@ -30,15 +30,12 @@ struct Config {
     /// Sequencer gRPC endpoints, e.g. `http://127.0.0.1:50051` (repeat or separate with commas).
     #[arg(long = "sequencer", env = "TANDEM_SEQUENCERS", value_delimiter = ',', required = true)]
     sequencers: Vec<String>,
-    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
-    #[arg(long, env = "TANDEM_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
     /// The Postgres event log (read only: catch-up and gap repair).
     #[arg(long, env = "TANDEM_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/tandem")]
     postgres_url: String,
-    /// Partitions of the Kafka topics (must match the sequencers').
-    #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 16)]
-    partitions: u32,
+    /// The Kafka bus (partitions must match the sequencers').
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Names this process in logs and in the broker.
     #[arg(long, env = "TANDEM_INSTANCE", default_value = "gateway")]
     instance: String,
@@ -64,12 +61,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = PostgresStore::connect(PostgresConfig::new(&config.postgres_url))
         .await
         .context("connect to Postgres")?;
-    let kafka = KafkaConfig {
-        brokers: config.brokers.clone(),
-        partitions: config.partitions,
-        client_id: config.instance.clone(),
-        ..KafkaConfig::default()
-    };
+    let kafka = config.kafka.config(&config.instance);
+    info!(kafka = %config.kafka.describe(), "kafka settings");
     let options = SubmitterOptions { token: config.service_token.clone(), ..SubmitterOptions::default() };
     let submitter =
         GrpcSubmitter::new(config.sequencers.clone(), options).context("create the gRPC submitter")?;

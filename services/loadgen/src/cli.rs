@@ -8,12 +8,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::connections::{ConnectionsConfig, MAX_CONNECTIONS};
+use crate::history::HistoryConfig;
 use crate::procstat::WatchSpec;
 use crate::replay::{self, ReplayConfig};
 use crate::stalled::StalledConfig;
 use crate::typing::TypingConfig;
 use crate::RunConfig;
 
+/// Longest history the `history` preset writes.
+pub const MAX_HISTORY_OPS: u64 = 100_000_000;
 /// Most simulated clients in one run: each is a WebSocket connection with its own task.
 pub const MAX_CLIENTS: usize = 20_000;
 /// Highest typing rate of one client, in ops per second.
@@ -56,6 +59,11 @@ pub enum Command {
     /// over time, and how many of the stalled readers it disconnected (4408 `overloaded`).
     #[command(mut_arg("duration", |a| a.default_value("60")))]
     StalledReaders(StalledArgs),
+    /// Writes a document with a long history (default 1,000,000 versions) into the cluster's Postgres
+    /// event log as its sequencer would, then opens it from fresh connections: the time from `open`
+    /// to the whole `snapshot` (cluster mode only: it needs the event log's URL).
+    #[command(mut_arg("warmup", |a| a.default_value("0")), mut_arg("duration", |a| a.default_value("1")))]
+    History(HistoryArgs),
     /// Prints the medians of several JSON reports (`--json` of earlier runs) of one workload.
     Summarize {
         /// The reports.
@@ -181,6 +189,25 @@ pub struct StalledArgs {
     /// Receive buffer asked for on each stalled reader's socket, in bytes.
     #[arg(long, default_value_t = 4096)]
     pub recv_buffer: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The cluster's Postgres event log, where the history is written.
+    #[arg(long, env = "TANDEM_POSTGRES_URL")]
+    pub postgres_url: String,
+    /// Versions of history the document gets.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ops: u64,
+    /// Timed opens, each from a fresh connection, round robin over the gateways.
+    #[arg(long, default_value_t = 20)]
+    pub opens: usize,
+    /// The sequencers' snapshot interval (their `--snapshot-every`): the newest snapshot is left this
+    /// many versions behind the head, as far behind as the sequencer lets it fall.
+    #[arg(long, default_value_t = 1000)]
+    pub snapshot_every: u64,
 }
 
 impl CommonArgs {
@@ -320,6 +347,28 @@ impl StalledArgs {
             rate: self.rate,
             readers: self.readers,
             recv_buffer: self.recv_buffer,
+        })
+    }
+}
+
+impl HistoryArgs {
+    pub fn validate(self) -> Result<HistoryConfig, String> {
+        if !(1..=MAX_HISTORY_OPS).contains(&self.ops) {
+            return Err(format!("--ops must be 1 to {MAX_HISTORY_OPS}"));
+        }
+        if !(1..=10_000).contains(&self.opens) {
+            return Err("--opens must be 1 to 10000".into());
+        }
+        if !self.postgres_url.starts_with("postgres://") && !self.postgres_url.starts_with("postgresql://") {
+            return Err(format!("--postgres-url {}: expected postgres://…", self.postgres_url));
+        }
+        Ok(HistoryConfig {
+            run: self.common.validate()?,
+            postgres_url: self.postgres_url,
+            ops: self.ops,
+            opens: self.opens,
+            snapshot_every: self.snapshot_every,
+            batch: 10_000,
         })
     }
 }

@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use futures::StreamExt;
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::converge;
@@ -142,7 +141,7 @@ pub async fn run(config: &ConnectionsConfig) -> anyhow::Result<Report> {
     let per_doc = config.connections.div_ceil(docs.len());
 
     let t0 = Instant::now();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("the bounds are valid");
+    let mut latency = crate::recorder::histogram();
     let mut report = ConnectReport { target: config.connections, fd_limit, ..ConnectReport::default() };
     let mut sims = Vec::with_capacity(config.connections);
     {

@@ -1,7 +1,8 @@
 //! `tandem-loadgen`: the load-test harness of Tandem (issue 5).
 //!
 //! Presets (one module each, on the shared [`driver`]): [`typing`] (also `hot-doc` and `max`),
-//! [`connections`], [`replay`] and [`stalled`] (`stalled-readers`). Every run samples the CPU and
+//! [`connections`], [`replay`], [`stalled`] (`stalled-readers`) and [`history`] (opening a document
+//! with a long history). Every run samples the CPU and
 //! RSS of the processes named with `--watch` ([`procstat`]), keeps a per-second timeline
 //! ([`monitor`]), and ends in a [`report::Report`]: a table, JSON, and an HTML page ([`html`]).
 //!
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod connections;
 pub mod converge;
 pub mod driver;
+pub mod history;
 pub mod html;
 pub mod monitor;
 pub mod procstat;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use tandem_loadgen::cli::{Cli, Command, CommonArgs};
 use tandem_loadgen::report::{self, Report};
-use tandem_loadgen::{connections, html, replay, stalled, typing};
+use tandem_loadgen::{connections, history, html, replay, stalled, typing};
 
 /// A validated preset, ready to run.
 enum Job {
@@ -16,6 +16,7 @@ enum Job {
     Connections(connections::ConnectionsConfig),
     Replay(replay::ReplayConfig),
     Stalled(stalled::StalledConfig),
+    History(history::HistoryConfig),
 }
 
 impl Job {
@@ -25,6 +26,7 @@ impl Job {
             Job::Connections(config) => connections::run(&config).await,
             Job::Replay(config) => replay::run(&config).await,
             Job::Stalled(config) => stalled::run(&config).await,
+            Job::History(config) => history::run(&config).await,
         }
     }
 }
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Connections(args) => (Outputs::of(&args.common), args.validate().map(Job::Connections)),
         Command::Replay(args) => (Outputs::of(&args.common), args.validate().map(Job::Replay)),
         Command::StalledReaders(args) => (Outputs::of(&args.common), args.validate().map(Job::Stalled)),
+        Command::History(args) => (Outputs::of(&args.common), args.validate().map(Job::History)),
         Command::Summarize { files } => return summarize(&files),
         Command::Html { json, out } => {
             return match Report::read_json(&json).and_then(|r| html::write(&r, &out)) {

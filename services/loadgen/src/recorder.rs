@@ -122,7 +122,8 @@ impl Sinks {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+/// A latency histogram in microseconds, from 1 µs to [`MAX_MICROS`].
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("the bounds are valid")
 }
 

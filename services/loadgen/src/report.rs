@@ -12,6 +12,7 @@ use tandem_client::{Client, ErrorSource};
 
 use crate::connections::ConnectReport;
 use crate::converge::Convergence;
+use crate::history::HistoryReport;
 use crate::monitor::{Observed, Second};
 use crate::procstat::ProcessReport;
 use crate::recorder::Matching;
@@ -63,6 +64,9 @@ pub struct Report {
     /// What only the `stalled-readers` preset measures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_readers: Option<StalledReport>,
+    /// What only the `history` preset measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryReport>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -310,20 +314,23 @@ impl Report {
             connect: None,
             replay: None,
             stalled_readers: None,
+            history: None,
         }
     }
 
     /// Converged, no error, no delivery naming the wrong author, something was acknowledged, and
     /// what the preset checks itself held.
     pub fn is_clean(&self) -> bool {
-        // The connections preset edits nothing; every other one must have edits acknowledged.
-        let edited = self.connect.is_some() || self.matching.acked > 0;
+        // The connections and history presets type nothing; every other one must have edits
+        // acknowledged.
+        let edited = self.connect.is_some() || self.history.is_some() || self.matching.acked > 0;
         self.convergence.converged
             && self.errors.total == 0
             && self.matching.author_mismatches == 0
             && edited
             && self.connect.as_ref().is_none_or(ConnectReport::is_clean)
             && self.replay.as_ref().is_none_or(ReplayReport::is_clean)
+            && self.history.as_ref().is_none_or(HistoryReport::is_clean)
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
@@ -431,6 +438,9 @@ impl Report {
         }
         if let Some(stalled) = &self.stalled_readers {
             stalled.table(&mut out);
+        }
+        if let Some(history) = &self.history {
+            history.table(&mut out);
         }
         out
     }

@@ -239,3 +239,50 @@ async fn stalled_readers_are_accounted_for_and_the_server_rss_reported() {
             && standalone.final_mib > 0.0
     );
 }
+
+/// The history preset against a real cluster (tansu, Postgres, a sequencer, two gateways): the
+/// written history is what the gateways serve, from its newest snapshot plus a full interval of
+/// events, at both gateways, and the sequencer loads it to take the next op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_written_as_the_sequencer_would_and_opened_at_every_gateway() {
+    use tandem_integration_tests::cluster::Cluster;
+    use tandem_loadgen::history::{self, HistoryConfig};
+
+    let cluster = Cluster::builder().gateways(2).sequencers(1).partitions(2).start();
+    let urls = vec![cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
+    let config = HistoryConfig {
+        run: RunConfig {
+            urls,
+            token: None,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            settle_timeout: Duration::from_secs(20),
+            seed: tandem_integration_tests::seed(),
+            label: Some("test".into()),
+            progress: true,
+            watch: Vec::new(),
+        },
+        postgres_url: cluster.database().url(),
+        ops: 5_500,
+        opens: 4,
+        snapshot_every: 1000,
+        batch: 700,
+    };
+    let report = history::run(&config).await.expect("the preset runs");
+    println!("{}", report.table());
+    let history = report.history.as_ref().expect("the history section");
+    assert!(report.is_clean(), "{history:?}");
+    assert_eq!((history.snapshot_version, history.tail_events), (5_000, 500));
+    assert_eq!((history.opens_ms.len(), history.open_ms.count, history.wrong_snapshots), (4, 4, 0));
+    assert!(history.open_ms.p50 > 0.0 && history.open_ms.max >= history.open_ms.p50, "{:?}", history.open_ms);
+    assert!(history.first_op_ack_ms.is_some());
+
+    // The event log has every version once, then the op of the end, and the snapshot the readers used.
+    let doc = history.doc.replace('\'', "''");
+    let versions = cluster
+        .database()
+        .query(&format!("SELECT count(*), min(version), max(version) FROM events WHERE doc = '{doc}'"));
+    assert_eq!(versions, ["5501|1|5501"]);
+    let snapshots = cluster.database().query(&format!("SELECT version FROM snapshots WHERE doc = '{doc}'"));
+    assert_eq!(snapshots, ["5000"]);
+}

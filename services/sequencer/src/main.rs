@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use tandem_auth::JwtArgs;
 use tandem_bus::kafka::{
-    ensure_topics, Assignment, KafkaConfig, KafkaEventPublisher, KafkaOpLog, KafkaOpSubmitter,
+    ensure_topics, Assignment, KafkaArgs, KafkaConfig, KafkaEventPublisher, KafkaOpLog, KafkaOpSubmitter,
 };
 use tandem_bus::{EventPublisher, PartitionId};
 use tandem_rpc::{CallerAuth, SequencerIngress};
@@ -37,15 +37,12 @@ struct Config {
     /// Address of the gRPC ingress (port 0 picks a free port).
     #[arg(long, env = "TANDEM_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     grpc_listen: SocketAddr,
-    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
-    #[arg(long, env = "TANDEM_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
     /// The Postgres event log.
     #[arg(long, env = "TANDEM_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/tandem")]
     postgres_url: String,
-    /// Partitions of the Kafka topics (fixed for the life of a cluster).
-    #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 16)]
-    partitions: u32,
+    /// The Kafka bus.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Kafka session timeout in milliseconds: how long a crashed sequencer keeps its partitions.
     #[arg(long, env = "TANDEM_SESSION_TIMEOUT_MS", default_value_t = 6000)]
     session_timeout_ms: u64,
@@ -100,12 +97,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn EventStore> = Arc::new(store);
 
     let kafka = KafkaConfig {
-        brokers: config.brokers.clone(),
-        partitions: config.partitions,
         session_timeout: Duration::from_millis(config.session_timeout_ms),
-        client_id: config.instance.clone(),
-        ..KafkaConfig::default()
+        ..config.kafka.config(&config.instance)
     };
+    info!(kafka = %config.kafka.describe(), "kafka settings");
     // A broker that has just started may time out the first admin request: retry for a while rather
     // than fail the start.
     let mut attempt = 1;

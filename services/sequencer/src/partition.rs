@@ -7,6 +7,7 @@
 //! exactly this code.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tandem_bus::{BusError, EventPublisher, OpConsumer, PartitionId, SubmissionRe
 use tandem_protocol::records::{SequencedRecord, Submission};
 use tandem_protocol::DocId;
 use tandem_store::{CommitBatch, EventStore, StoreError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -103,35 +105,24 @@ pub async fn run_partition(
         config,
         docs: HashMap::new(),
         tick: 0,
-        published: claim.published_through,
+        published: Arc::new(AtomicU64::new(claim.published_through)),
         marked: claim.published_through,
         last_commit: claim.last_commit,
     };
     owner.republish(&*publisher).await?;
-    loop {
-        let batch = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            batch = consumer.next_batch(owner.config.max_batch) => match batch {
-                Ok(batch) => batch,
-                Err(BusError::Closed) => break,
-                Err(e) => return Err(e.into()),
-            },
-            // Idle: record what was published, so the next owner does not publish it again.
-            _ = tokio::time::sleep(IDLE_MARK), if owner.published > owner.marked => {
-                owner.mark_published().await?;
-                continue;
-            }
-        };
-        let (commit, records) = owner.process(batch).await?;
-        match publisher.publish(records).await {
-            Ok(()) => owner.published = owner.published.max(commit),
-            // Committed records reach gateways anyway: they repair gaps from the store, and the next
-            // owner republishes what this one did not mark as published.
-            Err(e) => warn!(partition, error = %e, "publish failed after commit"),
-        }
+    // Publishing runs beside the loop, not in it: while one batch's records are on their way to the
+    // broker, the next batch is sequenced and committed, and batches committed meanwhile go out
+    // together. In order: one task publishes, in commit order.
+    let (to_publisher, committed) = mpsc::channel(PUBLISH_QUEUE);
+    let publishing = tokio::spawn(publish_in_order(partition, committed, publisher, owner.published.clone()));
+    let result = owner.run(&mut consumer, &to_publisher, &shutdown).await;
+    // Every committed batch handed over is published (or has failed to) before the mark is written.
+    drop(to_publisher);
+    if publishing.await.is_err() {
+        warn!(partition, "the publishing task panicked");
     }
-    if owner.published > owner.marked {
+    result?;
+    if owner.published() > owner.marked {
         let _ = owner.mark_published().await;
     }
     info!(partition, "partition released");
@@ -144,6 +135,37 @@ const IDLE_MARK: Duration = Duration::from_millis(500);
 /// Records republished per page when a partition is taken over.
 const REPUBLISH_PAGE: usize = 1000;
 
+/// Committed batches waiting for the publishing task; when it falls this far behind, the loop waits
+/// (so a slow broker slows sequencing instead of piling records up in memory).
+const PUBLISH_QUEUE: usize = 64;
+
+/// Publishes committed records in commit order: takes every batch that is waiting, publishes them
+/// as one, and then raises `published` to the last commit among them.
+async fn publish_in_order(
+    partition: PartitionId,
+    mut committed: mpsc::Receiver<(u64, Vec<SequencedRecord>)>,
+    publisher: Arc<dyn EventPublisher>,
+    published: Arc<AtomicU64>,
+) {
+    while let Some((mut through, mut records)) = committed.recv().await {
+        while let Ok((commit, more)) = committed.try_recv() {
+            through = commit;
+            records.extend(more);
+        }
+        let started = std::time::Instant::now();
+        let result = publisher.publish(records).await;
+        metrics::histogram!("tandem_sequencer_publish_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                published.fetch_max(through, Ordering::AcqRel);
+            }
+            // Committed records reach gateways anyway: they repair gaps from the store, and the next
+            // owner republishes what this one did not mark as published.
+            Err(e) => warn!(partition, error = %e, "publish failed after commit"),
+        }
+    }
+}
+
 struct PartitionOwner {
     partition: PartitionId,
     epoch: u64,
@@ -151,8 +173,8 @@ struct PartitionOwner {
     config: PartitionConfig,
     docs: HashMap<DocId, CachedDocument>,
     tick: u64,
-    /// Every commit up to this one has been published.
-    published: u64,
+    /// Every commit up to this one has been published (raised by the publishing task).
+    published: Arc<AtomicU64>,
     /// The published mark the store has; the next commit carries `published` when it is higher.
     marked: u64,
     /// The partition's last commit number: the next batch with records expects the one after it,
@@ -161,25 +183,66 @@ struct PartitionOwner {
 }
 
 impl PartitionOwner {
+    /// Takes batches until the input ends or `shutdown` fires (after finishing the batch in hand),
+    /// and hands each committed batch's records to the publishing task.
+    async fn run(
+        &mut self,
+        consumer: &mut impl OpConsumer,
+        to_publisher: &mpsc::Sender<(u64, Vec<SequencedRecord>)>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PartitionError> {
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                batch = consumer.next_batch(self.config.max_batch) => match batch {
+                    Ok(batch) => batch,
+                    Err(BusError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                },
+                // Idle: record what was published, so the next owner does not publish it again.
+                // (Always armed: the publishing task raises `published` while this waits.)
+                _ = tokio::time::sleep(IDLE_MARK) => {
+                    if self.published() > self.marked {
+                        self.mark_published().await?;
+                    }
+                    continue;
+                }
+            };
+            let (commit, records) = self.process(batch).await?;
+            if to_publisher.send((commit, records)).await.is_err() {
+                // The publishing task ended (it never does before the sender is dropped, unless it
+                // panicked): the records are committed, and the next owner republishes them.
+                warn!(partition = self.partition, "the publishing task is gone");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Every commit up to this number has been published.
+    fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
     /// The transactional outbox: publishes what the previous owner committed but did not mark as
     /// published, before this owner sequences anything new. Gateways drop versions they already have,
     /// so publishing twice is harmless; not publishing would leave an ack unsent.
     async fn republish(&mut self, publisher: &dyn EventPublisher) -> Result<(), PartitionError> {
         loop {
-            let (partition, after) = (self.partition, self.published);
+            let (partition, after) = (self.partition, self.published());
             let page = retry(partition, || self.store.unpublished(partition, after, REPUBLISH_PAGE)).await?;
             let Some(last) = page.last().map(|c| c.commit) else { return Ok(()) };
             let records: Vec<SequencedRecord> = page.into_iter().flat_map(|c| c.records).collect();
             info!(partition, records = records.len(), through = last, "republishing");
             metrics::counter!("tandem_sequencer_republished_total").increment(records.len() as u64);
             publisher.publish(records).await?;
-            self.published = last;
+            self.published.store(last, Ordering::Release);
             self.mark_published().await?;
         }
     }
 
     async fn mark_published(&mut self) -> Result<(), PartitionError> {
-        let (partition, epoch, through) = (self.partition, self.epoch, self.published);
+        let (partition, epoch, through) = (self.partition, self.epoch, self.published());
         retry(partition, || self.store.mark_published(partition, epoch, through)).await?;
         self.marked = through;
         Ok(())
@@ -195,7 +258,7 @@ impl PartitionOwner {
             partition: self.partition,
             epoch: self.epoch,
             next_offset: batch.last().map(|r| r.offset + 1),
-            published_through: (self.published > self.marked).then_some(self.published),
+            published_through: Some(self.published()).filter(|&published| published > self.marked),
             expected_commit: Some(self.last_commit + 1),
             ..CommitBatch::default()
         };
@@ -281,7 +344,7 @@ impl PartitionOwner {
     /// already applied in memory) and nothing after it may commit first.
     async fn commit(&mut self, batch: &CommitBatch) -> Result<u64, PartitionError> {
         if batch.is_empty() {
-            return Ok(self.published);
+            return Ok(self.published());
         }
         match retry(self.partition, || self.store.commit(batch)).await {
             Ok(number) => Ok(number),

@@ -36,12 +36,16 @@ use rdkafka::ClientConfig;
 use crate::BusError;
 
 mod admin;
+#[cfg(feature = "cli")]
+mod args;
 mod op_log;
 mod producer;
 mod subscriber;
 mod trace;
 
 pub use admin::ensure_topics;
+#[cfg(feature = "cli")]
+pub use args::KafkaArgs;
 pub use op_log::{Assignment, KafkaOpLog, KafkaPartitionConsumer};
 pub use producer::{KafkaEventPublisher, KafkaOpSubmitter};
 pub use subscriber::KafkaEventSubscriber;
@@ -90,6 +94,9 @@ pub struct KafkaConfig {
     /// cheap). Some brokers do not answer early (tansu holds the fetch for the whole wait), and
     /// there this value is the latency floor: 5 ms gave a produce→consume p50 of 3.5 ms.
     pub fetch_wait: Duration,
+    /// `fetch.min.bytes`: a fetch is answered once this much is there (or `fetch_wait` is over).
+    /// 1: any record, since a record is a keystroke someone is waiting for.
+    pub fetch_min_bytes: u32,
     /// `message.timeout.ms`: how long a produce may retry before it fails. Bounded so a submit
     /// against an unreachable broker answers `unavailable` within seconds (the client resends
     /// later) instead of librdkafka's default five minutes.
@@ -112,6 +119,7 @@ impl Default for KafkaConfig {
             client_id: "tandem".to_owned(),
             linger: Duration::ZERO,
             fetch_wait: Duration::from_millis(5),
+            fetch_min_bytes: 1,
             delivery_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
         }
@@ -153,7 +161,7 @@ impl KafkaConfig {
         let mut config = self.client_config();
         config
             .set("fetch.wait.max.ms", millis(self.fetch_wait))
-            .set("fetch.min.bytes", "1")
+            .set("fetch.min.bytes", self.fetch_min_bytes.to_string())
             // Offsets live in Postgres, committed with the events they produced; a Kafka commit
             // would be a second, disagreeing truth.
             .set("enable.auto.commit", "false")
