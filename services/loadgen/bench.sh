@@ -69,6 +69,29 @@ for mode in $modes; do
     done
 done
 
+# One Kafka hop on its own (no Tandem service), on a fresh broker: what the broker costs as its
+# partition fills up, next to what the cluster runs above measured.
+if [[ " $modes " == *" cluster "* ]]; then
+    say "broker probe"
+    tansu="$(bash "$root/deploy/tansu.sh" install | tail -n 1)"
+    port=$((20000 + RANDOM % 40000))
+    "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine memory://tansu/ >"$out/broker-probe-tansu.log" 2>&1 &
+    tansu_pid=$!
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    probe=(broker --brokers "127.0.0.1:$port" --records 12000 --rate 250 --step 2000 --quiet)
+    "${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}/release/tandem-loadgen" "${probe[@]}" \
+        --json "$out/broker-probe.json" >"$out/broker-probe.txt" 2>&1 || true
+    kill "$tansu_pid" 2>/dev/null || true
+    wait "$tansu_pid" 2>/dev/null || true
+    {
+        echo "### One broker hop, without Tandem (\`tandem-loadgen ${probe[*]/127.0.0.1:$port/BROKER}\`)"
+        echo
+        cat "$out/broker-probe.txt"
+        echo
+    } >>"$section"
+fi
+
 python3 - "$doc" "$section" "$start_marker" "$end_marker" <<'PY'
 import sys
 doc, section, start, end = sys.argv[1:]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::broker::BrokerConfig;
 use crate::connections::{ConnectionsConfig, MAX_CONNECTIONS};
 use crate::history::HistoryConfig;
 use crate::procstat::WatchSpec;
@@ -64,6 +65,10 @@ pub enum Command {
     /// to the whole `snapshot` (cluster mode only: it needs the event log's URL).
     #[command(mut_arg("warmup", |a| a.default_value("0")), mut_arg("duration", |a| a.default_value("1")))]
     History(HistoryArgs),
+    /// One Kafka hop on its own: records published one per request at a steady rate into a fresh
+    /// topic and read back, with Tandem's own producer and reader; publish and hop latency per step
+    /// of records stored, to tell the broker's cost from Tandem's.
+    Broker(BrokerArgs),
     /// Prints the medians of several JSON reports (`--json` of earlier runs) of one workload.
     Summarize {
         /// The reports.
@@ -189,6 +194,52 @@ pub struct StalledArgs {
     /// Receive buffer asked for on each stalled reader's socket, in bytes.
     #[arg(long, default_value_t = 4096)]
     pub recv_buffer: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Kafka bootstrap brokers, `host:port`.
+    #[arg(long, env = "TANDEM_BROKERS")]
+    pub brokers: String,
+    /// Records published, one per request.
+    #[arg(long, default_value_t = 30_000)]
+    pub records: u64,
+    /// Records per second.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Records per row of the report.
+    #[arg(long, default_value_t = 5_000)]
+    pub step: u64,
+    /// The reader's `fetch.wait.max.ms`, as `--kafka-fetch-wait-ms` of the services.
+    #[arg(long, default_value_t = 5)]
+    pub fetch_wait_ms: u64,
+    /// The producer's `linger.ms`, as `--kafka-linger-ms` of the services.
+    #[arg(long, default_value_t = 0)]
+    pub linger_ms: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress line per step.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl BrokerArgs {
+    pub fn validate(&self) -> Result<BrokerConfig, String> {
+        if !(1..=10_000_000).contains(&self.records) || self.step == 0 {
+            return Err("--records must be 1 to 10000000 and --step at least 1".into());
+        }
+        check_rate(self.rate)?;
+        Ok(BrokerConfig {
+            brokers: self.brokers.clone(),
+            records: self.records,
+            rate: self.rate,
+            step: self.step,
+            fetch_wait: Duration::from_millis(self.fetch_wait_ms),
+            linger: Duration::from_millis(self.linger_ms),
+            progress: !self.quiet,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

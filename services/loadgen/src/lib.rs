@@ -2,7 +2,7 @@
 //!
 //! Presets (one module each, on the shared [`driver`]): [`typing`] (also `hot-doc` and `max`),
 //! [`connections`], [`replay`], [`stalled`] (`stalled-readers`) and [`history`] (opening a document
-//! with a long history). Every run samples the CPU and
+//! with a long history); [`broker`] probes one Kafka hop on its own. Every run samples the CPU and
 //! RSS of the processes named with `--watch` ([`procstat`]), keeps a per-second timeline
 //! ([`monitor`]), and ends in a [`report::Report`]: a table, JSON, and an HTML page ([`html`]).
 //!
@@ -29,6 +29,7 @@
 
 use std::time::{Duration, Instant};
 
+pub mod broker;
 pub mod cli;
 pub mod connections;
 pub mod converge;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use tandem_loadgen::cli::{Cli, Command, CommonArgs};
 use tandem_loadgen::report::{self, Report};
-use tandem_loadgen::{connections, history, html, replay, stalled, typing};
+use tandem_loadgen::{broker, connections, history, html, replay, stalled, typing};
 
 /// A validated preset, ready to run.
 enum Job {
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => (Outputs::of(&args.common), args.validate().map(Job::Replay)),
         Command::StalledReaders(args) => (Outputs::of(&args.common), args.validate().map(Job::Stalled)),
         Command::History(args) => (Outputs::of(&args.common), args.validate().map(Job::History)),
+        Command::Broker(args) => return probe_broker(&args),
         Command::Summarize { files } => return summarize(&files),
         Command::Html { json, out } => {
             return match Report::read_json(&json).and_then(|r| html::write(&r, &out)) {
@@ -81,6 +82,36 @@ fn main() -> ExitCode {
     match runtime.block_on(job.run()) {
         Ok(report) => finish(&report, &outputs),
         Err(e) => fail(&e),
+    }
+}
+
+/// The broker probe: its own table and JSON, not a load report.
+fn probe_broker(args: &tandem_loadgen::cli::BrokerArgs) -> ExitCode {
+    let config = match args.validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tandem-loadgen: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let report = match runtime.block_on(broker::run(&config)) {
+        Ok(report) => report,
+        Err(e) => return fail(&e),
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(anyhow::Error::from)
+            .and_then(|json| std::fs::write(path, json + "\n").map_err(anyhow::Error::from));
+        if let Err(e) = written {
+            return fail(&e.context(format!("write {}", path.display())));
+        }
+    }
+    if report.lost == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

@@ -286,3 +286,31 @@ async fn history_is_written_as_the_sequencer_would_and_opened_at_every_gateway()
     let snapshots = cluster.database().query(&format!("SELECT version FROM snapshots WHERE doc = '{doc}'"));
     assert_eq!(snapshots, ["5000"]);
 }
+
+/// The broker probe against a real tansu broker: every record comes back, one row per step, with
+/// both latencies measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_probe_reads_back_every_record_it_publishes() {
+    use tandem_integration_tests::cluster::Broker;
+    use tandem_loadgen::broker::{self, BrokerConfig};
+
+    let broker = Broker::start();
+    let config = BrokerConfig {
+        brokers: broker.address(),
+        records: 300,
+        rate: 300.0,
+        step: 100,
+        fetch_wait: Duration::from_millis(5),
+        linger: Duration::ZERO,
+        progress: true,
+    };
+    let report = broker::run(&config).await.expect("the probe runs");
+    println!("{}", report.table());
+    assert_eq!(report.lost, 0);
+    let rows: Vec<(u64, u64)> = report.steps.iter().map(|s| (s.stored_before, s.stored_after)).collect();
+    assert_eq!(rows, [(0, 100), (100, 200), (200, 300)]);
+    for step in &report.steps {
+        assert!(step.publish_p50_ms > 0.0 && step.hop_p50_ms > 0.0, "{step:?}");
+        assert!(step.publish_p99_ms >= step.publish_p50_ms && step.hop_p99_ms >= step.hop_p50_ms);
+    }
+}
