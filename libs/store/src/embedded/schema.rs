@@ -76,9 +76,6 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes and reads.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// WAL pages after which a commit checkpoints (SQLite's default is 1,000).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
-
 /// Opens the writer connection: creates the file, switches it to WAL and sets the durability level.
 pub(super) fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connection, StoreError> {
     let conn = open(path, OpenFlags::SQLITE_OPEN_CREATE)?;
@@ -93,13 +90,6 @@ pub(super) fn open_writer(path: &Path, options: SqliteOptions) -> Result<Connect
     }
     let synchronous = if options.synchronous_full { "FULL" } else { "NORMAL" };
     conn.pragma_update(None, "synchronous", synchronous)?;
-    // Each commit of a busy server rewrites the same hot B-tree leaves (one per document touched)
-    // into the WAL; a checkpoint copies each distinct page back once. SQLite's default checkpoint
-    // (every 1,000 pages) ran every few commits under load, on the writer's path; every 10,000 pages
-    // (a WAL of up to ~40 MB) it coalesces ten times as many rewrites: `max` on the single process
-    // went from 12.9k to 16.7k committed ops/s (BENCHMARKS.md). A WAL left to grow without
-    // checkpoints made commits slower again (9.6 ms instead of 3.1 ms at the median).
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     Ok(conn)
 }
 
