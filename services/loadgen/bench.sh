@@ -63,7 +63,7 @@ for mode in $modes; do
             if [[ -f "$dir/run-$runs.txt" ]]; then
                 echo
                 echo '```'
-                grep -E '^(loadgen|standalone|tansu|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens) |^ +first op' \
+                grep -E '^(loadgen|standalone|tansu|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens) |^ +(first op|the op after)' \
                     "$dir/run-$runs.txt" || true
                 [[ -f "$dir/stages.txt" ]] && cat "$dir/stages.txt"
                 echo '```'
@@ -78,14 +78,20 @@ done
 if [[ " $modes " == *" cluster "* ]]; then
     say "broker probe"
     tansu="$(bash "$root/deploy/tansu.sh" install | tail -n 1)"
-    port=$((20000 + RANDOM % 40000))
+    port=""
+    for _ in $(seq 1 100); do
+        candidate=$((10000 + RANDOM % 22000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || { port="$candidate"; break; }
+    done
+    [[ -n "$port" ]] || { say "no free port for the broker probe"; exit 1; }
     "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine memory://tansu/ >"$out/broker-probe-tansu.log" 2>&1 &
     tansu_pid=$!
+    trap 'kill "$tansu_pid" 2>/dev/null || true' EXIT
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     probe=(broker --brokers "127.0.0.1:$port" --records 12000 --rate 250 --step 2000 --quiet)
     "${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}/release/tandem-loadgen" "${probe[@]}" \
-        --json "$out/broker-probe.json" >"$out/broker-probe.txt" 2>&1 || true
+        --json "$out/broker-probe.json" >"$out/broker-probe.txt" 2>"$out/broker-probe.log" || true
     kill "$tansu_pid" 2>/dev/null || true
     wait "$tansu_pid" 2>/dev/null || true
     {

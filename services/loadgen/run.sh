@@ -122,10 +122,12 @@ no_auth() {
     fi
 }
 
+# A port nothing listens on, below the kernel's ephemeral range (32768 and up), where the source
+# port of some connection on this machine could otherwise make the bind fail.
 free_port() {
     local port
     for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % 22000))
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
     done
     say "no free port found"; exit 1

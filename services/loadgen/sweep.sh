@@ -58,7 +58,7 @@ cells = [
 print(" | ".join(f"{c:.1f}" for c in cells) + f" | {med(lambda r: r['rates']['committed_ops']):.0f}"
       + f" | {{stages}} | {statistics.median(tansu) if tansu else 0:.0f}")
 PY
-)"
+)" || row="runs incomplete: see $dir.log | | | | | {stages} | |"
             stages="$(sed -E 's/.*broker append ([^)]*)\), commit ([^,]*), publish (.*)/\1 | \2 | \3/' "$dir/stages.txt" 2>/dev/null || echo "- | - | -")"
             echo "| $partitions | $linger | $wait | ${row/\{stages\}/$stages} |" >>"$table"
         done

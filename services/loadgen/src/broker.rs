@@ -50,6 +50,8 @@ pub struct BrokerStep {
     pub publish_p99_ms: f64,
     pub hop_p50_ms: f64,
     pub hop_p99_ms: f64,
+    /// Records of this step the reader received (the others count as lost).
+    pub arrived: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,8 @@ pub struct BrokerReport {
     pub brokers: String,
     pub records: u64,
     pub rate: f64,
+    /// The rate the publishing kept up (one publish waits for the previous one).
+    pub achieved_rate: f64,
     pub fetch_wait_ms: u64,
     pub linger_ms: u64,
     pub steps: Vec<BrokerStep>,
@@ -135,10 +139,20 @@ pub async fn run(config: &BrokerConfig) -> anyhow::Result<BrokerReport> {
         linger_ms: config.linger.as_millis() as u64,
         ..BrokerReport::default()
     };
-    let (mut publish, mut hop) = (recorder::histogram(), recorder::histogram());
-    let mut step_start = 0u64;
+    // One pair of histograms per step, by the record's number: a record that arrives late still
+    // counts in the step it was published in.
+    let steps = config.records.div_ceil(config.step) as usize;
+    let mut publish: Vec<Histogram<u64>> = (0..steps).map(|_| recorder::histogram()).collect();
+    let mut hop: Vec<Histogram<u64>> = (0..steps).map(|_| recorder::histogram()).collect();
+    let step_of = |version: u64| ((version - 1) / config.step) as usize;
+    let mut take_arrival = |sent: &mut HashMap<u64, Instant>, (v, at): (u64, Instant)| {
+        if let Some(start) = sent.remove(&v) {
+            record_between(&mut hop[step_of(v)], start, at);
+        }
+    };
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
     for version in 1..=config.records {
         ticks.tick().await;
         let op = Operation::from_patch((version - 1) as usize, (version - 1) as usize, 0, "x")
@@ -153,68 +167,45 @@ pub async fn run(config: &BrokerConfig) -> anyhow::Result<BrokerReport> {
         let start = Instant::now();
         sent.insert(version, start);
         publisher.publish(vec![record]).await.with_context(|| format!("publish record {version}"))?;
-        record_since(&mut publish, start);
-        while let Ok((v, at)) = arrived.try_recv() {
-            if let Some(start) = sent.remove(&v) {
-                record_between(&mut hop, start, at);
-            }
+        record_between(&mut publish[step_of(version)], start, Instant::now());
+        while let Ok(arrival) = arrived.try_recv() {
+            take_arrival(&mut sent, arrival);
         }
-        if version % config.step == 0 || version == config.records {
-            // The records of this step that are still on their way count in it.
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while sent.keys().any(|&v| v > step_start) && Instant::now() < deadline {
-                match tokio::time::timeout(Duration::from_millis(50), arrived.recv()).await {
-                    Ok(Some((v, at))) => {
-                        if let Some(start) = sent.remove(&v) {
-                            record_between(&mut hop, start, at);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {}
-                }
-            }
-            let step = BrokerStep {
-                stored_before: step_start,
-                stored_after: version,
-                publish_p50_ms: ms(&publish, 0.5),
-                publish_p99_ms: ms(&publish, 0.99),
-                hop_p50_ms: ms(&hop, 0.5),
-                hop_p99_ms: ms(&hop, 0.99),
-            };
-            if config.progress {
-                eprintln!(
-                    "broker: {}–{} stored: publish p50 {:.2} ms p99 {:.2} ms, hop p50 {:.2} ms p99 {:.2} ms",
-                    step.stored_before,
-                    step.stored_after,
-                    step.publish_p50_ms,
-                    step.publish_p99_ms,
-                    step.hop_p50_ms,
-                    step.hop_p99_ms
-                );
-            }
-            report.steps.push(step);
-            publish.reset();
-            hop.reset();
-            step_start = version;
+        if config.progress && (version % config.step == 0 || version == config.records) {
+            let p = &publish[step_of(version)];
+            eprintln!(
+                "broker: {version} records published; this step's publish p50 {:.2} ms p99 {:.2} ms, \
+                 {} records on their way",
+                ms(p, 0.5),
+                ms(p, 0.99),
+                sent.len()
+            );
         }
     }
+    report.achieved_rate = config.records as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while !sent.is_empty() && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(100), arrived.recv()).await {
-            Ok(Some((v, _))) => {
-                sent.remove(&v);
-            }
+            Ok(Some(arrival)) => take_arrival(&mut sent, arrival),
             Ok(None) => break,
             Err(_) => {}
         }
     }
+    for (i, (p, h)) in publish.iter().zip(&hop).enumerate() {
+        let stored_before = i as u64 * config.step;
+        report.steps.push(BrokerStep {
+            stored_before,
+            stored_after: (stored_before + config.step).min(config.records),
+            publish_p50_ms: ms(p, 0.5),
+            publish_p99_ms: ms(p, 0.99),
+            hop_p50_ms: ms(h, 0.5),
+            hop_p99_ms: ms(h, 0.99),
+            arrived: h.len(),
+        });
+    }
     report.lost = sent.len() as u64;
     reader.abort();
     Ok(report)
-}
-
-fn record_since(h: &mut Histogram<u64>, start: Instant) {
-    record_between(h, start, Instant::now());
 }
 
 fn record_between(h: &mut Histogram<u64>, start: Instant, end: Instant) {

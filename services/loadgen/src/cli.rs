@@ -16,8 +16,9 @@ use crate::stalled::StalledConfig;
 use crate::typing::TypingConfig;
 use crate::RunConfig;
 
-/// Longest history the `history` preset writes.
-pub const MAX_HISTORY_OPS: u64 = 100_000_000;
+/// Longest history the `history` preset writes: its typist's text (about 0.7 characters per op)
+/// stays under the sequencer's default document limit of 10,000,000 characters.
+pub const MAX_HISTORY_OPS: u64 = 10_000_000;
 /// Most simulated clients in one run: each is a WebSocket connection with its own task.
 pub const MAX_CLIENTS: usize = 20_000;
 /// Highest typing rate of one client, in ops per second.
@@ -256,7 +257,7 @@ pub struct HistoryArgs {
     #[arg(long, default_value_t = 20)]
     pub opens: usize,
     /// The sequencers' snapshot interval (their `--snapshot-every`): the newest snapshot is left this
-    /// many versions behind the head, as far behind as the sequencer lets it fall.
+    /// many versions behind the head: every open reads a full interval of events after it.
     #[arg(long, default_value_t = 1000)]
     pub snapshot_every: u64,
 }

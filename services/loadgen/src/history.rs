@@ -5,13 +5,14 @@
 //! a partition owner would have written it: a typist's keystrokes (85 % one-character inserts near
 //! the previous position, 15 % deletes), the same events, and the sequencer's snapshots. Typing a
 //! million ops through the gateways would take the cluster many minutes and measure nothing this
-//! preset is about. The newest snapshot is left `--snapshot-every` versions behind the head (the
-//! most the sequencer's snapshot rule lets a reader meet), so every open reads the snapshot and a
-//! full interval of events after it.
+//! preset is about. The newest snapshot is left `--snapshot-every` versions behind the head (one
+//! more than the sequencer's snapshot rule lets a reader meet), so every open reads the snapshot
+//! and a full interval of events after it.
 //!
 //! Then, `--opens` times, a fresh connection to the next gateway sends `open` and the time until the
 //! `snapshot` arrives is recorded; the connection closes before the next one, so each open finds
-//! the document unloaded at its gateway and reads it from Postgres (a cold open). Each snapshot must
+//! the document unloaded at its gateway and reads it from Postgres (a cold open); the connection's
+//! close is complete (the gateway answered it) before the next open. Each snapshot must
 //! hold the last version and the expected text. Last, one op is submitted on the document and its
 //! ack timed: the partition owner loads the document cold as well.
 //!
@@ -326,8 +327,11 @@ impl Socket {
         Ok((took, SnapshotMessage { version, text }))
     }
 
+    /// Closes and waits for the gateway's side of the close, so the next open finds the document
+    /// unsubscribed (and, with no other reader, unloaded).
     async fn close(mut self) {
         let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(ANSWER_TIMEOUT, self.ws.next()).await {}
     }
 }
 

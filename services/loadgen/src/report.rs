@@ -446,28 +446,74 @@ impl Report {
     }
 }
 
-/// The median of each headline figure over several reports, as a Markdown table.
-pub fn summarize(reports: &[Report]) -> String {
-    let median = |f: &dyn Fn(&Report) -> f64| {
-        let mut values: Vec<f64> = reports.iter().map(f).collect();
-        values.sort_by(f64::total_cmp);
-        match values.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => values[n / 2],
-            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-        }
-    };
-    let mut out = String::new();
+/// The median of one figure over the reports (0 for none).
+fn median_of(reports: &[Report], f: &dyn Fn(&Report) -> f64) -> f64 {
+    let mut values: Vec<f64> = reports.iter().map(f).collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The `history` preset's figures: the medians of its opens over the runs.
+fn summarize_history(reports: &[Report], out: &mut String) {
+    let median = |f: &dyn Fn(&Report) -> f64| median_of(reports, f);
+    let history = |r: &Report| r.history.clone().unwrap_or_default();
     let _ = writeln!(
         out,
-        "| runs | ack p50 ms | ack p99 ms | remote p50 ms | remote p99 ms | offered ops/s | acked ops/s | errors | converged |"
+        "| runs | versions | events after the snapshot | open p50 ms | open p90 ms | open max ms | first op ack ms | wrong snapshots |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let wrong: usize = reports.iter().map(|r| history(r).wrong_snapshots).sum();
+    let _ = writeln!(
+        out,
+        "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {wrong} |",
+        reports.len(),
+        median(&|r| history(r).ops as f64),
+        median(&|r| history(r).tail_events as f64),
+        median(&|r| history(r).open_ms.p50),
+        median(&|r| history(r).open_ms.p90),
+        median(&|r| history(r).open_ms.max),
+        median(&|r| history(r).first_op_ack_ms.unwrap_or(f64::NAN)),
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "medians of {} runs; wrong snapshots are summed", reports.len());
+    for r in reports {
+        let h = history(r);
+        let _ = writeln!(
+            out,
+            "  run {} ({}): {} cold opens p50/p90/max {:.2}/{:.2}/{:.2} ms, written in {:.1} s",
+            r.run_id,
+            r.label.as_deref().unwrap_or("-"),
+            h.open_ms.count,
+            h.open_ms.p50,
+            h.open_ms.p90,
+            h.open_ms.max,
+            h.seed_secs
+        );
+    }
+}
+
+/// The median of each headline figure over several reports, as a Markdown table.
+pub fn summarize(reports: &[Report]) -> String {
+    let median = |f: &dyn Fn(&Report) -> f64| median_of(reports, f);
+    let mut out = String::new();
+    if !reports.is_empty() && reports.iter().all(|r| r.history.is_some()) {
+        summarize_history(reports, &mut out);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "| runs | ack p50 ms | ack p99 ms | remote p50 ms | remote p99 ms | offered ops/s | acked ops/s | committed ops/s | errors | converged |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     let errors: Vec<String> = reports.iter().map(|r| r.errors.total.to_string()).collect();
     let converged = reports.iter().filter(|r| r.convergence.converged).count();
     let _ = writeln!(
         out,
-        "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {} | {converged}/{} |",
+        "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} | {} | {converged}/{} |",
         reports.len(),
         median(&|r| r.ack_latency_ms.p50),
         median(&|r| r.ack_latency_ms.p99),
@@ -475,6 +521,7 @@ pub fn summarize(reports: &[Report]) -> String {
         median(&|r| r.remote_latency_ms.p99),
         median(&|r| r.rates.offered),
         median(&|r| r.rates.acked),
+        median(&|r| r.rates.committed_ops),
         errors.join(" / "),
         reports.len(),
     );

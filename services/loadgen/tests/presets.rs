@@ -310,6 +310,7 @@ async fn the_broker_probe_reads_back_every_record_it_publishes() {
     let rows: Vec<(u64, u64)> = report.steps.iter().map(|s| (s.stored_before, s.stored_after)).collect();
     assert_eq!(rows, [(0, 100), (100, 200), (200, 300)]);
     for step in &report.steps {
+        assert_eq!(step.arrived, 100, "{step:?}");
         assert!(step.publish_p50_ms > 0.0 && step.hop_p50_ms > 0.0, "{step:?}");
         assert!(step.publish_p99_ms >= step.publish_p50_ms && step.hop_p99_ms >= step.hop_p50_ms);
     }

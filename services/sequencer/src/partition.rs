@@ -114,14 +114,21 @@ pub async fn run_partition(
     // broker, the next batch is sequenced and committed, and batches committed meanwhile go out
     // together. In order: one task publishes, in commit order.
     let (to_publisher, committed) = mpsc::channel(PUBLISH_QUEUE);
-    let publishing = tokio::spawn(publish_in_order(partition, committed, publisher, owner.published.clone()));
+    let publishing = tokio::spawn(publish_in_order(
+        partition,
+        committed,
+        publisher,
+        owner.published.clone(),
+        owner.config.max_batch,
+    ));
     let result = owner.run(&mut consumer, &to_publisher, &shutdown).await;
     // Every committed batch handed over is published (or has failed to) before the mark is written.
     drop(to_publisher);
-    if publishing.await.is_err() {
-        warn!(partition, "the publishing task panicked");
-    }
+    let published = publishing.await;
     result?;
+    if published.is_err() {
+        return Err(BusError::Unavailable("the publishing task panicked".to_owned()).into());
+    }
     if owner.published() > owner.marked {
         let _ = owner.mark_published().await;
     }
@@ -139,16 +146,24 @@ const REPUBLISH_PAGE: usize = 1000;
 /// (so a slow broker slows sequencing instead of piling records up in memory).
 const PUBLISH_QUEUE: usize = 64;
 
-/// Publishes committed records in commit order: takes every batch that is waiting, publishes them
-/// as one, and then raises `published` to the last commit among them.
+/// Publishes committed records in commit order: takes the batches that are waiting (up to `budget`
+/// records), publishes them as one, and then raises `published` to the last commit among them.
+///
+/// After a failed publish `published` is never raised again by this owner: a later success must
+/// not mark the failed commits as published, so the next owner republishes everything from the
+/// last good mark on (gateways drop what they already have, and repair the gap meanwhile).
 async fn publish_in_order(
     partition: PartitionId,
     mut committed: mpsc::Receiver<(u64, Vec<SequencedRecord>)>,
     publisher: Arc<dyn EventPublisher>,
     published: Arc<AtomicU64>,
+    budget: usize,
 ) {
+    let mut failed = false;
     while let Some((mut through, mut records)) = committed.recv().await {
-        while let Ok((commit, more)) = committed.try_recv() {
+        // Bounded, so one publish never asks the producer to queue more than a batch's worth.
+        while records.len() < budget {
+            let Ok((commit, more)) = committed.try_recv() else { break };
             through = commit;
             records.extend(more);
         }
@@ -156,12 +171,16 @@ async fn publish_in_order(
         let result = publisher.publish(records).await;
         metrics::histogram!("tandem_sequencer_publish_seconds").record(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
+            Ok(()) if !failed => {
                 published.fetch_max(through, Ordering::AcqRel);
             }
+            Ok(()) => {}
             // Committed records reach gateways anyway: they repair gaps from the store, and the next
             // owner republishes what this one did not mark as published.
-            Err(e) => warn!(partition, error = %e, "publish failed after commit"),
+            Err(e) => {
+                warn!(partition, error = %e, through, "publish failed after commit; no later commit is marked published");
+                failed = true;
+            }
         }
     }
 }
@@ -210,11 +229,16 @@ impl PartitionOwner {
                 }
             };
             let (commit, records) = self.process(batch).await?;
-            if to_publisher.send((commit, records)).await.is_err() {
-                // The publishing task ended (it never does before the sender is dropped, unless it
-                // panicked): the records are committed, and the next owner republishes them.
-                warn!(partition = self.partition, "the publishing task is gone");
-                return Ok(());
+            let handed_over = tokio::select! {
+                sent = to_publisher.send((commit, records)) => sent.is_ok(),
+                // A broker so slow that the queue is full must not hold up a shutdown: the batch is
+                // committed, and the next owner republishes it.
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            if !handed_over {
+                // The publishing task ended before the sender was dropped: it panicked. Without it
+                // nothing is acknowledged any more, so the partition must stop (and be taken over).
+                return Err(BusError::Unavailable("the publishing task ended".to_owned()).into());
             }
         }
     }
@@ -344,7 +368,8 @@ impl PartitionOwner {
     /// already applied in memory) and nothing after it may commit first.
     async fn commit(&mut self, batch: &CommitBatch) -> Result<u64, PartitionError> {
         if batch.is_empty() {
-            return Ok(self.published());
+            // Nothing to write takes no commit number: the partition is still at its last one.
+            return Ok(self.last_commit);
         }
         match retry(self.partition, || self.store.commit(batch)).await {
             Ok(number) => Ok(number),
