@@ -220,7 +220,7 @@ if [[ ${#metrics_urls[@]} -gt 0 ]]; then
     done
     cat "$out"/metrics-sequencer-*.txt >"$out/metrics-sequencers.all" 2>/dev/null || true
     cat "$out"/metrics-gateway-*.txt >"$out/metrics-gateways.all" 2>/dev/null || true
-    printf 'stages (mean ms): gateway submit %s (broker append %s), commit %s, publish %s\n' \
+    printf 'stages (mean ms; submit per op, append per gRPC request, commit per batch, publish per publish): gateway submit %s (broker append %s), commit %s, publish %s\n' \
         "$(stage_mean "$out/metrics-gateways.all" tandem_gateway_submit_seconds)" \
         "$(stage_mean "$out/metrics-sequencers.all" tandem_sequencer_ingress_append_seconds)" \
         "$(stage_mean "$out/metrics-sequencers.all" tandem_sequencer_commit_seconds)" \

@@ -77,23 +77,33 @@ impl BrokerReport {
             self.brokers, self.records, self.rate, self.fetch_wait_ms, self.linger_ms
         );
         let _ = writeln!(out);
-        let _ =
-            writeln!(out, "| records stored | publish p50 ms | publish p99 ms | hop p50 ms | hop p99 ms |");
-        let _ = writeln!(out, "|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| records stored | publish p50 ms | publish p99 ms | hop p50 ms | hop p99 ms | arrived |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
         for s in &self.steps {
             let _ = writeln!(
                 out,
-                "| {}–{} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {}–{} | {:.2} | {:.2} | {:.2} | {:.2} | {} of {} |",
                 s.stored_before,
                 s.stored_after,
                 s.publish_p50_ms,
                 s.publish_p99_ms,
                 s.hop_p50_ms,
-                s.hop_p99_ms
+                s.hop_p99_ms,
+                s.arrived,
+                s.stored_after - s.stored_before
             );
         }
         let _ = writeln!(out);
-        let _ = writeln!(out, "records lost: {}", self.lost);
+        let _ = writeln!(
+            out,
+            "published at {:.0} records/s; records that never arrived within {} s: {}",
+            self.achieved_rate,
+            DRAIN_TIMEOUT.as_secs(),
+            self.lost
+        );
         out
     }
 }
