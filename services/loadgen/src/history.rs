@@ -41,6 +41,7 @@ use crate::converge::Convergence;
 use crate::driver::Session;
 use crate::recorder;
 use crate::report::{Edits, Latency, Params, Report};
+use crate::wire;
 use crate::RunConfig;
 
 /// The partition the seeding commits under: far above any cluster's partition count.
@@ -274,12 +275,7 @@ struct Socket {
 
 impl Socket {
     async fn connect(url: &str, token: Option<&str>, client: &str) -> anyhow::Result<Self> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url.into_client_request().with_context(|| format!("the URL {url}"))?;
-        if let Some(token) = token {
-            let value = format!("Bearer {token}").parse().context("the token as a header")?;
-            request.headers_mut().insert("authorization", value);
-        }
+        let request = wire::request(url, token)?;
         let (ws, _) = tokio::time::timeout(ANSWER_TIMEOUT, tokio_tungstenite::connect_async(request))
             .await
             .with_context(|| format!("connect to {url}: no answer"))?
@@ -294,26 +290,12 @@ impl Socket {
         self.ws.send(Message::text(message.to_string())).await.context("send a message")
     }
 
-    /// The next message of type `kind`, failing on an `error` or the end of the connection.
+    /// The next message of type `kind`, failing on an `error`, the end of the connection, or
+    /// [`ANSWER_TIMEOUT`] without it.
     async fn expect(&mut self, kind: &str) -> anyhow::Result<Value> {
-        loop {
-            let frame = tokio::time::timeout(ANSWER_TIMEOUT, self.ws.next())
-                .await
-                .with_context(|| format!("no {kind} within {ANSWER_TIMEOUT:?}"))?;
-            let text = match frame {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(close))) => bail!("the gateway closed the connection: {close:?}"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("the connection failed: {e}"),
-                None => bail!("the connection ended"),
-            };
-            let message: Value = serde_json::from_str(&text).context("a message that is not JSON")?;
-            match message["type"].as_str() {
-                Some(t) if t == kind => return Ok(message),
-                Some("error") => bail!("the gateway answered an error: {message}"),
-                _ => {}
-            }
-        }
+        tokio::time::timeout(ANSWER_TIMEOUT, wire::read_until(&mut self.ws, kind))
+            .await
+            .with_context(|| format!("no {kind} within {ANSWER_TIMEOUT:?}"))?
     }
 
     /// Opens `doc`: the time from sending `open` to having the whole snapshot.

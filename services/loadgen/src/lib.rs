@@ -43,6 +43,7 @@ pub mod replay;
 pub mod report;
 pub mod stalled;
 pub mod typing;
+pub mod wire;
 
 /// Settings of one run, whatever the preset; validated (see [`cli::CommonArgs::validate`]).
 #[derive(Debug, Clone)]

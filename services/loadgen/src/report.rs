@@ -460,7 +460,9 @@ fn median_of(reports: &[Report], f: &dyn Fn(&Report) -> f64) -> f64 {
 /// The `history` preset's figures: the medians of its opens over the runs.
 fn summarize_history(reports: &[Report], out: &mut String) {
     let median = |f: &dyn Fn(&Report) -> f64| median_of(reports, f);
-    let history = |r: &Report| r.history.clone().unwrap_or_default();
+    fn history(r: &Report) -> &HistoryReport {
+        r.history.as_ref().expect("summarize checked that every report has one")
+    }
     let _ = writeln!(
         out,
         "| runs | versions | events after the snapshot | open p50 ms | open p90 ms | open max ms | first op ack ms | wrong snapshots |"

@@ -23,8 +23,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tandem_client::{DocHandle, DocId};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -35,6 +33,7 @@ use crate::driver::{self, Session};
 use crate::procstat::{ProcessReport, Sample};
 use crate::report::{Params, Report};
 use crate::typing::spawn_typists;
+use crate::wire;
 use crate::RunConfig;
 
 /// Close code of `overloaded` (PROTOCOL.md).
@@ -195,12 +194,7 @@ async fn stall(
     doc: &DocId,
     recv_buffer: u32,
 ) -> anyhow::Result<Stalled> {
-    let mut request = url.into_client_request().with_context(|| format!("url {url:?}"))?;
-    if let Some(token) = token {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a header value")?;
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-    }
+    let request = wire::request(url, token)?;
     let uri = request.uri();
     anyhow::ensure!(uri.scheme_str() == Some("ws"), "stalled readers speak plain ws://, not {url}");
     let host =
@@ -217,25 +211,10 @@ async fn stall(
     let config = WebSocketConfig::default().read_buffer_size(recv_buffer as usize);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     ws.send(Message::text(json!({"type": "hello", "protocol": 1, "client": client}).to_string())).await?;
-    read_until(&mut ws, "welcome").await?;
+    wire::read_until(&mut ws, "welcome").await?;
     ws.send(Message::text(json!({"type": "open", "doc": doc}).to_string())).await?;
-    read_until(&mut ws, "snapshot").await?;
+    wire::read_until(&mut ws, "snapshot").await?;
     Ok(Stalled { ws, told_overloaded: false })
-}
-
-/// Reads frames until one of type `kind`; an `error` or the end fails.
-async fn read_until(ws: &mut Socket, kind: &str) -> anyhow::Result<()> {
-    while let Some(frame) = ws.next().await {
-        if let Message::Text(text) = frame? {
-            let value: Value = serde_json::from_str(&text).context("a frame that is not JSON")?;
-            match value["type"].as_str() {
-                Some(t) if t == kind => return Ok(()),
-                Some("error") => anyhow::bail!("expected {kind}, got {value}"),
-                _ => {}
-            }
-        }
-    }
-    anyhow::bail!("the connection ended before {kind}")
 }
 
 /// Keeps the readers alive (pings, never reads) until `stop`, then hands them back.

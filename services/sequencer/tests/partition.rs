@@ -297,3 +297,61 @@ async fn a_store_outage_during_the_claim_is_waited_out() {
     shutdown.cancel();
     owner.await.unwrap().unwrap();
 }
+
+/// A publisher whose first publish fails (the broker hiccups) and which delivers every later one.
+struct FailsFirstPublish {
+    inner: Arc<dyn tandem_bus::EventPublisher>,
+    failures: AtomicU32,
+}
+
+#[async_trait]
+impl tandem_bus::EventPublisher for FailsFirstPublish {
+    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), tandem_bus::BusError> {
+        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(tandem_bus::BusError::Unavailable("the broker hiccupped".into()));
+        }
+        self.inner.publish(records).await
+    }
+}
+
+/// A later publish that succeeds must not mark an earlier, failed one as published: the next owner
+/// republishes both commits.
+#[tokio::test]
+async fn a_failed_publish_stays_unpublished_after_later_ones_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let publisher = FailsFirstPublish { inner: Arc::new(publisher), failures: AtomicU32::new(1) };
+    let shutdown = CancellationToken::new();
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        PartitionConfig::default(),
+        shutdown.clone(),
+    ));
+    let doc = DocId::parse("hiccup").unwrap();
+    submitter.submit(append(&doc, 1)).await.unwrap();
+    for _ in 0..100 {
+        if store.latest_version(&doc).await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.latest_version(&doc).await.unwrap(), 1, "version 1 is committed");
+    // Version 1's publish failed; version 2's goes through.
+    submitter.submit(append(&doc, 2)).await.unwrap();
+    let Some(Delivery::Record(record)) = records.next().await else { panic!("record stream ended") };
+    assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == 2), "{record:?}");
+    // Past the idle mark, so an owner that raised its mark would have written it by now.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    shutdown.cancel();
+    owner.await.unwrap().unwrap();
+
+    let claim = store.claim_partition(0).await.unwrap();
+    assert_eq!((claim.last_commit, claim.published_through), (2, 0));
+    let unpublished: Vec<u64> =
+        store.unpublished(0, 0, 100).await.unwrap().iter().map(|c| c.commit).collect();
+    assert_eq!(unpublished, [1, 2], "the next owner republishes both");
+}
