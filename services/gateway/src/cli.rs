@@ -56,6 +56,9 @@ pub struct EdgeArgs {
     /// Documents one connection may have open at once.
     #[arg(long, env = "TANDEM_MAX_OPEN_DOCUMENTS", default_value_t = 100)]
     pub max_open_documents: usize,
+    /// Ops of one connection waiting for the op log before further ones are answered `unavailable`.
+    #[arg(long, env = "TANDEM_SUBMIT_QUEUE", default_value_t = 64)]
+    pub submit_queue: usize,
     /// Seconds from connecting to the `hello` frame.
     #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
@@ -94,6 +97,7 @@ impl EdgeArgs {
             outbound_queue_bytes: self.outbound_queue_bytes,
             write_timeout: Duration::from_secs(self.write_timeout),
             max_open_documents: self.max_open_documents,
+            submit_queue: self.submit_queue,
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
             ..GatewayConfig::default()

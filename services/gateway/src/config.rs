@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// Documents one connection may have open at once (`too_large` beyond).
     pub max_open_documents: usize,
+    /// Ops of one connection waiting to be handed to the sequencer, in order, while the connection
+    /// goes on reading and writing; an op beyond is answered `unavailable` (resend later). A client
+    /// keeps one op in flight per document, so this is room for that many documents edited at once.
+    pub submit_queue: usize,
     /// Time from the upgrade to the `hello` frame.
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is closed (clients ping to stay alive).
@@ -68,6 +72,7 @@ impl Default for GatewayConfig {
             outbound_queue_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
             max_open_documents: 100,
+            submit_queue: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             catch_up_send_timeout: Duration::from_secs(10),

@@ -12,17 +12,17 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use tandem_auth::{Access, Principal};
-use tandem_bus::BusError;
 use tandem_protocol::records::Submission;
 use tandem_protocol::ws::{BearerToken, ClientMessage, ServerMessage};
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError, PROTOCOL_VERSION};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::admission::{unix_now, Authentication};
 use crate::hub::ConnId;
 use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::outbound::{Inbound, Outbound};
+use crate::submit_queue::SubmitQueue;
 use crate::GatewayState;
 
 /// WebSocket close codes used by the protocol.
@@ -59,6 +59,12 @@ pub(crate) async fn serve(
     debug!(conn, client = %client, user = %principal.user, "connection open");
     let (outbound, mut inbound) =
         Outbound::new(state.config.outbound_queue, state.config.outbound_queue_bytes);
+    let submits = SubmitQueue::start(
+        state.config.submit_queue,
+        state.submitter.clone(),
+        state.hubs.clone(),
+        outbound.clone(),
+    );
     let mut session = Session {
         conn,
         client,
@@ -66,6 +72,7 @@ pub(crate) async fn serve(
         principal,
         ops: TokenBucket::new(state.config.ops_per_second, state.config.ops_burst),
         outbound,
+        submits,
         open: HashSet::new(),
         state: state.clone(),
     };
@@ -214,6 +221,8 @@ struct Session {
     /// `op` and `open` messages allowed.
     ops: TokenBucket,
     outbound: Outbound,
+    /// This connection's ops on their way to the sequencer, in order.
+    submits: SubmitQueue,
     open: HashSet<DocId>,
     state: Arc<GatewayState>,
 }
@@ -391,30 +400,10 @@ impl Session {
                 if !self.ops.try_take() {
                     return Some(self.rate_limited().with_doc(doc).with_seq(seq).into());
                 }
-                let submission = Submission { doc: doc.clone(), client: self.client.clone(), seq, base, op };
-                match self.state.submitter.submit(submission.clone()).await {
-                    Ok(()) => {
-                        self.state.hubs.track(submission);
-                        None
-                    }
-                    Err(e) => {
-                        warn!(doc = %doc, seq, error = %e, "submit failed");
-                        let message = match e {
-                            BusError::Unavailable(_) => {
-                                "the server is busy and cannot take the op now; resend it"
-                            }
-                            BusError::Closed => {
-                                "the server is shutting down; resend the op after reconnecting"
-                            }
-                        };
-                        Some(
-                            ProtocolError::new(ErrorCode::Unavailable, message)
-                                .with_doc(doc)
-                                .with_seq(seq)
-                                .into(),
-                        )
-                    }
-                }
+                // Queued, not awaited: the loop goes on writing and reading while the op log takes
+                // its time (see [`crate::submit_queue`]).
+                let submission = Submission { doc, client: self.client.clone(), seq, base, op };
+                self.submits.push(submission).err().map(Into::into)
             }
         }
     }

@@ -42,8 +42,13 @@ enum Command {
         conn: ConnId,
     },
     Record(Arc<SequencedRecord>),
-    /// An op of a subscriber was handed to the sequencer: wait for its record.
+    /// An op of a subscriber is being handed to the sequencer: wait for its record.
     Track(Submission),
+    /// Handing it over failed and the client was told to resend it: stop waiting.
+    Untrack {
+        client: ClientId,
+        seq: u64,
+    },
     /// Records may have been lost: compare with the store.
     Wake,
 }
@@ -71,13 +76,24 @@ impl Hubs {
         Arc::new(Self { docs: Mutex::new(HashMap::new()), store, submitter, config })
     }
 
-    /// Waits for the record of a submitted op and submits it again if it does not come (see
-    /// [`crate::pending`]). Never waits: if the document's queue is full, the op is not tracked and
-    /// the client's own resubmission after a reconnect remains the remedy.
+    /// Waits for the record of an op about to be submitted and submits it again if it does not come
+    /// (see [`crate::pending`]). Called before the submit, so the record (which can only follow it)
+    /// always finds the op tracked. Never waits: if the document's queue is full, the op is not
+    /// tracked and the client's own resubmission after a reconnect remains the remedy.
     pub fn track(&self, submission: Submission) {
         let docs = self.docs.lock().expect("hub registry lock");
         if let Some(handle) = docs.get(&submission.doc) {
             let _ = handle.tx.try_send(Command::Track(submission));
+        }
+    }
+
+    /// The submit of a tracked op failed and its client resends it: the gateway does not. Never
+    /// waits either; an op left tracked is only submitted once more, which deduplication makes safe.
+    pub fn untrack(&self, submission: &Submission) {
+        let docs = self.docs.lock().expect("hub registry lock");
+        if let Some(handle) = docs.get(&submission.doc) {
+            let command = Command::Untrack { client: submission.client.clone(), seq: submission.seq };
+            let _ = handle.tx.try_send(command);
         }
     }
 
@@ -261,6 +277,7 @@ impl DocTask {
                 }
             }
             Command::Track(submission) => self.pending.track(submission, tokio::time::Instant::now()),
+            Command::Untrack { client, seq } => self.pending.resolve(&client, seq),
             Command::Wake => {}
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! It speaks the client protocol (docs/PROTOCOL.md) at `GET /v1/ws`, hands ops to the sequencer through
 //! an [`OpSubmitter`], reads the sequenced record stream, and fans each committed version out to the
-//! subscribers of its document (see [`hub`]). It also serves the demo editor at `/` and `/healthz`.
+//! subscribers of its document (see [`hub`]). It also serves the demo editor at `/`, `/healthz` (the
+//! process answers) and `/readyz` (it can do its work: see the `readiness` module).
 //!
 //! [`run`] takes an already-bound listener, so tests bind port 0 and start the real gateway in-process.
 
@@ -17,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
-use tandem_bus::{Delivery, EventSubscriber, OpSubmitter};
+use tandem_bus::{EventSubscriber, OpSubmitter};
 use tandem_store::EventStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 mod admission;
 #[cfg(feature = "cli")]
@@ -33,11 +34,15 @@ pub mod hub;
 mod limits;
 mod outbound;
 mod pending;
+mod readiness;
+mod record_router;
+mod submit_queue;
 
 pub use admission::{Authentication, SESSION_COOKIE, SUBPROTOCOL};
 pub use config::GatewayConfig;
 use hub::Hubs;
 use limits::ConnectionCounts;
+use readiness::Readiness;
 
 /// What the gateway talks to.
 pub struct GatewayDeps {
@@ -62,6 +67,7 @@ pub(crate) struct GatewayState {
     pub next_conn: AtomicU64,
     pub connections: Arc<ConnectionCounts>,
     pub shutdown: CancellationToken,
+    pub readiness: Readiness,
 }
 
 /// Serves the gateway on `listener` until `shutdown` fires, then closes every connection with 1001.
@@ -71,33 +77,26 @@ pub async fn run(
     deps: GatewayDeps,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let hubs = Hubs::new(deps.store, deps.submitter.clone(), config.clone());
+    let (readiness, store, submitter) = Readiness::observe(deps.store, deps.submitter);
+    let hubs = Hubs::new(store, submitter.clone(), config.clone());
     let send_buffer = config.socket_send_buffer;
+    // Subscribed before serving, so the stream sees the record of every op a client can submit.
+    let stream = deps.events.subscribe();
+    let record_router = tokio::spawn(record_router::route_records(
+        deps.events,
+        stream,
+        hubs.clone(),
+        readiness.events.clone(),
+        shutdown.clone(),
+    ));
     let state = Arc::new(GatewayState {
         config,
-        hubs: hubs.clone(),
-        submitter: deps.submitter,
+        hubs,
+        submitter,
         next_conn: AtomicU64::new(1),
         connections: Arc::default(),
         shutdown: shutdown.clone(),
-    });
-    let mut stream = deps.events.subscribe();
-    let router_shutdown = shutdown.clone();
-    let record_router = tokio::spawn(async move {
-        loop {
-            let delivery = tokio::select! {
-                _ = router_shutdown.cancelled() => return,
-                delivery = stream.next() => delivery,
-            };
-            match delivery {
-                Some(Delivery::Record(record)) => hubs.dispatch(record),
-                Some(Delivery::Lagged(missed)) => {
-                    warn!(missed, "record stream lagged; repairing open documents from the store");
-                    hubs.mark_all_lagged();
-                }
-                None => return,
-            }
-        }
+        readiness,
     });
     info!(address = %listener.local_addr()?, "gateway listening");
     let app = router(state).merge(deps.extra_routes);
@@ -112,7 +111,9 @@ pub async fn run(
 fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/v1/ws", get(websocket))
+        // Liveness: the process answers. Whether it can serve is `/readyz`.
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness::readyz))
         .merge(demo::routes())
         .merge(admission::routes())
         .with_state(state)

@@ -66,6 +66,11 @@ impl Outbound {
         }
     }
 
+    /// True once the connection has ended and nothing queued will be written any more.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues a frame, waiting up to `timeout` for room (catch-up, which may be long, uses this).
     pub async fn push_waiting(&self, frame: Utf8Bytes, timeout: Duration) -> Result<(), Rejected> {
         self.reserve_bytes(&frame)?;

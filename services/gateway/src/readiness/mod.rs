@@ -1,0 +1,86 @@
+//! `GET /readyz`: whether this gateway can do its work now, as opposed to `/healthz`, which only
+//! says the process answers.
+//!
+//! A gateway is ready when it has a record stream open (else no ack or other client's op reaches its
+//! clients), the event store answers (else documents cannot be opened or repaired), and the op log
+//! takes its ops. A load balancer sends new connections only to ready gateways; the answer lists
+//! every component, and says for each one that is not ready why.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tandem_bus::OpSubmitter;
+use tandem_store::EventStore;
+
+mod events;
+mod store;
+mod submitter;
+
+pub(crate) use events::EventsHealth;
+use store::{ObservedStore, StoreHealth};
+use submitter::{ObservedSubmitter, SubmitterHealth};
+
+use crate::GatewayState;
+
+/// What `/readyz` looks at.
+pub(crate) struct Readiness {
+    pub events: Arc<EventsHealth>,
+    store: Arc<StoreHealth>,
+    /// The observed store, for probes.
+    probe_store: Arc<dyn EventStore>,
+    submitter: Arc<SubmitterHealth>,
+}
+
+impl Readiness {
+    /// Wraps the gateway's store and submitter so that every call's outcome is seen; the gateway
+    /// uses the returned ones in their place.
+    pub fn observe(
+        store: Arc<dyn EventStore>,
+        submitter: Arc<dyn OpSubmitter>,
+    ) -> (Self, Arc<dyn EventStore>, Arc<dyn OpSubmitter>) {
+        let store_health = Arc::new(StoreHealth::default());
+        let submitter_health = Arc::new(SubmitterHealth::default());
+        let store: Arc<dyn EventStore> = Arc::new(ObservedStore::new(store, store_health.clone()));
+        let submitter: Arc<dyn OpSubmitter> =
+            Arc::new(ObservedSubmitter::new(submitter, submitter_health.clone()));
+        let readiness = Self {
+            events: Arc::new(EventsHealth::default()),
+            store: store_health,
+            probe_store: store.clone(),
+            submitter: submitter_health,
+        };
+        (readiness, store, submitter)
+    }
+
+    /// One line per component, `name: ok` or `name: not ready: why`; true when all are ok.
+    async fn report(&self) -> (bool, String) {
+        let checks = [
+            ("events", self.events.check()),
+            ("store", self.store.check(&*self.probe_store).await),
+            ("submitter", self.submitter.check()),
+        ];
+        let mut body = String::new();
+        let mut ready = true;
+        for (component, check) in checks {
+            let _ = match check {
+                Ok(()) => writeln!(body, "{component}: ok"),
+                Err(why) => {
+                    ready = false;
+                    writeln!(body, "{component}: not ready: {why}")
+                }
+            };
+        }
+        (ready, body)
+    }
+}
+
+/// 200 when every component is ready, else 503; never cached, so a proxy never answers for a
+/// gateway that changed its mind.
+pub(crate) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
+    let (ready, body) = state.readiness.report().await;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    crate::no_store((status, body).into_response())
+}
