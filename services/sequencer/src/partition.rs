@@ -114,16 +114,23 @@ pub async fn run_partition(
     // broker, the next batch is sequenced and committed, and batches committed meanwhile go out
     // together. In order: one task publishes, in commit order.
     let (to_publisher, committed) = mpsc::channel(PUBLISH_QUEUE);
+    // Fired once the loop has ended, not by the shutdown token: a task that stopped with the token
+    // could be gone while the loop still hands it the batch in hand, which the loop takes for a panic.
+    let stopping = CancellationToken::new();
     let publishing = tokio::spawn(publish_in_order(
         partition,
         committed,
         publisher,
         owner.published.clone(),
         owner.config.max_batch,
+        stopping.clone(),
     ));
     let result = owner.run(&mut consumer, &to_publisher, &shutdown).await;
-    // Every committed batch handed over is published (or has failed to) before the mark is written.
+    // Every committed batch handed over is published before the mark is written; a publish still
+    // failing gets one last try, so a dead broker cannot hold the shutdown up (the next owner
+    // republishes from the mark).
     drop(to_publisher);
+    stopping.cancel();
     let published = publishing.await;
     result?;
     if published.is_err() {
@@ -146,20 +153,26 @@ const REPUBLISH_PAGE: usize = 1000;
 /// (so a slow broker slows sequencing instead of piling records up in memory).
 const PUBLISH_QUEUE: usize = 64;
 
+/// The first wait before a failed publish is tried again; it doubles up to [`PUBLISH_RETRY_MAX`].
+const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(50);
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Publishes committed records in commit order: takes the batches that are waiting (up to `budget`
 /// records), publishes them as one, and then raises `published` to the last commit among them.
 ///
-/// After a failed publish `published` is never raised again by this owner: a later success must
-/// not mark the failed commits as published, so the next owner republishes everything from the
-/// last good mark on (gateways drop what they already have, and repair the gap meanwhile).
+/// A failed publish is retried until it succeeds, and nothing later is published before it: a gap
+/// left in `tandem.events` could not be repaired from Kafka, and the next owner would have an ever
+/// longer backlog to republish. Later commits wait in the bounded queue, which slows the loop down.
+/// Once `stopping` fires, a publish that fails ends the task and `published` stays below it, so the
+/// next owner republishes from there.
 async fn publish_in_order(
     partition: PartitionId,
     mut committed: mpsc::Receiver<(u64, Vec<SequencedRecord>)>,
     publisher: Arc<dyn EventPublisher>,
     published: Arc<AtomicU64>,
     budget: usize,
+    stopping: CancellationToken,
 ) {
-    let mut failed = false;
     while let Some((mut through, mut records)) = committed.recv().await {
         // Bounded, so one publish never asks the producer to queue more than a batch's worth.
         while records.len() < budget {
@@ -167,21 +180,42 @@ async fn publish_in_order(
             through = commit;
             records.extend(more);
         }
-        let started = std::time::Instant::now();
-        let result = publisher.publish(records).await;
-        metrics::histogram!("tandem_sequencer_publish_seconds").record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(()) if !failed => {
-                published.fetch_max(through, Ordering::AcqRel);
-            }
-            Ok(()) => {}
-            // Committed records reach gateways anyway: they repair gaps from the store, and the next
-            // owner republishes what this one did not mark as published.
-            Err(e) => {
-                warn!(partition, error = %e, through, "publish failed after commit; no later commit is marked published");
-                failed = true;
-            }
+        if !publish_until_done(partition, &*publisher, records, through, &stopping).await {
+            return;
         }
+        published.fetch_max(through, Ordering::AcqRel);
+    }
+}
+
+/// Publishes `records` (the commits up to `through`), retrying with backoff; true once they are
+/// published, false when a try failed after `stopping` fired. Publishing twice is harmless (gateways
+/// drop versions they already have); a record that was lost is not.
+async fn publish_until_done(
+    partition: PartitionId,
+    publisher: &dyn EventPublisher,
+    records: Vec<SequencedRecord>,
+    through: u64,
+    stopping: &CancellationToken,
+) -> bool {
+    let mut delay = PUBLISH_RETRY_FIRST;
+    loop {
+        let started = std::time::Instant::now();
+        // A copy per try: the publisher takes the records, and a failed try must be repeated.
+        let result = publisher.publish(records.clone()).await;
+        metrics::histogram!("tandem_sequencer_publish_seconds").record(started.elapsed().as_secs_f64());
+        let Err(e) = result else { return true };
+        if stopping.is_cancelled() {
+            warn!(partition, error = %e, through, "publish failed while stopping; the next owner republishes it");
+            return false;
+        }
+        metrics::counter!("tandem_sequencer_publish_retries_total").increment(1);
+        warn!(partition, error = %e, through, retry_in = ?delay, "publish failed after commit, retrying");
+        // Woken early by a stop: one last try, then the task ends if that fails too.
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.cancelled() => {}
+        }
+        delay = (delay * 2).min(PUBLISH_RETRY_MAX);
     }
 }
 
@@ -339,13 +373,17 @@ impl PartitionOwner {
         let limits = &self.config.limits;
         let doc = &mut self.docs.get_mut(&sub.doc).expect("loaded just above").state;
         let decision = match doc.decide(sub, limits, Fetched::Nothing) {
+            // Retried like every other store call: the op in hand cannot be skipped, so one
+            // transient read error must not end the partition.
             Decision::NeedHistory { after, up_to } => {
+                let limit = (up_to - after) as usize;
                 let history =
-                    self.store.read_events(&sub.doc, after, up_to, (up_to - after) as usize).await?;
+                    retry(self.partition, || self.store.read_events(&sub.doc, after, up_to, limit)).await?;
                 doc.decide(sub, limits, Fetched::History(&history))
             }
             Decision::NeedOutcome => {
-                let outcome = self.store.find_outcome(&sub.doc, &sub.client, sub.seq).await?;
+                let outcome =
+                    retry(self.partition, || self.store.find_outcome(&sub.doc, &sub.client, sub.seq)).await?;
                 doc.decide(sub, limits, Fetched::Outcome(outcome.as_ref()))
             }
             decision => decision,

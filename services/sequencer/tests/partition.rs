@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use tandem_bus::in_process::{in_process, InProcessConfig};
-use tandem_bus::{Delivery, EventSubscriber, OpSubmitter};
+use tandem_bus::{Delivery, EventStream, EventSubscriber, OpSubmitter};
 use tandem_ot::Operation;
 
 use async_trait::async_trait;
 use tandem_bus::PartitionId;
 use tandem_protocol::records::{CommittedEvent, Outcome, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId};
-use tandem_sequencer::{run_partition, PartitionConfig, PartitionError};
+use tandem_sequencer::{run_partition, Limits, PartitionConfig, PartitionError};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
 use tandem_store::{
     CommitBatch, EventStore, PartitionClaim, Snapshot, StoreError, StoredDocument, UnpublishedCommit,
@@ -209,18 +209,40 @@ async fn documents_evicted_by_the_memory_budget_are_reloaded_correctly() {
     owner.await.unwrap().unwrap();
 }
 
-/// A store whose first `failures` claims fail as unavailable (the database restarting), and which is
-/// otherwise the real embedded store.
-struct ClaimFailsFirst {
+/// Takes one failure off `failures`; false once they are used up.
+fn fails(failures: &AtomicU32) -> bool {
+    failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// A store whose first `claims` claims, `reads` history reads and `outcomes` outcome lookups fail as
+/// unavailable (the database restarting), and which is otherwise the real embedded store.
+struct FailsFirst {
     inner: Arc<dyn EventStore>,
-    failures: AtomicU32,
+    claims: AtomicU32,
+    reads: AtomicU32,
+    outcomes: AtomicU32,
+}
+
+impl FailsFirst {
+    fn new(inner: Arc<dyn EventStore>, claims: u32, reads: u32, outcomes: u32) -> Self {
+        Self {
+            inner,
+            claims: AtomicU32::new(claims),
+            reads: AtomicU32::new(reads),
+            outcomes: AtomicU32::new(outcomes),
+        }
+    }
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable("connection closed".into())
 }
 
 #[async_trait]
-impl EventStore for ClaimFailsFirst {
+impl EventStore for FailsFirst {
     async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
-        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(StoreError::Unavailable("connection closed".into()));
+        if fails(&self.claims) {
+            return Err(unavailable());
         }
         self.inner.claim_partition(partition).await
     }
@@ -253,6 +275,9 @@ impl EventStore for ClaimFailsFirst {
         up_to: u64,
         limit: usize,
     ) -> Result<Vec<CommittedEvent>, StoreError> {
+        if fails(&self.reads) {
+            return Err(unavailable());
+        }
         self.inner.read_events(doc, after, up_to, limit).await
     }
     async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
@@ -267,6 +292,9 @@ impl EventStore for ClaimFailsFirst {
         client: &ClientId,
         seq: u64,
     ) -> Result<Option<Outcome>, StoreError> {
+        if fails(&self.outcomes) {
+            return Err(unavailable());
+        }
         self.inner.find_outcome(doc, client, seq).await
     }
 }
@@ -276,7 +304,7 @@ impl EventStore for ClaimFailsFirst {
 #[tokio::test]
 async fn a_store_outage_during_the_claim_is_waited_out() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ClaimFailsFirst { inner: store(&dir), failures: AtomicU32::new(3) });
+    let store = Arc::new(FailsFirst::new(store(&dir), 3, 0, 0));
     let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
     let mut records = subscriber.subscribe();
     let shutdown = CancellationToken::new();
@@ -293,65 +321,169 @@ async fn a_store_outage_during_the_claim_is_waited_out() {
         tokio::time::timeout(Duration::from_secs(10), records.next()).await.expect("a record in time");
     let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
     assert!(matches!(&*record, SequencedRecord::Committed(event) if event.version == 1), "{record:?}");
-    assert_eq!(store.failures.load(Ordering::SeqCst), 0, "the failing claims were tried");
+    assert_eq!(store.claims.load(Ordering::SeqCst), 0, "the failing claims were tried");
     shutdown.cancel();
     owner.await.unwrap().unwrap();
 }
 
-/// A publisher whose first publish fails (the broker hiccups) and which delivers every later one.
-struct FailsFirstPublish {
+/// Found in review: one transient error reading a late op's history, or a resubmission's old
+/// outcome, ended the partition (and the sequencer) although every other store call is retried.
+#[tokio::test]
+async fn a_store_outage_while_reading_history_or_an_outcome_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FailsFirst::new(store(&dir), 0, 3, 3));
+    let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let shutdown = CancellationToken::new();
+    // A window of one op: a late op needs the history from the store, and so does the outcome of
+    // a resubmission older than the client's last.
+    let limits = Limits { history_window: 1, ..Limits::default() };
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(publisher),
+        PartitionConfig { limits, ..PartitionConfig::default() },
+        shutdown.clone(),
+    ));
+    let doc = DocId::parse("late").unwrap();
+    for seq in 1..=3 {
+        submitter.submit(append(&doc, seq)).await.unwrap();
+        let record = next_record(&mut records).await;
+        assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == seq), "{record:?}");
+    }
+    // Another client's op on version 0: transformed against versions 1 and 2 read from the store.
+    let late = Submission {
+        doc: doc.clone(),
+        client: ClientId::parse("late-writer").unwrap(),
+        seq: 1,
+        base: 0,
+        op: Operation::from_patch(0, 0, 0, "y").unwrap(),
+    };
+    submitter.submit(late).await.unwrap();
+    let record = next_record(&mut records).await;
+    assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == 4), "{record:?}");
+    assert_eq!(store.reads.load(Ordering::SeqCst), 0, "the failing reads were tried");
+    // The first op again: its outcome is no longer in memory.
+    submitter.submit(append(&doc, 1)).await.unwrap();
+    let record = next_record(&mut records).await;
+    assert!(matches!(&*record, SequencedRecord::Reacknowledged { seq: 1, version: 1, .. }), "{record:?}");
+    assert_eq!(store.outcomes.load(Ordering::SeqCst), 0, "the failing lookups were tried");
+    shutdown.cancel();
+    owner.await.unwrap().unwrap();
+    assert_eq!(store.latest_version(&doc).await.unwrap(), 4);
+}
+
+/// A publisher that delivers its first `passes` publishes, fails the next `failures` (the broker
+/// hiccups, or is gone for good with `u32::MAX`), and delivers every later one.
+struct FlakyPublisher {
     inner: Arc<dyn tandem_bus::EventPublisher>,
+    passes: AtomicU32,
     failures: AtomicU32,
 }
 
+impl FlakyPublisher {
+    fn new(inner: impl tandem_bus::EventPublisher, passes: u32, failures: u32) -> Self {
+        Self { inner: Arc::new(inner), passes: AtomicU32::new(passes), failures: AtomicU32::new(failures) }
+    }
+}
+
 #[async_trait]
-impl tandem_bus::EventPublisher for FailsFirstPublish {
+impl tandem_bus::EventPublisher for FlakyPublisher {
     async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), tandem_bus::BusError> {
-        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if !fails(&self.passes) && fails(&self.failures) {
             return Err(tandem_bus::BusError::Unavailable("the broker hiccupped".into()));
         }
         self.inner.publish(records).await
     }
 }
 
-/// A later publish that succeeds must not mark an earlier, failed one as published: the next owner
-/// republishes both commits.
+/// The next record of the stream, within a few seconds.
+async fn next_record(records: &mut Box<dyn EventStream>) -> Arc<SequencedRecord> {
+    let delivery =
+        tokio::time::timeout(Duration::from_secs(10), records.next()).await.expect("a record in time");
+    let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
+    record
+}
+
+/// Waits until the store has `version` of `doc`.
+async fn committed(store: &dyn EventStore, doc: &DocId, version: u64) {
+    for _ in 0..500 {
+        if store.latest_version(doc).await.unwrap() >= version {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("version {version} of {doc} was not committed");
+}
+
+/// A failed publish is retried by the same owner, before anything committed after it: every record
+/// reaches the stream in commit order, and the mark follows. (Found in review: the owner used to
+/// freeze its mark after one failure, leaving a gap in `tandem.events` until the next owner.)
 #[tokio::test]
-async fn a_failed_publish_stays_unpublished_after_later_ones_succeed() {
+async fn a_failed_publish_is_retried_in_order_until_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
     let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
     let mut records = subscriber.subscribe();
-    let publisher = FailsFirstPublish { inner: Arc::new(publisher), failures: AtomicU32::new(1) };
     let shutdown = CancellationToken::new();
     let owner = tokio::spawn(run_partition(
         consumers.remove(0),
         store.clone(),
-        Arc::new(publisher),
+        Arc::new(FlakyPublisher::new(publisher, 0, 3)),
         PartitionConfig::default(),
         shutdown.clone(),
     ));
     let doc = DocId::parse("hiccup").unwrap();
     submitter.submit(append(&doc, 1)).await.unwrap();
-    for _ in 0..100 {
-        if store.latest_version(&doc).await.unwrap() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    committed(&*store, &doc, 1).await;
+    // Committed while version 1's publish is still failing: they must wait behind it.
+    for seq in 2..=5 {
+        submitter.submit(append(&doc, seq)).await.unwrap();
     }
-    assert_eq!(store.latest_version(&doc).await.unwrap(), 1, "version 1 is committed");
-    // Version 1's publish failed; version 2's goes through.
-    submitter.submit(append(&doc, 2)).await.unwrap();
-    let Some(Delivery::Record(record)) = records.next().await else { panic!("record stream ended") };
-    assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == 2), "{record:?}");
-    // Past the idle mark, so an owner that raised its mark would have written it by now.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    for expected in 1..=5u64 {
+        let record = next_record(&mut records).await;
+        assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == expected), "{record:?}");
+    }
     shutdown.cancel();
     owner.await.unwrap().unwrap();
 
     let claim = store.claim_partition(0).await.unwrap();
-    assert_eq!((claim.last_commit, claim.published_through), (2, 0));
+    assert!(claim.last_commit >= 2, "{claim:?}");
+    assert_eq!(claim.published_through, claim.last_commit, "everything is marked published");
+    assert!(store.unpublished(0, claim.published_through, 100).await.unwrap().is_empty());
+}
+
+/// With the broker gone for good the publishing task retries forever; a shutdown must still end
+/// the partition promptly, without raising the mark past the commit that never went out.
+#[tokio::test]
+async fn a_publish_failing_forever_does_not_block_shutdown_and_stays_unpublished() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
+    let mut records = subscriber.subscribe();
+    let shutdown = CancellationToken::new();
+    let owner = tokio::spawn(run_partition(
+        consumers.remove(0),
+        store.clone(),
+        Arc::new(FlakyPublisher::new(publisher, 1, u32::MAX)),
+        PartitionConfig::default(),
+        shutdown.clone(),
+    ));
+    let doc = DocId::parse("gone").unwrap();
+    submitter.submit(append(&doc, 1)).await.unwrap();
+    let record = next_record(&mut records).await;
+    assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == 1), "{record:?}");
+    // Version 2's publish fails from here on; long enough for the backoff to pass a second.
+    submitter.submit(append(&doc, 2)).await.unwrap();
+    committed(&*store, &doc, 2).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(3), owner).await.expect("shutdown is not blocked");
+    result.unwrap().unwrap();
+
+    let claim = store.claim_partition(0).await.unwrap();
+    assert_eq!((claim.last_commit, claim.published_through), (2, 1), "{claim:?}");
     let unpublished: Vec<u64> =
-        store.unpublished(0, 0, 100).await.unwrap().iter().map(|c| c.commit).collect();
-    assert_eq!(unpublished, [1, 2], "the next owner republishes both");
+        store.unpublished(0, claim.published_through, 100).await.unwrap().iter().map(|c| c.commit).collect();
+    assert_eq!(unpublished, [2], "the next owner republishes the failed commit");
 }
