@@ -39,25 +39,24 @@ test: deps infra lint unit-tests js-tests browser-tests fuzz-smoke
 deps:
 	@deploy/install-deps.sh
 
-# PostgreSQL on 127.0.0.1:5432 (installed and started when none answers) and the tansu broker binary
-# (tests start their own brokers on free ports).
+# PostgreSQL on 127.0.0.1:5432 (installed and started when none answers) and Apache Kafka's jars
+# (deploy/kafka.sh, from Maven Central into ~/.cache/tandem). The Rust tests share one broker, which
+# `unit-tests` starts for their run; tests that kill the broker start their own.
 infra:
 	@deploy/postgres.sh
-	@deploy/tansu.sh install >/dev/null
+	@deploy/kafka.sh install >/dev/null
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-# Rust tests: unit, property, simulation, store contracts (SQLite and Postgres), the Kafka bus on a
-# real broker, and integration tests against real server processes (built first: the tests start them).
+# Rust tests: unit, property, simulation, store contracts (SQLite and Postgres), the Kafka bus on
+# Apache Kafka, and integration tests against real server processes (built first: the tests start
+# them). One broker for the whole run (its address in TANDEM_TEST_BROKERS), stopped however it ends.
+RUST_TEST_RUNNER = $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 unit-tests:
 	$(CARGO) build --locked --workspace --all-features --bins
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --all-features --locked --no-fail-fast; \
-	else \
-		$(CARGO) test --workspace --all-features --locked --no-fail-fast; \
-	fi
+	deploy/kafka.sh with -- $(CARGO) $(RUST_TEST_RUNNER) --workspace --all-features --locked --no-fail-fast
 
 # JavaScript client: shared OT vectors, state machine, and against the real server.
 js-tests:
@@ -104,8 +103,8 @@ browser-tests:
 	@deploy/install-browser-test-deps.sh
 	cd integration-tests/browser && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone node --test demo.test.mjs
 
-## Distributed mode on loopback: Postgres, a tansu broker, 2 sequencers, 2 gateways (pidfiles and logs
-## in .tandem/cluster/); prints the gateways' URLs. Ports: see deploy/cluster.sh.
+## Distributed mode on loopback: Postgres, Apache Kafka, 2 sequencers, 2 gateways (pidfiles, logs and
+## the broker's data in .tandem/cluster/); prints the gateways' URLs. Ports: see deploy/cluster.sh.
 cluster:
 	@deploy/cluster.sh up
 

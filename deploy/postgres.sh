@@ -3,7 +3,7 @@
 # password, for the Postgres store's tests (libs/store/tests/postgres.rs) and local clusters.
 # Idempotent, and it never stops or restarts a server that is already running:
 #   - a server already answers: nothing to do;
-#   - a Debian cluster is installed but stopped: start it;
+#   - a Debian cluster is installed but stopped: allow trust auth on loopback, start it;
 #   - nothing installed: install Debian's postgresql, allow trust auth on loopback, start it.
 # Then it waits until the server accepts connections.
 #
@@ -83,6 +83,9 @@ if [[ -z "${version:-}" ]]; then
 fi
 
 if ! $sudo pg_ctlcluster --skip-systemctl-redirect "$version" "$name" status >/dev/null 2>&1; then
+    # A stopped cluster (a machine image ships PostgreSQL installed but not running): let the
+    # tests in before starting it, as for a fresh install.
+    trust_loopback "$version" "$name"
     say "starting postgres cluster $version/$name"
     $sudo pg_ctlcluster --skip-systemctl-redirect "$version" "$name" start
 fi

@@ -1,5 +1,7 @@
-//! A distributed Tandem on loopback: a tansu broker, a fresh Postgres database, sequencers and
-//! gateways as real processes, each with kill switches.
+//! A distributed Tandem on loopback: Apache Kafka (the test run's shared broker, or one of the
+//! test's own that it may kill and restart), a fresh Postgres database, sequencers and gateways as
+//! real processes, each with kill switches. Topics and the sequencers' group are the test's own
+//! ([`Namespace`]), so clusters of concurrent tests share a broker without meeting.
 //!
 //! ```no_run
 //! # use tandem_integration_tests::cluster::Cluster;
@@ -11,12 +13,10 @@
 //! Everything it starts is stopped when it is dropped, also when a test fails; the database is
 //! dropped too.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::Command;
 
+pub use crate::kafka::{Broker, Namespace};
 use crate::postgres::PrivatePostgres;
 use crate::process::{binary, ServiceProcess, ServiceSpec};
 
@@ -86,64 +86,6 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// The tansu broker binary, installed once per test run by `deploy/tansu.sh install`.
-pub fn tansu() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("TANDEM_TANSU") {
-            return PathBuf::from(path);
-        }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tansu.sh");
-        let output = Command::new("bash").arg(&script).arg("install").output().expect("run deploy/tansu.sh");
-        assert!(
-            output.status.success(),
-            "deploy/tansu.sh install: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8(output.stdout).expect("the script prints a path");
-        PathBuf::from(stdout.lines().last().expect("the script prints the binary's path").trim())
-    })
-}
-
-/// A tansu broker in memory on a free loopback port; killed on drop.
-pub struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    pub fn start() -> Self {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let broker = Broker { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        broker
-    }
-
-    /// `127.0.0.1:PORT`
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Builds a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
@@ -154,9 +96,24 @@ pub struct ClusterBuilder {
     /// The gateways' `--jwt-key-file`; without one they run with `--insecure-no-auth`.
     jwt_key_file: Option<std::path::PathBuf>,
     private_postgres: bool,
+    own_broker: bool,
+    extra_args: Vec<String>,
 }
 
 impl ClusterBuilder {
+    /// Runs on a Kafka broker of the cluster's own, which the test may kill and restart
+    /// ([`Cluster::broker`]); without it the cluster uses the test run's shared broker.
+    pub fn own_broker(mut self) -> Self {
+        self.own_broker = true;
+        self
+    }
+
+    /// A flag given to every sequencer and gateway, e.g. `--kafka-group-protocol consumer`.
+    pub fn service_arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
     /// Runs the event log on a PostgreSQL server of the cluster's own, which the test may crash
     /// and restart ([`Cluster::postgres`]).
     pub fn private_postgres(mut self) -> Self {
@@ -195,7 +152,8 @@ impl ClusterBuilder {
     pub fn start(mut self) -> Cluster {
         // Sequencers always authenticate their callers: a random service token unless the test chose one.
         self.service_token.get_or_insert_with(|| format!("service-{:016x}", rand::random::<u64>()));
-        let broker = Broker::start();
+        let broker = if self.own_broker { Broker::start() } else { Broker::shared() };
+        let namespace = Namespace::new("cluster");
         let private_postgres = self.private_postgres.then(PrivatePostgres::start);
         let database = match &private_postgres {
             Some(server) => TestDatabase::create_on(&server.url()),
@@ -205,6 +163,7 @@ impl ClusterBuilder {
         let mut cluster = Cluster {
             config: self,
             broker,
+            namespace,
             database,
             private_postgres,
             logs,
@@ -232,6 +191,7 @@ pub struct Cluster {
     database: TestDatabase,
     private_postgres: Option<PrivatePostgres>,
     broker: Broker,
+    namespace: Namespace,
     logs: tempfile::TempDir,
 }
 
@@ -244,6 +204,8 @@ impl Cluster {
             service_token: None,
             jwt_key_file: None,
             private_postgres: false,
+            own_broker: false,
+            extra_args: Vec::new(),
         }
     }
 
@@ -273,10 +235,23 @@ impl Cluster {
         &self.database
     }
 
+    /// The cluster's broker; only one started with [`ClusterBuilder::own_broker`] may be killed
+    /// or restarted.
+    pub fn broker(&mut self) -> &mut Broker {
+        &mut self.broker
+    }
+
+    /// The cluster's topics are `NAMESPACE.ops` and `NAMESPACE.events`.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     fn common_args(&self, instance: String) -> Vec<String> {
-        let args = vec![
+        let mut args = vec![
             "--brokers".into(),
             self.broker.address(),
+            "--kafka-namespace".into(),
+            self.namespace.as_str().to_owned(),
             "--postgres-url".into(),
             self.database.url(),
             "--partitions".into(),
@@ -284,6 +259,7 @@ impl Cluster {
             "--instance".into(),
             instance,
         ];
+        args.extend(self.config.extra_args.iter().cloned());
         args
     }
 

@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod auth;
 pub mod cluster;
+pub mod kafka;
 pub mod postgres;
 pub mod process;
 

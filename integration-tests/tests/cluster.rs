@@ -1,4 +1,4 @@
-//! The distributed mode on real processes: a tansu broker, Postgres, sequencers and gateways.
+//! The distributed mode on real processes: Apache Kafka, Postgres, sequencers and gateways.
 //!
 //! Seeded: the seed is printed; replay with `TANDEM_SEED=<seed>`.
 
@@ -183,30 +183,44 @@ async fn a_killed_sequencer_hands_its_partitions_over_and_loses_nothing() {
     let typing = type_for(&urls, &docs, &['x', 'y'], seed, Duration::from_secs(20));
     let kill_and_watch = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let before = versions_now(cluster.database(), &docs);
         cluster.sequencer(0).kill();
-        let killed_at = Instant::now();
-        // Takeover time: until every document commits again (the killed owner's ones resume only
-        // once the survivor owns their partitions).
-        let mut resumed = vec![None; docs.len()];
-        while resumed.iter().any(Option::is_none) && killed_at.elapsed() < Duration::from_secs(16) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            for (i, version) in versions_now(cluster.database(), &docs).into_iter().enumerate() {
-                if resumed[i].is_none() && version > before[i] + 2 {
-                    resumed[i] = Some(killed_at.elapsed());
-                }
-            }
+        let killed_at = std::time::SystemTime::now();
+        // Until every document has committed again (the killed owner's ones resume only once the
+        // survivor owns their partitions).
+        let deadline = Instant::now() + Duration::from_secs(16);
+        let mut resumed = resumed_after(cluster.database(), &docs, killed_at);
+        while resumed.iter().any(Option::is_none) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            resumed = resumed_after(cluster.database(), &docs, killed_at);
         }
         resumed
     };
     let (typists, resumed) = tokio::join!(typing, kill_and_watch);
     let takeover = resumed.iter().map(|r| r.unwrap_or(Duration::MAX)).max().unwrap_or_default();
+    // Target (issue 10, BENCHMARKS.md): within 3 s. Printed, not asserted: a timing is a benchmark.
     eprintln!(
-        "takeover after SIGKILL of a sequencer: {:.1} s (per document: {resumed:?})",
-        takeover.as_secs_f64()
+        "takeover after SIGKILL of a sequencer: {:.2} s until every document committed again (per document: {:?})",
+        takeover.as_secs_f64(),
+        resumed.iter().map(|r| r.map(|d| format!("{:.2}", d.as_secs_f64()))).collect::<Vec<_>>()
     );
     assert!(takeover < Duration::from_secs(16), "seed {seed}: some documents never resumed: {resumed:?}");
     assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
+}
+
+/// For each document, how long after `instant` its first commit came (by Postgres's clock, the
+/// machine's: `committed_at` is the committing transaction's start), if one has.
+fn resumed_after(db: &TestDatabase, docs: &[DocId], instant: std::time::SystemTime) -> Vec<Option<Duration>> {
+    let micros = instant.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_micros();
+    let rows = db.query(&format!(
+        "SELECT doc, extract(epoch FROM min(committed_at) - to_timestamp({micros} / 1e6)) FROM events \
+         WHERE committed_at > to_timestamp({micros} / 1e6) GROUP BY doc"
+    ));
+    let after: BTreeMap<&str, f64> = rows
+        .iter()
+        .filter_map(|row| row.split_once('|'))
+        .filter_map(|(doc, seconds)| Some((doc, seconds.parse().ok()?)))
+        .collect();
+    docs.iter().map(|doc| after.get(doc.as_str()).map(|&s| Duration::from_secs_f64(s.max(0.0)))).collect()
 }
 
 /// Waits until `condition` holds on the cluster, polling; panics with `what` after `limit`.
@@ -347,4 +361,43 @@ async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
     let (typists, handover) = tokio::join!(typing, stop);
     eprintln!("handover after SIGTERM (leave, rebalance, claim): {:.1} s", handover.as_secs_f64());
     assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
+}
+
+/// Apache Kafka is SIGKILLed mid-load and restarted on the same data folder. While it is down,
+/// submits fail (`unavailable`, resent by the clients), the owner retries its publishes, and its
+/// group session lapses (the coordinator is gone), so it gives its partitions up and claims them
+/// again once the broker is back. Afterwards every acknowledged op is in the log exactly once, the
+/// versions are linear, and every client converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_and_restarted_mid_load_loses_no_acknowledged_op() {
+    let seed = seed();
+    let mut cluster = Cluster::builder().own_broker().gateways(2).sequencers(1).partitions(2).start();
+    wait_until(&mut cluster, Duration::from_secs(40), "the sequencer owns both partitions", |c| {
+        claims(&c.sequencer(0).log()) >= 2
+    })
+    .await;
+    let claims_before = claims(&cluster.sequencer(0).log());
+    let urls = [cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
+    let docs: Vec<DocId> = (0..4).map(|i| DocId::parse(&format!("broker-crash-{i}")).unwrap()).collect();
+    let typing = type_for(&urls, &docs, &['k', 'l', 'm'], seed, Duration::from_secs(14));
+    let crash = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = versions_now(cluster.database(), &docs);
+        cluster.broker().kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let restarted = Instant::now();
+        cluster.broker().restart();
+        eprintln!("broker answered again {:.1} s after its restart", restarted.elapsed().as_secs_f64());
+        before
+    };
+    let (typists, before) = tokio::join!(typing, crash);
+    assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
+    let after = versions_now(cluster.database(), &docs);
+    for (doc, (b, a)) in docs.iter().zip(before.iter().zip(&after)) {
+        assert!(a > b, "seed {seed}: {doc} committed nothing after the broker came back ({b} -> {a})");
+    }
+    eprintln!(
+        "partition claims across the broker's restart: {} (a lapsed group session re-claims)",
+        claims(&cluster.sequencer(0).log()) - claims_before
+    );
 }

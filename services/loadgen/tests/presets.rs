@@ -240,7 +240,7 @@ async fn stalled_readers_are_accounted_for_and_the_server_rss_reported() {
     );
 }
 
-/// The history preset against a real cluster (tansu, Postgres, a sequencer, two gateways): the
+/// The history preset against a real cluster (Kafka, Postgres, a sequencer, two gateways): the
 /// written history is what the gateways serve, from its newest snapshot plus a full interval of
 /// events, at both gateways, and the sequencer loads it to take the next op.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,14 +287,14 @@ async fn history_is_written_as_the_sequencer_would_and_opened_at_every_gateway()
     assert_eq!(snapshots, ["5000"]);
 }
 
-/// The broker probe against a real tansu broker: every record comes back, one row per step, with
+/// The broker probe against Apache Kafka: every record comes back, one row per step, with
 /// both latencies measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_probe_reads_back_every_record_it_publishes() {
-    use tandem_integration_tests::cluster::Broker;
+    use tandem_integration_tests::kafka::Broker;
     use tandem_loadgen::broker::{self, BrokerConfig};
 
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let config = BrokerConfig {
         brokers: broker.address(),
         records: 300,

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use tandem_auth::JwtArgs;
 use tandem_bus::kafka::{
-    ensure_topics, Assignment, KafkaArgs, KafkaConfig, KafkaEventPublisher, KafkaOpLog, KafkaOpSubmitter,
+    ensure_topics, Assignment, KafkaArgs, KafkaEventPublisher, KafkaOpLog, KafkaOpSubmitter,
 };
 use tandem_bus::{EventPublisher, PartitionId};
 use tandem_rpc::{CallerAuth, SequencerIngress};
@@ -43,9 +43,6 @@ struct Config {
     /// The Kafka bus.
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Kafka session timeout in milliseconds: how long a crashed sequencer keeps its partitions.
-    #[arg(long, env = "TANDEM_SESSION_TIMEOUT_MS", default_value_t = 6000)]
-    session_timeout_ms: u64,
     /// Names this process in logs and in the broker.
     #[arg(long, env = "TANDEM_INSTANCE", default_value = "sequencer")]
     instance: String,
@@ -96,10 +93,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     store.migrate().await.context("migrate the event log")?;
     let store: Arc<dyn EventStore> = Arc::new(store);
 
-    let kafka = KafkaConfig {
-        session_timeout: Duration::from_millis(config.session_timeout_ms),
-        ..config.kafka.config(&config.instance)
-    };
+    let kafka = config.kafka.config(&config.instance);
     info!(kafka = %config.kafka.describe(), "kafka settings");
     // A broker that has just started may time out the first admin request: retry for a while rather
     // than fail the start.

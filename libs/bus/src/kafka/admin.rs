@@ -8,11 +8,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{debug, info};
 
-use super::{unavailable, KafkaConfig};
+use super::{millis, unavailable, KafkaConfig};
 use crate::BusError;
 
-/// Creates the ops and events topics with `config.partitions` partitions when they are missing,
-/// then waits until the broker's metadata shows both with that many partitions.
+/// Creates the ops and events topics with `config.partitions` partitions, the configured replication
+/// factor, `min.insync.replicas` and retention when they are missing, then waits until the broker's
+/// metadata shows both with that many partitions. An existing topic's settings are left as they are
+/// (changing them is an operator's decision, with `kafka-configs`).
 ///
 /// A topic that already exists is fine. One that exists with another partition count is an error:
 /// [`partition_of`](crate::partition_of) would send documents to partitions that do not exist, or
@@ -25,9 +27,19 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BusError> {
     let partitions = i32::try_from(config.partitions)
         .map_err(|_| BusError::Unavailable(format!("{} partitions is too many", config.partitions)))?;
     let topics = [config.ops_topic.as_str(), config.events_topic.as_str()];
+    let min_insync = config.min_insync_replicas.to_string();
+    let retention = [millis(config.ops_retention), millis(config.events_retention)];
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(config.replication_factor)))
+        .zip(&retention)
+        .map(|(name, retention)| {
+            NewTopic::new(name, partitions, TopicReplication::Fixed(config.replication_factor))
+                .set("min.insync.replicas", &min_insync)
+                .set("retention.ms", retention)
+                // Offsets are positions Postgres stores (ops) and gaps readers detect (events):
+                // a compacted topic would have holes in both.
+                .set("cleanup.policy", "delete")
+        })
         .collect();
     let options = AdminOptions::new().request_timeout(Some(config.request_timeout));
     let results = admin

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::KafkaConfig;
+use super::{GroupProtocol, KafkaConfig};
 
 /// Where the bus connects and how it trades latency for broker load. Every flag can also be set with
 /// the environment variable shown; the defaults are [`KafkaConfig::default`]'s, whose fields say why.
@@ -14,6 +14,27 @@ pub struct KafkaArgs {
     /// Partitions of the Kafka topics (fixed for the life of a cluster; the same in every service).
     #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 16)]
     pub partitions: u32,
+    /// Prefix of the topics (`NAME.ops`, `NAME.events`) and of the sequencers' group
+    /// (`NAME-sequencer`): several Tandem clusters can share one Kafka cluster.
+    #[arg(long, env = "TANDEM_KAFKA_NAMESPACE", default_value = "tandem")]
+    pub kafka_namespace: String,
+    /// Replicas of each topic the sequencers create (3 in production).
+    #[arg(long, env = "TANDEM_KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_replication_factor: i32,
+    /// `min.insync.replicas` of each topic the sequencers create (2 in production).
+    #[arg(long, env = "TANDEM_KAFKA_MIN_INSYNC_REPLICAS", default_value_t = 1)]
+    pub kafka_min_insync_replicas: i32,
+    /// The sequencers' group protocol: `classic` or `consumer` (KIP-848).
+    #[arg(long, env = "TANDEM_KAFKA_GROUP_PROTOCOL", default_value_t = KafkaConfig::default().group_protocol)]
+    pub kafka_group_protocol: GroupProtocol,
+    /// Classic protocol: how long a crashed sequencer keeps its partitions, in milliseconds (the
+    /// broker's `group.min.session.timeout.ms` is the lower bound). With `consumer` the broker's
+    /// `group.consumer.session.timeout.ms` applies instead.
+    #[arg(long, env = "TANDEM_KAFKA_SESSION_TIMEOUT_MS", default_value_t = default_millis(|c| c.session_timeout))]
+    pub kafka_session_timeout_ms: u64,
+    /// Classic protocol: how often a member heartbeats, in milliseconds.
+    #[arg(long, env = "TANDEM_KAFKA_HEARTBEAT_MS", default_value_t = default_millis(|c| c.heartbeat_interval))]
+    pub kafka_heartbeat_ms: u64,
     /// Producer `linger.ms`: how long a record may wait to share a request with later ones.
     #[arg(long, env = "TANDEM_KAFKA_LINGER_MS", default_value_t = default_millis(|c| c.linger))]
     pub kafka_linger_ms: u64,
@@ -33,9 +54,18 @@ fn default_millis(field: impl Fn(&KafkaConfig) -> Duration) -> u64 {
 impl KafkaArgs {
     /// The configuration these flags describe, for the client named `client_id` in broker logs.
     pub fn config(&self, client_id: &str) -> KafkaConfig {
+        let namespace = &self.kafka_namespace;
         KafkaConfig {
             brokers: self.brokers.clone(),
+            ops_topic: format!("{namespace}.ops"),
+            events_topic: format!("{namespace}.events"),
+            group_id: format!("{namespace}-sequencer"),
             partitions: self.partitions,
+            replication_factor: self.kafka_replication_factor,
+            min_insync_replicas: self.kafka_min_insync_replicas,
+            group_protocol: self.kafka_group_protocol,
+            session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(self.kafka_heartbeat_ms),
             client_id: client_id.to_owned(),
             linger: Duration::from_millis(self.kafka_linger_ms),
             fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
@@ -44,12 +74,19 @@ impl KafkaArgs {
         }
     }
 
-    /// One line for the start log: the settings a latency figure depends on.
+    /// One line for the start log: the settings a latency or failover figure depends on.
     pub fn describe(&self) -> String {
         format!(
-            "brokers {}, {} partitions, linger {} ms, fetch wait {} ms, fetch min {} bytes",
+            "brokers {}, namespace {}, {} partitions, replication {} (min in sync {}), group protocol {} \
+             (session {} ms, heartbeat {} ms), linger {} ms, fetch wait {} ms, fetch min {} bytes",
             self.brokers,
+            self.kafka_namespace,
             self.partitions,
+            self.kafka_replication_factor,
+            self.kafka_min_insync_replicas,
+            self.kafka_group_protocol,
+            self.kafka_session_timeout_ms,
+            self.kafka_heartbeat_ms,
             self.kafka_linger_ms,
             self.kafka_fetch_wait_ms,
             self.kafka_fetch_min_bytes

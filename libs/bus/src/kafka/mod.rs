@@ -21,9 +21,11 @@
 //!
 //! Partitions are always chosen here with [`partition_of`], never by librdkafka's partitioner, so
 //! the in-process and the Kafka bus put a document in the same partition, and nothing else depends
-//! on librdkafka's hash. Neither the idempotent producer nor transactions are used: the development
-//! broker (tansu) has neither, and Tandem does not need them, because the sequencer deduplicates
-//! resubmitted ops by (client, seq) and gateways deduplicate records by version.
+//! on librdkafka's hash. Both producers are idempotent (acks=all, sequence numbers per partition):
+//! a retried produce is written once and never overtakes a later one, so a document's records stay
+//! in order with several requests in flight. Tandem still deduplicates on its own, because a
+//! producer's idempotence ends with the producer: the sequencer drops resubmitted ops by
+//! (client, seq), and gateways drop records by version.
 //!
 //! [`Submission`]: tandem_protocol::records::Submission
 //! [`partition_of`]: crate::partition_of
@@ -71,11 +73,29 @@ pub struct KafkaConfig {
     /// Replicas of each topic created by [`ensure_topics`]. Default 1 (the development broker has
     /// one node); 3 in production, so acks=all means three copies.
     pub replication_factor: i32,
+    /// `min.insync.replicas` of both topics: with acks=all, a produce fails instead of being
+    /// acknowledged by fewer replicas than this. Default 1 (one node); 2 in production with a
+    /// replication factor of 3, so an acknowledged op survives the loss of any one broker.
+    pub min_insync_replicas: i32,
+    /// `retention.ms` of the ops topic. An op is needed only until its partition's owner has
+    /// committed it (its offset is then in Postgres); a day covers any sequencer outage that the
+    /// clients' resubmission would not. Default 24 h.
+    pub ops_retention: Duration,
+    /// `retention.ms` of the events topic. Gateways read only new records (older ones come from
+    /// Postgres), so this is for analytics consumers reading the topic from the beginning: a week
+    /// to catch up after an outage. Default 7 days.
+    pub events_retention: Duration,
+    /// The sequencers' consumer group protocol. Default [`GroupProtocol::Classic`]: see its
+    /// variants and BENCHMARKS.md for the measured takeover times.
+    pub group_protocol: GroupProtocol,
     /// The sequencers' consumer group on the ops topic. Default `tandem-sequencer`.
     pub group_id: String,
-    /// How long the group coordinator waits for a silent member before giving its partitions to
-    /// another: the failover time of a crashed sequencer. 6 s is the smallest Kafka accepts by
-    /// default (`group.min.session.timeout.ms`); librdkafka's own default (45 s) would stall a
+    /// Classic protocol: how long the group coordinator waits for a silent member before giving
+    /// its partitions to another, which is most of the failover time of a crashed sequencer
+    /// (measured: a SIGKILLed member's partitions reach the survivor 2.0 s after the kill with
+    /// 2 s). Default 2 s, under Kafka's default minimum (`group.min.session.timeout.ms`, 6 s):
+    /// brokers for Tandem lower it (deploy/kafka.sh sets 1 s, docs/ARCHITECTURE.md says why), and a
+    /// broker that refuses is named in the error. librdkafka's own default (45 s) would stall a
     /// crashed owner's documents for 45 s.
     pub session_timeout: Duration,
     /// How often a member tells the coordinator it is alive, and learns of a rebalance. 500 ms:
@@ -113,8 +133,12 @@ impl Default for KafkaConfig {
             events_topic: "tandem.events".to_owned(),
             partitions: 16,
             replication_factor: 1,
+            min_insync_replicas: 1,
+            ops_retention: Duration::from_secs(24 * 3600),
+            events_retention: Duration::from_secs(7 * 24 * 3600),
+            group_protocol: GroupProtocol::Classic,
             group_id: "tandem-sequencer".to_owned(),
-            session_timeout: Duration::from_secs(6),
+            session_timeout: Duration::from_secs(2),
             heartbeat_interval: Duration::from_millis(500),
             client_id: "tandem".to_owned(),
             linger: Duration::ZERO,
@@ -138,21 +162,20 @@ impl KafkaConfig {
         config
     }
 
-    /// A producer: acks=all, no idempotence, no batching delay.
-    fn producer_config(&self, max_in_flight: u32) -> ClientConfig {
+    /// A producer: acks=all, idempotent, no batching delay.
+    fn producer_config(&self) -> ClientConfig {
         let mut config = self.client_config();
         config
             // The record is on every in-sync replica before the submit answers `accepted`.
             .set("acks", "all")
-            // Explicitly off: tansu rejects the idempotent producer's InitProducerId, and
-            // duplicates from a retried produce are removed downstream (by (client, seq) and
-            // by version).
-            .set("enable.idempotence", "false")
+            // Sequence numbers per partition: the broker writes a retried request once, and
+            // rejects one that would overtake an earlier request, so up to five requests may be
+            // in flight without reordering a document's records (librdkafka's limit with
+            // idempotence). Without it, one request in flight was the only way to keep order.
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
             .set("linger.ms", millis(self.linger))
-            .set("message.timeout.ms", millis(self.delivery_timeout))
-            // Without idempotence a retry may overtake a later request on the same connection;
-            // one request in flight keeps records in order where order matters.
-            .set("max.in.flight.requests.per.connection", max_in_flight.to_string());
+            .set("message.timeout.ms", millis(self.delivery_timeout));
         config
     }
 
@@ -171,6 +194,40 @@ impl KafkaConfig {
             // consumer asking for metadata.
             .set("allow.auto.create.topics", "false");
         config
+    }
+}
+
+/// How the sequencers' consumer group shares out partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol with the cooperative-sticky assignor: members heartbeat to the group
+    /// coordinator, a silent member is dropped after `session.timeout.ms` (a client setting), and
+    /// every change is a join-and-sync round of the whole group.
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`): the coordinator assigns partitions itself, member by
+    /// member, without a group-wide round; session timeout and heartbeat interval are the
+    /// broker's (`group.consumer.*`) or the group's settings, not the client's.
+    Consumer,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "classic" => Ok(Self::Classic),
+            "consumer" => Ok(Self::Consumer),
+            other => Err(format!("unknown group protocol {other:?}: expected classic or consumer")),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        })
     }
 }
 

@@ -19,13 +19,14 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset};
 use tandem_proto::trace_context::TraceParent;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::{millis, trace, unavailable, KafkaConfig};
+use super::{millis, trace, unavailable, GroupProtocol, KafkaConfig};
 use crate::{BusError, OpConsumer, PartitionId, SubmissionRecord};
 
 type GroupConsumer = StreamConsumer<OpLogContext>;
@@ -78,15 +79,26 @@ impl KafkaOpLog {
         let mut client_config = config.consumer_config();
         client_config
             .set("group.id", &config.group_id)
-            .set("session.timeout.ms", millis(config.session_timeout))
-            .set("heartbeat.interval.ms", millis(config.heartbeat_interval))
             // A partition whose owner never stored an offset (or whose stored offset is gone)
             // is read from its first record: nothing in it has been sequenced yet.
-            .set("auto.offset.reset", "earliest")
-            // Cooperative: a member joining or leaving moves only the partitions that change
-            // hands; the eager protocol would revoke every partition of every member, and each
-            // owner would reload its documents from the store.
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("auto.offset.reset", "earliest");
+        match config.group_protocol {
+            GroupProtocol::Classic => {
+                client_config
+                    .set("group.protocol", "classic")
+                    .set("session.timeout.ms", millis(config.session_timeout))
+                    .set("heartbeat.interval.ms", millis(config.heartbeat_interval))
+                    // Cooperative: a member joining or leaving moves only the partitions that
+                    // change hands; the eager protocol would revoke every partition of every
+                    // member, and each owner would reload its documents from the store.
+                    .set("partition.assignment.strategy", "cooperative-sticky");
+            }
+            // The coordinator assigns (incrementally, like cooperative-sticky) and owns the session
+            // timeout and heartbeat interval: librdkafka refuses the classic settings here.
+            GroupProtocol::Consumer => {
+                client_config.set("group.protocol", "consumer");
+            }
+        }
         let consumer: Arc<GroupConsumer> = Arc::new(
             client_config
                 .create_with_context(context)
@@ -98,8 +110,8 @@ impl KafkaOpLog {
             .subscribe(&[config.ops_topic.as_str()])
             .map_err(|e| unavailable("subscribing to the op log", &e))?;
         let (assignments_tx, assignments_rx) = mpsc::channel(1024);
-        let driver = tokio::spawn(drive(consumer, events_rx, assignments_tx));
-        info!(group = %config.group_id, topic = %config.ops_topic, "joined the op log group");
+        let driver = tokio::spawn(drive(config.session_timeout, consumer, events_rx, assignments_tx));
+        info!(group = %config.group_id, topic = %config.ops_topic, protocol = %config.group_protocol, "joined the op log group");
         Ok((Self { context, driver }, assignments_rx))
     }
 
@@ -123,6 +135,7 @@ impl Drop for KafkaOpLog {
 
 /// Polls the group consumer so rebalance callbacks fire, and forwards assignments.
 async fn drive(
+    session_timeout: Duration,
     consumer: Arc<GroupConsumer>,
     mut events: mpsc::UnboundedReceiver<Assignment>,
     assignments: mpsc::Sender<Assignment>,
@@ -144,6 +157,12 @@ async fn drive(
                     partition = message.partition(),
                     offset = message.offset(),
                     "op record on the group queue, dropped"
+                ),
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidSessionTimeout) => error!(
+                    session_timeout = ?session_timeout,
+                    "the broker refuses this session timeout: lower its group.min.session.timeout.ms \
+                     (or group.max.session.timeout.ms) to allow it, or change --kafka-session-timeout-ms; \
+                     this sequencer owns no partition until then"
                 ),
                 Err(e) => warn!(error = %e, "op log consumer"),
             },

@@ -23,10 +23,8 @@ pub struct KafkaOpSubmitter {
 impl KafkaOpSubmitter {
     /// Connects lazily: creating the producer does not wait for a broker.
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
-        // Five requests in flight: a client has one op in flight per document, so a retry can only
-        // reorder ops of different clients, which the sequencer transforms anyway.
         let producer = config
-            .producer_config(5)
+            .producer_config()
             .create()
             .map_err(|e| unavailable("creating the kafka producer for ops", &e))?;
         Ok(Self { producer, topic: config.ops_topic.clone(), partitions: config.partitions })
@@ -58,12 +56,10 @@ pub struct KafkaEventPublisher {
 impl KafkaEventPublisher {
     /// Connects lazily: creating the producer does not wait for a broker.
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
-        // One request in flight per broker: without the idempotent producer, a retried request
-        // could land after a later one and put version 5 before version 4, which every gateway
-        // would then repair from the store. Records that pile up while a request is out go
-        // together in the next one, so throughput comes from batching, not from parallel requests.
+        // Idempotent: a retried request cannot land after a later one, so version 5 never goes out
+        // before version 4 (which every gateway would have to repair from the store).
         let producer = config
-            .producer_config(1)
+            .producer_config()
             .create()
             .map_err(|e| unavailable("creating the kafka producer for events", &e))?;
         Ok(Self { producer, topic: config.events_topic.clone(), partitions: config.partitions })

@@ -42,10 +42,6 @@ impl EventSubscriber for KafkaEventSubscriber {
     /// gateway subscribes once, at start. If the broker cannot be asked, the stream starts at
     /// whatever end librdkafka finds later and its first delivery is `Lagged(0)`: the records
     /// published in between may be missed.
-    ///
-    /// On tansu the end offset is (first offset of the partition's last batch) + 1, not the
-    /// offset after its last record, so a new stream may start with a few records of the last
-    /// batch published before it: harmless, since gateways drop records by version.
     fn subscribe(&self) -> Box<dyn EventStream> {
         match open(&self.config) {
             Ok(stream) => Box::new(stream),
@@ -160,24 +156,39 @@ impl EventStream for KafkaEventStream {
                 _ => 0,
             };
             let delivery = match message.payload().map(tandem_proto::decode_record) {
-                Some(Ok(record)) => Delivery::Record(Arc::new(record)),
+                Some(Ok(record)) => Some(Delivery::Record(Arc::new(record))),
+                // A record this build cannot read: a record type added by a newer sequencer (rolling
+                // upgrade), or a stray producer's bytes. Nothing in it concerns this gateway's
+                // documents in a form it could use, so it is skipped and counted; reporting it as
+                // lag would send every open document to Postgres for each such record. (Should a
+                // committed version ever be among them, the document's next record shows the
+                // version gap and the hub repairs that one document from the store.)
                 Some(Err(e)) => {
-                    warn!(partition, offset, error = %e, "undecodable event record");
-                    Delivery::Lagged(1)
+                    skipped(partition, offset, &e.to_string());
+                    None
                 }
                 None => {
-                    warn!(partition, offset, "event record without a value");
-                    Delivery::Lagged(1)
+                    skipped(partition, offset, "no value");
+                    None
                 }
             };
             if gap > 0 {
                 warn!(partition, offset, gap, "events reader skipped records");
-                self.pending = Some(delivery);
+                self.pending = delivery;
                 return Some(Delivery::Lagged(gap));
             }
-            return Some(delivery);
+            if let Some(delivery) = delivery {
+                return Some(delivery);
+            }
         }
     }
+}
+
+/// Logs and counts a record of the events topic that is not a `tandem.v1.SequencedRecord` this
+/// build knows (`tandem_bus_events_skipped_total`).
+fn skipped(partition: i32, offset: i64, reason: &str) {
+    metrics::counter!("tandem_bus_events_skipped_total").increment(1);
+    warn!(partition, offset, reason, "skipped an event record this build cannot read");
 }
 
 /// The stream of a subscriber that could not open a consumer: ended at once.
