@@ -350,16 +350,28 @@ async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
     let stop = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let survivor_claims = claims(&cluster.sequencer(1).log());
-        let stopped_at = Instant::now();
+        let stopped_at = std::time::SystemTime::now();
         assert!(cluster.sequencer(0).terminate(), "SIGTERM ends the sequencer cleanly");
         wait_until(&mut cluster, Duration::from_secs(30), "the survivor claims the partition", |c| {
             claims(&c.sequencer(1).log()) > survivor_claims
         })
         .await;
-        stopped_at.elapsed()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut resumed = resumed_after(cluster.database(), &docs, stopped_at);
+        while resumed.iter().any(Option::is_none) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            resumed = resumed_after(cluster.database(), &docs, stopped_at);
+        }
+        resumed
     };
-    let (typists, handover) = tokio::join!(typing, stop);
-    eprintln!("handover after SIGTERM (leave, rebalance, claim): {:.1} s", handover.as_secs_f64());
+    let (typists, resumed) = tokio::join!(typing, stop);
+    let handover = resumed.iter().map(|r| r.unwrap_or(Duration::MAX)).max().unwrap_or_default();
+    // Target (issue 10, BENCHMARKS.md): within 1 s. Printed, not asserted: a timing is a benchmark.
+    eprintln!(
+        "handover after SIGTERM: {:.2} s until every document committed again (leave, rebalance, claim, commit)",
+        handover.as_secs_f64()
+    );
+    assert!(handover < Duration::from_secs(10), "seed {seed}: some documents never resumed: {resumed:?}");
     assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
 }
 

@@ -1,12 +1,16 @@
 //! The two producing sides: ops into `tandem.ops`, committed records into `tandem.events`.
 
+use std::sync::{Arc, RwLock};
+
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::ClientConfig;
 use tandem_proto::trace_context;
 use tandem_protocol::records::{SequencedRecord, Submission};
 use tandem_protocol::DocId;
+use tracing::error;
 
 use super::{trace, unavailable, KafkaConfig};
 use crate::{partition_of, BusError, EventPublisher, OpSubmitter};
@@ -15,7 +19,7 @@ use crate::{partition_of, BusError, EventPublisher, OpSubmitter};
 /// librdkafka producer, its connections and its batches.
 #[derive(Clone)]
 pub struct KafkaOpSubmitter {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     partitions: u32,
 }
@@ -23,10 +27,7 @@ pub struct KafkaOpSubmitter {
 impl KafkaOpSubmitter {
     /// Connects lazily: creating the producer does not wait for a broker.
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
-        let producer = config
-            .producer_config()
-            .create()
-            .map_err(|e| unavailable("creating the kafka producer for ops", &e))?;
+        let producer = Producer::new(config.producer_config(), "ops")?;
         Ok(Self { producer, topic: config.ops_topic.clone(), partitions: config.partitions })
     }
 }
@@ -39,16 +40,23 @@ impl OpSubmitter for KafkaOpSubmitter {
     async fn submit(&self, submission: Submission) -> Result<(), BusError> {
         let payload = tandem_proto::encode_submission(&submission);
         let headers = trace::headers(trace_context::current().as_ref());
-        let delivery =
-            enqueue(&self.producer, &self.topic, self.partitions, &submission.doc, &payload, headers)?;
-        await_delivery(delivery).await
+        let producer = self.producer.current();
+        let delivery = enqueue(&producer, &self.topic, self.partitions, &submission.doc, &payload, headers);
+        let result = match delivery {
+            Ok(delivery) => await_delivery(delivery).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.producer.replace_if_fatal(&producer);
+        }
+        result
     }
 }
 
 /// Publishes committed records to the events topic (the partition owner). Cheap to clone.
 #[derive(Clone)]
 pub struct KafkaEventPublisher {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     partitions: u32,
 }
@@ -58,10 +66,7 @@ impl KafkaEventPublisher {
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
         // Idempotent: a retried request cannot land after a later one, so version 5 never goes out
         // before version 4 (which every gateway would have to repair from the store).
-        let producer = config
-            .producer_config()
-            .create()
-            .map_err(|e| unavailable("creating the kafka producer for events", &e))?;
+        let producer = Producer::new(config.producer_config(), "events")?;
         Ok(Self { producer, topic: config.events_topic.clone(), partitions: config.partitions })
     }
 }
@@ -72,23 +77,70 @@ impl EventPublisher for KafkaEventPublisher {
     /// one batch costs about one round trip, not one per record. On error some records may have
     /// been published; the caller republishes the batch and readers drop the duplicates by version.
     async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError> {
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in &records {
-            let payload = tandem_proto::encode_record(record);
-            // No trace header: the owner publishes a batch of many clients' ops, which belongs
-            // to no single request's trace context.
-            let headers = None;
-            deliveries.push(enqueue(
-                &self.producer,
-                &self.topic,
-                self.partitions,
-                record.doc(),
-                &payload,
-                headers,
-            )?);
+        let producer = self.producer.current();
+        let result = publish_all(&producer, &self.topic, self.partitions, &records).await;
+        if result.is_err() {
+            self.producer.replace_if_fatal(&producer);
         }
-        try_join_all(deliveries.into_iter().map(await_delivery)).await?;
-        Ok(())
+        result
+    }
+}
+
+async fn publish_all(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: u32,
+    records: &[SequencedRecord],
+) -> Result<(), BusError> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let payload = tandem_proto::encode_record(record);
+        // No trace header: the owner publishes a batch of many clients' ops, which belongs to no
+        // single request's trace context.
+        deliveries.push(enqueue(producer, topic, partitions, record.doc(), &payload, None)?);
+    }
+    try_join_all(deliveries.into_iter().map(await_delivery)).await?;
+    Ok(())
+}
+
+/// A librdkafka producer that is replaced when it fails for good. An idempotent producer can hit a
+/// fatal error (its sequence numbers and the broker's disagree beyond repair, or it was fenced):
+/// from then on every produce fails at once. A new producer gets a new producer id and starts
+/// clean; records the old one may have written are duplicates the readers drop (by (client, seq)
+/// in the sequencer, by version in gateways). Cheap to clone: clones share the current producer.
+#[derive(Clone)]
+struct Producer {
+    current: Arc<RwLock<FutureProducer>>,
+    config: Arc<ClientConfig>,
+    what: &'static str,
+}
+
+impl Producer {
+    /// Connects lazily: creating the producer does not wait for a broker.
+    fn new(config: ClientConfig, what: &'static str) -> Result<Self, BusError> {
+        let producer = config
+            .create()
+            .map_err(|e| unavailable(&format!("creating the kafka producer for {what}"), &e))?;
+        Ok(Self { current: Arc::new(RwLock::new(producer)), config: Arc::new(config), what })
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// After a failed produce with `used`: if it has a fatal error and is still the current
+    /// producer (another task may have replaced it already), put a new one in its place.
+    fn replace_if_fatal(&self, used: &FutureProducer) {
+        let Some((code, reason)) = used.client().fatal_error() else { return };
+        let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !std::ptr::eq(current.client().native_ptr(), used.client().native_ptr()) {
+            return;
+        }
+        error!(producer = self.what, ?code, %reason, "the kafka producer failed for good; replacing it");
+        match self.config.create() {
+            Ok(fresh) => *current = fresh,
+            Err(e) => error!(producer = self.what, error = %e, "cannot create a new kafka producer"),
+        }
     }
 }
 
