@@ -37,6 +37,21 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// A plain HTTP/1.1 GET to `address` (`HOST:PORT`): the status and the body; `None` when the
+/// server does not answer.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(address).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
 /// How long a test waits for one expected frame before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 

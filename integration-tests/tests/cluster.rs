@@ -223,6 +223,24 @@ fn resumed_after(db: &TestDatabase, docs: &[DocId], instant: std::time::SystemTi
     docs.iter().map(|doc| after.get(doc.as_str()).map(|&s| Duration::from_secs_f64(s.max(0.0)))).collect()
 }
 
+/// A gateway's `GET /readyz`: status and body (0 when it does not answer).
+fn readiness(address: &str) -> (u16, String) {
+    tandem_integration_tests::http_get(address, "/readyz").unwrap_or((0, String::new()))
+}
+
+/// Polls `/readyz` until it answers `status`; its body then, or `None` after `limit`.
+async fn wait_for_readiness(address: &str, status: u16, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let (now, body) = readiness(address);
+        if now == status {
+            return Some(body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
 /// Waits until `condition` holds on the cluster, polling; panics with `what` after `limit`.
 async fn wait_until(
     cluster: &mut Cluster,
@@ -376,9 +394,9 @@ async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
 }
 
 /// Apache Kafka is SIGKILLed mid-load and restarted on the same data folder. While it is down,
-/// submits fail (`unavailable`, resent by the clients), the owner retries its publishes, and its
-/// group session lapses (the coordinator is gone), so it gives its partitions up and claims them
-/// again once the broker is back. Afterwards every acknowledged op is in the log exactly once, the
+/// submits fail (`unavailable`, resent by the clients; the gateway's `/readyz` says 503), the owner
+/// retries its publishes, and its group session lapses (the coordinator is gone), so it gives its
+/// partitions up and claims them again once the broker is back (`/readyz` says 200 again). Afterwards every acknowledged op is in the log exactly once, the
 /// versions are linear, and every client converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_and_restarted_mid_load_loses_no_acknowledged_op() {
@@ -392,17 +410,24 @@ async fn a_broker_killed_and_restarted_mid_load_loses_no_acknowledged_op() {
     let urls = [cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
     let docs: Vec<DocId> = (0..4).map(|i| DocId::parse(&format!("broker-crash-{i}")).unwrap()).collect();
     let typing = type_for(&urls, &docs, &['k', 'l', 'm'], seed, Duration::from_secs(14));
+    let gateway = cluster.gateway(0).address().to_owned();
     let crash = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let before = versions_now(cluster.database(), &docs);
+        assert_eq!(readiness(&gateway).0, 200, "seed {seed}: the gateway is ready before the crash");
         cluster.broker().kill();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The gateway stops being ready once its submits fail (the sequencer cannot append).
+        let unready = wait_for_readiness(&gateway, 503, Duration::from_secs(25)).await;
         let restarted = Instant::now();
         cluster.broker().restart();
         eprintln!("broker answered again {:.1} s after its restart", restarted.elapsed().as_secs_f64());
-        before
+        let ready = wait_for_readiness(&gateway, 200, Duration::from_secs(40)).await;
+        (before, unready, ready)
     };
-    let (typists, before) = tokio::join!(typing, crash);
+    let (typists, (before, unready, ready)) = tokio::join!(typing, crash);
+    assert!(unready.is_some(), "seed {seed}: /readyz never said 503 while the broker was down");
+    assert!(ready.is_some(), "seed {seed}: /readyz never said 200 again after the broker came back");
+    eprintln!("/readyz while the broker was down:\n{}", unready.unwrap_or_default());
     assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
     let after = versions_now(cluster.database(), &docs);
     for (doc, (b, a)) in docs.iter().zip(before.iter().zip(&after)) {
