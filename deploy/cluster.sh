@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# A distributed Tandem on loopback, for trying the distributed mode by hand: PostgreSQL, a tansu
-# broker, 2 sequencers and 2 gateways, each service in the background with a pidfile and a log in
-# .tandem/cluster/ of this clone.
+# A distributed Tandem on loopback, for trying the distributed mode by hand: PostgreSQL, an Apache
+# Kafka broker (deploy/kafka.sh), 2 sequencers and 2 gateways, each service in the background with a
+# pidfile and a log in .tandem/cluster/ of this clone (the broker's, with its data, in
+# .tandem/cluster/kafka/).
 #
 #   deploy/cluster.sh up       install what is missing, build, start everything, print the URLs
 #   deploy/cluster.sh down     stop what `up` started (only the processes in the pidfiles)
 #   deploy/cluster.sh status   list what runs
 #
 # Ports (loopback only), each overridable from the environment:
-#   TANDEM_BROKER_PORT=9092
+#   TANDEM_BROKER_PORT=9092        TANDEM_BROKER_CONTROLLER_PORT=9093  (Kafka: clients, KRaft)
 #   TANDEM_SEQUENCER_A_PORT=50051  TANDEM_SEQUENCER_B_PORT=50052   (gRPC)
 #   TANDEM_GATEWAY_A_PORT=8081     TANDEM_GATEWAY_B_PORT=8082      (HTTP and WebSocket)
 # Kafka partitions: TANDEM_CLUSTER_PARTITIONS=16.
 # The event log is database TANDEM_CLUSTER_DATABASE (default `tandem`) of the PostgreSQL server on
 # 127.0.0.1:5432 that deploy/postgres.sh provides; `down` never stops or changes that server.
-# The broker keeps its topics in memory, so each `up` starts with empty topics; the documents
-# themselves are in Postgres and survive `down`/`up`.
+# The broker keeps its data in .tandem/cluster/kafka/, so its topics and their records survive
+# `down`/`up`, as the documents in Postgres do. The topics keep the partition count they were created
+# with: to change TANDEM_CLUSTER_PARTITIONS, `down` and remove .tandem/cluster/kafka/ (an empty broker
+# at the next `up`).
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,6 +30,8 @@ sequencer_bin="$target_dir/release/tandem-sequencer"
 gateway_bin="$target_dir/release/tandem-gateway"
 
 broker_port="${TANDEM_BROKER_PORT:-9092}"
+controller_port="${TANDEM_BROKER_CONTROLLER_PORT:-9093}"
+kafka_dir="$state/kafka"
 sequencer_a_port="${TANDEM_SEQUENCER_A_PORT:-50051}"
 sequencer_b_port="${TANDEM_SEQUENCER_B_PORT:-50052}"
 gateway_a_port="${TANDEM_GATEWAY_A_PORT:-8081}"
@@ -40,7 +45,7 @@ ready_timeout=60 # seconds each service may take to print its ready line
 
 # Stop order: gateways first (they use the sequencers), the broker last (the sequencers leave its
 # consumer group when they stop).
-services=(gateway-a gateway-b sequencer-a sequencer-b tansu)
+services=(gateway-a gateway-b sequencer-a sequencer-b kafka)
 
 usage() {
     echo "usage: $0 up | down | status" >&2
@@ -49,7 +54,7 @@ usage() {
 
 port_of() {
     case "$1" in
-        tansu) echo "$broker_port" ;;
+        kafka) echo "$broker_port" ;;
         sequencer-a) echo "$sequencer_a_port" ;;
         sequencer-b) echo "$sequencer_b_port" ;;
         gateway-a) echo "$gateway_a_port" ;;
@@ -57,8 +62,19 @@ port_of() {
     esac
 }
 
-pidfile_of() { echo "$state/$1.pid"; }
-log_of() { echo "$state/$1.log"; }
+# The broker's pidfile and log are those deploy/kafka.sh keeps in its folder.
+pidfile_of() { if [[ "$1" == kafka ]]; then echo "$kafka_dir/broker.pid"; else echo "$state/$1.pid"; fi; }
+log_of() { if [[ "$1" == kafka ]]; then echo "$kafka_dir/broker.log"; else echo "$state/$1.log"; fi; }
+
+# Every port `up` binds, one a line: WHAT PORT VARIABLE (the environment variable that sets it).
+port_table() {
+    echo "kafka $broker_port TANDEM_BROKER_PORT"
+    echo "kafka-controller $controller_port TANDEM_BROKER_CONTROLLER_PORT"
+    echo "sequencer-a $sequencer_a_port TANDEM_SEQUENCER_A_PORT"
+    echo "sequencer-b $sequencer_b_port TANDEM_SEQUENCER_B_PORT"
+    echo "gateway-a $gateway_a_port TANDEM_GATEWAY_A_PORT"
+    echo "gateway-b $gateway_b_port TANDEM_GATEWAY_B_PORT"
+}
 
 # The pid recorded for SERVICE, if its pidfile holds a number.
 recorded_pid() {
@@ -78,8 +94,10 @@ is_ours() {
     mapfile -d '' -t argv <"/proc/$pid/cmdline" 2>/dev/null || return 1
     [[ ${#argv[@]} -gt 0 ]] || return 1
     case "$service" in
-        tansu)
-            [[ "${argv[0]}" == */tansu && " ${argv[*]} " == *" --listener-url tcp://127.0.0.1:"* ]]
+        kafka)
+            # The JVM deploy/kafka.sh started on this folder's broker configuration.
+            [[ "${argv[0]}" == java || "${argv[0]}" == */java ]] &&
+                [[ " ${argv[*]} " == *" kafka.Kafka $kafka_dir/server.properties "* ]]
             ;;
         sequencer-*)
             [[ "${argv[0]}" == */tandem-sequencer && " ${argv[*]} " == *" --instance $service "* ]]
@@ -116,11 +134,14 @@ check_port() {
 }
 
 # Sends SIGTERM to SERVICE's recorded process if it is ours, SIGKILL after 10 s; removes the pidfile.
+# The broker is stopped by deploy/kafka.sh (a controlled shutdown, SIGKILL after 30 s).
 stop_service() {
     local service=$1 pid pidfile
     pidfile="$(pidfile_of "$service")"
     [[ -f "$pidfile" ]] || return 0
-    if pid="$(running_pid "$service")"; then
+    if [[ "$service" == kafka ]] && pid="$(running_pid kafka)"; then
+        "$root/deploy/kafka.sh" stop "$kafka_dir"
+    elif pid="$(running_pid "$service")"; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do
             is_ours "$service" "$pid" || break
@@ -153,23 +174,29 @@ stop_group() {
 }
 
 down() {
-    if [[ ! -d "$state" ]] || ! compgen -G "$state/*.pid" >/dev/null; then
+    if ! compgen -G "$state/*.pid" >/dev/null && [[ ! -f "$(pidfile_of kafka)" ]]; then
         say "no cluster from $root is running (no pidfiles in $state)"
         return 0
     fi
     stop_group gateway-a gateway-b
     stop_group sequencer-a sequencer-b
-    stop_group tansu
+    stop_group kafka
     say "cluster stopped (logs kept in $state; PostgreSQL on $pg_host:$pg_port left as it was)"
 }
 
 status() {
     local service pid any=false
-    for service in tansu sequencer-a sequencer-b gateway-a gateway-b; do
+    for service in kafka sequencer-a sequencer-b gateway-a gateway-b; do
         if pid="$(running_pid "$service")"; then
             any=true
             case "$service" in
                 gateway-*) printf '%-12s running  pid %-8s http://127.0.0.1:%s/\n' "$service" "$pid" "$(port_of "$service")" ;;
+                kafka)
+                    # The ports the broker was started with (deploy/kafka.sh records them).
+                    local ports=("$broker_port" "$controller_port")
+                    [[ -f "$kafka_dir/ports" ]] && read -r -a ports <"$kafka_dir/ports"
+                    printf '%-12s running  pid %-8s 127.0.0.1:%s (controller %s; data %s)\n' "$service" "$pid" \
+                        "${ports[0]}" "${ports[1]:-?}" "$kafka_dir/data" ;;
                 *) printf '%-12s running  pid %-8s 127.0.0.1:%s\n' "$service" "$pid" "$(port_of "$service")" ;;
             esac
         elif [[ -f "$(pidfile_of "$service")" ]]; then
@@ -231,41 +258,40 @@ up() {
         exit 1
     fi
     [[ "$partitions" =~ ^[1-9][0-9]*$ ]] || { say "TANDEM_CLUSTER_PARTITIONS must be a positive number, not '$partitions'"; exit 1; }
-    local seen=" "
-    for service in "${services[@]}"; do
-        port="$(port_of "$service")"
-        check_port "$service" "$port"
+    local seen=" " what variable
+    while read -r what port variable; do
+        check_port "$what" "$port"
         if [[ "$seen" == *" $port "* ]]; then say "port $port is given to two services"; exit 1; fi
         seen+="$port "
         if port_taken "$port"; then
-            say "port $port (for $service) is taken by another program $(port_owner "$port"); free it or set" \
-                "TANDEM_$(echo "${service/tansu/broker}" | tr 'a-z-' 'A-Z_')_PORT"
+            say "port $port (for $what) is taken by another program $(port_owner "$port"); free it or set $variable"
             exit 1
         fi
-    done
+    done < <(port_table)
 
     "$root/deploy/install-deps.sh" --build-only
     "$root/deploy/postgres.sh"
-    "$root/deploy/tansu.sh" install >/dev/null
+    "$root/deploy/kafka.sh" install >/dev/null
     say "building tandem-sequencer and tandem-gateway (release; CARGO_TARGET_DIR=$target_dir)"
     (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked --features service \
         -p tandem-sequencer -p tandem-gateway)
     ensure_database
 
     mkdir -p "$state"
-    rm -f "$state"/*.pid
+    # Stale pidfiles only: none of them is a running service (checked above).
+    rm -f "$state"/*.pid "$(pidfile_of kafka)"
     # From here on, a failure (or Ctrl-C) stops whatever this run started.
     starting=true
     trap 'exit 130' INT TERM
     trap 'rc=$?; if $starting; then say "start failed: stopping what was started"; down >&2; fi; exit $rc' EXIT
     # The ports again: the build may have taken minutes.
-    for service in "${services[@]}"; do
-        port="$(port_of "$service")"
+    while read -r what port variable; do
         if port_taken "$port"; then
-            say "port $port (for $service) was taken while building $(port_owner "$port")"; exit 1
+            say "port $port (for $what) was taken while building $(port_owner "$port")"; exit 1
         fi
-    done
-    "$root/deploy/tansu.sh" start "$broker_port" "$(pidfile_of tansu)"
+    done < <(port_table)
+    # On the data of the last `up`, if any: a restart of the same broker. Prints its address last.
+    "$root/deploy/kafka.sh" start "$kafka_dir" --port "$broker_port" --controller-port "$controller_port"
     # Gateways authenticate to the sequencers with a shared token, made once per cluster folder and
     # passed in the environment (a command line is readable by every user of the machine).
     if [[ ! -s "$state/service-token" ]]; then

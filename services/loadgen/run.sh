@@ -12,10 +12,11 @@
 # beside this script; history needs the cluster: it gets the database as TANDEM_POSTGRES_URL).
 # Every process started here is watched (--watch NAME=PID: CPU and RSS in the report).
 #
-# cluster:    a tansu broker in memory (deploy/tansu.sh install), a fresh database on the PostgreSQL
-#             server at 127.0.0.1:5432 (trust auth, user postgres; deploy/postgres.sh provides one),
-#             2 sequencers and 2 gateways on free loopback ports; the load generator gets both
-#             gateways (--url twice), so the clients of a document sit on different gateways.
+# cluster:    an Apache Kafka broker on an empty data folder (deploy/kafka.sh start; watched as
+#             `kafka`, its log kept as logs/kafka.log, its data removed at the end), a fresh database
+#             on the PostgreSQL server at 127.0.0.1:5432 (trust auth, user postgres; deploy/postgres.sh
+#             provides one), 2 sequencers and 2 gateways on free loopback ports; the load generator
+#             gets both gateways (--url twice), so the clients of a document sit on different gateways.
 # standalone: tandem-standalone on a free port with a fresh data folder.
 #
 # Release binaries are built first (set TANDEM_NO_BUILD=1 to skip). One system serves all the runs;
@@ -66,6 +67,7 @@ mkdir -p "$out/logs"
 pids=()
 database=""
 data_dir=""
+kafka_dir=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -77,6 +79,12 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    # The broker last (the sequencers leave its consumer group as they stop); it is not a child of
+    # this script but of deploy/kafka.sh, which stops it by the pid it recorded in its folder.
+    if [[ -n "$kafka_dir" ]]; then
+        bash "$root/deploy/kafka.sh" stop "$kafka_dir" >/dev/null 2>&1 || say "could not stop the broker of $kafka_dir"
+        cp "$kafka_dir/broker.log" "$out/logs/kafka.log" 2>/dev/null || true
+    fi
     if [[ -n "$database" ]]; then
         psql -X -q -d "$postgres/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 ||
             say "could not drop database $database"
@@ -153,12 +161,17 @@ fi
 urls=()
 metrics_urls=()
 if [[ "$mode" == cluster ]]; then
-    tansu="$(bash "$root/deploy/tansu.sh" install | tail -n 1)"
+    # A fresh folder, so the figures start from an empty broker. deploy/kafka.sh start returns once the
+    # broker answers and prints its address last.
+    data_dir="$(mktemp -d /tmp/tandem-loadgen-data.XXXXXX)"
+    kafka_dir="$data_dir/kafka"
     broker_port="$(free_port)"
-    broker="127.0.0.1:$broker_port"
-    start tansu "$tansu" broker --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" \
-        --storage-engine memory://tansu/
-    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null && break; sleep 0.1; done
+    controller_port="$(free_port)"
+    while [[ "$controller_port" == "$broker_port" ]]; do controller_port="$(free_port)"; done
+    bash "$root/deploy/kafka.sh" start "$kafka_dir" --port "$broker_port" --controller-port "$controller_port" \
+        >"$out/logs/kafka.out" || { cat "$out/logs/kafka.out" >&2; say "the broker did not start"; exit 1; }
+    broker="$(tail -n 1 "$out/logs/kafka.out")"
+    watch+=(--watch "kafka=$(cat "$kafka_dir/broker.pid")")
     database="tandem_loadgen_$$_$RANDOM"
     psql -X -q -v ON_ERROR_STOP=1 -d "$postgres/postgres" -c "CREATE DATABASE $database" >/dev/null
     common=(--brokers "$broker" --postgres-url "$postgres/$database" --partitions "$partitions")

@@ -28,7 +28,7 @@ table="$out/sweep.md"
 {
     echo "\`services/loadgen/sweep.sh -- $*\`, $runs run(s) per row (medians), $(date -u +%Y-%m-%d)"
     echo
-    echo "| partitions | linger ms | fetch wait ms | ack p50 | ack p99 | remote p50 | remote p99 | committed ops/s | broker append ms | commit ms | publish ms | tansu cpu % |"
+    echo "| partitions | linger ms | fetch wait ms | ack p50 | ack p99 | remote p50 | remote p99 | committed ops/s | broker append ms | commit ms | publish ms | kafka cpu % |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$table"
 
@@ -50,13 +50,13 @@ import json, statistics, sys
 d, runs = sys.argv[1], int(sys.argv[2])
 rs = [json.load(open(f"{d}/run-{i}.json")) for i in range(1, runs + 1)]
 med = lambda f: statistics.median(f(r) for r in rs)
-tansu = [p["cpu_mean_pct"] for r in rs for p in r.get("processes", []) if p["name"] == "tansu"]
+kafka = [p["cpu_mean_pct"] for r in rs for p in r.get("processes", []) if p["name"] == "kafka"]
 cells = [
     med(lambda r: r["ack_latency_ms"]["p50"]), med(lambda r: r["ack_latency_ms"]["p99"]),
     med(lambda r: r["remote_latency_ms"]["p50"]), med(lambda r: r["remote_latency_ms"]["p99"]),
 ]
 print(" | ".join(f"{c:.1f}" for c in cells) + f" | {med(lambda r: r['rates']['committed_ops']):.0f}"
-      + f" | {{stages}} | {statistics.median(tansu) if tansu else 0:.0f}")
+      + f" | {{stages}} | {statistics.median(kafka) if kafka else 0:.0f}")
 PY
 )" || row="runs incomplete: see $dir.log | | | | | {stages} | |"
             stages="$(sed -E 's/.*broker append ([^)]*)\), commit ([^,]*), publish (.*)/\1 | \2 | \3/' "$dir/stages.txt" 2>/dev/null || echo "- | - | -")"
