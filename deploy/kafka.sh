@@ -164,7 +164,7 @@ prepare() {
         controller_port="${controller_port:-$old_controller}"
     fi
     port="${port:-$(free_port)}"
-    controller_port="${controller_port:-$(free_port)}"
+    while [[ -z "$controller_port" || "$controller_port" == "$port" ]]; do controller_port="$(free_port)"; done
     echo "$port $controller_port" >"$dir/ports"
     {
         echo "# Written by deploy/kafka.sh: one combined KRaft broker and controller on loopback."

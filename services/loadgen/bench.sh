@@ -93,7 +93,7 @@ if [[ " $modes " == *" cluster "* ]]; then
     trap stop_probe_broker EXIT
     if bash "$root/deploy/kafka.sh" start "$probe_dir" >"$out/broker-probe-start.log" 2>&1; then
         broker="$(tail -n 1 "$out/broker-probe-start.log")"
-        probe=(broker --brokers "$broker" --records 12000 --rate 250 --step 2000 --quiet)
+        probe=(broker --brokers "$broker" --records 100000 --rate 1000 --step 20000 --quiet)
         "${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}/release/tandem-loadgen" "${probe[@]}" \
             --json "$out/broker-probe.json" >"$out/broker-probe.txt" 2>"$out/broker-probe.log" || true
         stop_probe_broker

@@ -211,8 +211,8 @@ pub struct BrokerArgs {
     /// Records per row of the report.
     #[arg(long, default_value_t = 5_000)]
     pub step: u64,
-    /// The reader's `fetch.wait.max.ms`, as `--kafka-fetch-wait-ms` of the services.
-    #[arg(long, default_value_t = 5)]
+    /// The reader's `fetch.wait.max.ms`, as `--kafka-fetch-wait-ms` of the services (their default).
+    #[arg(long, default_value_t = tandem_bus::kafka::KafkaConfig::default().fetch_wait.as_millis() as u64)]
     pub fetch_wait_ms: u64,
     /// The producer's `linger.ms`, as `--kafka-linger-ms` of the services.
     #[arg(long, default_value_t = 0)]

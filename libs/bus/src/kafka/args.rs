@@ -39,7 +39,8 @@ pub struct KafkaArgs {
     #[arg(long, env = "TANDEM_KAFKA_LINGER_MS", default_value_t = default_millis(|c| c.linger))]
     pub kafka_linger_ms: u64,
     /// Consumer `fetch.wait.max.ms`: how long the broker may hold a fetch that found less than
-    /// `--kafka-fetch-min-bytes`. Brokers that do not answer early hold every fetch this long.
+    /// `--kafka-fetch-min-bytes`. Kafka answers early when a record arrives, so this sets the idle
+    /// fetch rate, not the latency.
     #[arg(long, env = "TANDEM_KAFKA_FETCH_WAIT_MS", default_value_t = default_millis(|c| c.fetch_wait))]
     pub kafka_fetch_wait_ms: u64,
     /// Consumer `fetch.min.bytes`: the broker answers a fetch once it has this much (or the wait ends).
