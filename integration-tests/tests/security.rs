@@ -376,13 +376,18 @@ async fn hostile_inputs_are_refused_and_harm_no_one() {
         drain_until_pong(&mut flooder, &mut errors).await;
     }
     assert!(errors.contains_key("rate_limited"), "{errors:?}");
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    // The ops within the rate wait in the connection's submit queue; past its 64, `unavailable`
+    // (how many get that depends on how fast the sequencer drains the queue: not in the table).
+    assert!(errors.keys().all(|code| code == "rate_limited" || code == "unavailable"), "{errors:?}");
     let mut check = RawConn::hello_with_token(&url, "flood-check", &alice_token).await;
     let flood = open(&mut check, "team-a/flood").await;
     assert_eq!((flood["version"].as_u64(), flood["text"].as_str()), (Some(1), Some("x")), "{flood}");
     rows.push(Row {
         attack: "A flood of ops (10,000 copies of one op as fast as the socket takes them)",
-        response: format!("{}; the op was applied once", codes(&errors)),
+        response: format!(
+            "{}; and, past the connection's submit queue (64 ops), `unavailable`; the op was applied once",
+            errors["rate_limited"].1
+        ),
         unaffected: format!("the connection stays open; {}", witness.edit().await),
     });
 
