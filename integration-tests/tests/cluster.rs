@@ -185,18 +185,11 @@ async fn a_killed_sequencer_hands_its_partitions_over_and_loses_nothing() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         cluster.sequencer(0).kill();
         let killed_at = std::time::SystemTime::now();
-        // Until every document has committed again (the killed owner's ones resume only once the
-        // survivor owns their partitions).
-        let deadline = Instant::now() + Duration::from_secs(16);
-        let mut resumed = resumed_after(cluster.database(), &docs, killed_at);
-        while resumed.iter().any(Option::is_none) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            resumed = resumed_after(cluster.database(), &docs, killed_at);
-        }
-        resumed
+        // The killed owner's documents resume only once the survivor owns their partitions.
+        wait_until_resumed(cluster.database(), &docs, killed_at, Duration::from_secs(16)).await
     };
     let (typists, resumed) = tokio::join!(typing, kill_and_watch);
-    let takeover = resumed.iter().map(|r| r.unwrap_or(Duration::MAX)).max().unwrap_or_default();
+    let takeover = slowest(&resumed);
     // Target (issue 10, BENCHMARKS.md): within 3 s. Printed, not asserted: a timing is a benchmark.
     eprintln!(
         "takeover after SIGKILL of a sequencer: {:.2} s until every document committed again (per document: {:?})",
@@ -205,6 +198,28 @@ async fn a_killed_sequencer_hands_its_partitions_over_and_loses_nothing() {
     );
     assert!(takeover < Duration::from_secs(16), "seed {seed}: some documents never resumed: {resumed:?}");
     assert_everything_converged(&typists, cluster.database(), &docs, seed).await;
+}
+
+/// Polls [`resumed_after`] until every document has committed after `instant`, or `limit` passed.
+async fn wait_until_resumed(
+    db: &TestDatabase,
+    docs: &[DocId],
+    instant: std::time::SystemTime,
+    limit: Duration,
+) -> Vec<Option<Duration>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let resumed = resumed_after(db, docs, instant);
+        if resumed.iter().all(Option::is_some) || Instant::now() >= deadline {
+            return resumed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last document to resume (`Duration::MAX` when one never did).
+fn slowest(resumed: &[Option<Duration>]) -> Duration {
+    resumed.iter().map(|r| r.unwrap_or(Duration::MAX)).max().unwrap_or_default()
 }
 
 /// For each document, how long after `instant` its first commit came (by Postgres's clock, the
@@ -374,16 +389,10 @@ async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
             claims(&c.sequencer(1).log()) > survivor_claims
         })
         .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut resumed = resumed_after(cluster.database(), &docs, stopped_at);
-        while resumed.iter().any(Option::is_none) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            resumed = resumed_after(cluster.database(), &docs, stopped_at);
-        }
-        resumed
+        wait_until_resumed(cluster.database(), &docs, stopped_at, Duration::from_secs(10)).await
     };
     let (typists, resumed) = tokio::join!(typing, stop);
-    let handover = resumed.iter().map(|r| r.unwrap_or(Duration::MAX)).max().unwrap_or_default();
+    let handover = slowest(&resumed);
     // Target (issue 10, BENCHMARKS.md): within 1 s. Printed, not asserted: a timing is a benchmark.
     eprintln!(
         "handover after SIGTERM: {:.2} s until every document committed again (leave, rebalance, claim, commit)",
