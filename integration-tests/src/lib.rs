@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod kafka;
 pub mod postgres;
 pub mod process;
+pub mod typists;
 
 pub use process::{binary, ServiceProcess, ServiceSpec};
 
