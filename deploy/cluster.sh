@@ -133,7 +133,8 @@ check_port() {
     }
 }
 
-# Sends SIGTERM to SERVICE's recorded process if it is ours, SIGKILL after 10 s; removes the pidfile.
+# Sends SIGTERM to SERVICE's recorded process if it is ours, SIGKILL after 25 s (a gateway drains its
+# clients for --drain-grace-seconds, 10 by default, before it exits); removes the pidfile.
 # The broker is stopped by deploy/kafka.sh (a controlled shutdown, SIGKILL after 30 s).
 stop_service() {
     local service=$1 pid pidfile
@@ -143,12 +144,12 @@ stop_service() {
         "$root/deploy/kafka.sh" stop "$kafka_dir"
     elif pid="$(running_pid "$service")"; then
         kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
+        for _ in $(seq 1 250); do
             is_ours "$service" "$pid" || break
             sleep 0.1
         done
         if is_ours "$service" "$pid"; then
-            say "$service (pid $pid) still runs 10 s after SIGTERM: SIGKILL"
+            say "$service (pid $pid) still runs 25 s after SIGTERM: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
             for _ in $(seq 1 20); do
                 is_ours "$service" "$pid" || break

@@ -98,6 +98,7 @@ pub struct ClusterBuilder {
     private_postgres: bool,
     own_broker: bool,
     extra_args: Vec<String>,
+    gateway_args: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -111,6 +112,12 @@ impl ClusterBuilder {
     /// A flag given to every sequencer and gateway, e.g. `--kafka-group-protocol consumer`.
     pub fn service_arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
+        self
+    }
+
+    /// A flag given to every gateway only, e.g. `--drain-grace-seconds 3`.
+    pub fn gateway_arg(mut self, arg: impl Into<String>) -> Self {
+        self.gateway_args.push(arg.into());
         self
     }
 
@@ -162,6 +169,7 @@ impl ClusterBuilder {
         let logs = tempfile::tempdir().expect("a folder for the services' logs");
         let mut cluster = Cluster {
             config: self,
+            sequencer_http: Vec::new(),
             broker,
             namespace,
             database,
@@ -171,8 +179,10 @@ impl ClusterBuilder {
             gateways: Vec::new(),
         };
         for i in 0..cluster.config.sequencers {
-            let sequencer = cluster.start_sequencer(i);
+            let http = format!("127.0.0.1:{}", free_port());
+            let sequencer = cluster.start_sequencer(i, &http);
             cluster.sequencers.push(sequencer);
+            cluster.sequencer_http.push(http);
         }
         for i in 0..cluster.config.gateways {
             let gateway = cluster.start_gateway(i);
@@ -187,6 +197,8 @@ pub struct Cluster {
     config: ClusterBuilder,
     // Dropped in field order: services first, then the database and the broker they use.
     sequencers: Vec<ServiceProcess>,
+    /// Each sequencer's HTTP address (`--metrics-listen`: metrics and health).
+    sequencer_http: Vec<String>,
     gateways: Vec<ServiceProcess>,
     database: TestDatabase,
     private_postgres: Option<PrivatePostgres>,
@@ -206,6 +218,7 @@ impl Cluster {
             private_postgres: false,
             own_broker: false,
             extra_args: Vec::new(),
+            gateway_args: Vec::new(),
         }
     }
 
@@ -220,6 +233,11 @@ impl Cluster {
 
     pub fn sequencer(&mut self, i: usize) -> &mut ServiceProcess {
         &mut self.sequencers[i]
+    }
+
+    /// `HOST:PORT` of sequencer `i`'s HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub fn sequencer_http_address(&self, i: usize) -> &str {
+        &self.sequencer_http[i]
     }
 
     pub fn sequencer_count(&self) -> usize {
@@ -269,8 +287,9 @@ impl Cluster {
         ("TANDEM_SERVICE_TOKEN".into(), self.config.service_token.clone().unwrap_or_default())
     }
 
-    fn start_sequencer(&self, i: usize) -> ServiceProcess {
+    fn start_sequencer(&self, i: usize, http: &str) -> ServiceProcess {
         let mut args = vec!["--grpc-listen".to_owned(), format!("127.0.0.1:{}", free_port())];
+        args.extend(["--metrics-listen".to_owned(), http.to_owned()]);
         args.extend(self.common_args(format!("sequencer-{i}")));
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-sequencer", "TANDEM_SEQUENCER_BIN"),
@@ -287,6 +306,7 @@ impl Cluster {
         let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{}", free_port())];
         args.extend(["--sequencer".to_owned(), sequencers.join(",")]);
         args.extend(self.common_args(format!("gateway-{i}")));
+        args.extend(self.config.gateway_args.iter().cloned());
         match &self.config.jwt_key_file {
             Some(file) => args.extend(["--jwt-key-file".to_owned(), file.display().to_string()]),
             None => args.push("--insecure-no-auth".to_owned()),

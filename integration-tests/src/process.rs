@@ -103,6 +103,28 @@ impl ServiceProcess {
         false
     }
 
+    /// SIGTERM without waiting: the test watches what the process does while it stops.
+    pub fn request_stop(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "TERM");
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit: whether it exited successfully, `None` while it
+    /// still runs (then it is left running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<bool> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Starts again with the same arguments; a fixed `--listen`/port argument keeps the address.
     pub fn restart(&mut self) {
         self.kill();

@@ -15,6 +15,7 @@
 
 pub mod client;
 mod error;
+pub mod health;
 pub mod server;
 pub mod trace_context;
 

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn, Instrument};
 
 use crate::convert::ConvertError;
+use crate::health::HealthReporter;
 use crate::proto::sequencer_server::{Sequencer, SequencerServer};
 use crate::proto::{self, submit_response, SubmitRequest, SubmitResponse};
 use crate::trace_context::{self, TraceParent};
@@ -356,25 +357,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Serves `ingress` on `listener` until `shutdown` completes, then ends every open stream (after
 /// answering what it has read) and waits for the connections to close.
 ///
-/// Calls are authenticated by [`CallerCheck`] with `auth`.
+/// Calls are authenticated by [`CallerCheck`] with `auth`. The same port serves
+/// `grpc.health.v1.Health` from `health` (see [`crate::health`]).
 pub async fn serve(
     listener: TcpListener,
     ingress: SequencerIngress,
     auth: CallerAuth,
+    health: &HealthReporter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RpcError> {
     if auth.service_token.as_deref().is_some_and(str::is_empty) {
         return Err(RpcError::Config("the service token is empty".to_owned()));
     }
     let stop_streams = ingress.shutdown_token();
+    let reporter = health.clone();
     let service = SequencerServer::with_interceptor(ingress, CallerCheck::new(auth));
     tonic::transport::Server::builder()
         // Detects gateways that vanished without closing their connection.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(service)
+        // Unauthenticated on purpose: probes carry no token, and the answer reveals nothing.
+        .add_service(crate::health::service(health))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown.await;
+            crate::health::set_serving(&reporter, false).await;
             stop_streams.cancel();
         })
         .await?;

@@ -11,6 +11,7 @@ use tandem_bus::{BusError, OpConsumer, OpSubmitter};
 use tandem_ot::{Operation, MAX_COUNT};
 use tandem_protocol::records::Submission;
 use tandem_protocol::{ClientId, DocId};
+use tandem_rpc::health::HealthReporter;
 use tandem_rpc::proto::sequencer_client::SequencerClient;
 use tandem_rpc::proto::{self, submit_response, SubmitRequest};
 use tandem_rpc::trace_context::{self, TraceParent};
@@ -24,6 +25,7 @@ struct Server {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), RpcError>>,
+    health: HealthReporter,
 }
 
 impl Server {
@@ -37,10 +39,15 @@ impl Server {
         let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let ingress = SequencerIngress::new(submitter);
-        let task = tokio::spawn(serve(listener, ingress, auth, async {
-            let _ = stopped.await;
-        }));
-        Server { addr, stop, task }
+        let health = tandem_rpc::health::reporter().await;
+        let reporter = health.clone();
+        let task = tokio::spawn(async move {
+            serve(listener, ingress, auth, &reporter, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Server { addr, stop, task, health }
     }
 
     fn uri(&self) -> String {
@@ -360,5 +367,35 @@ async fn trace_context_travels_with_each_op() {
     let seen = recorder.0.lock().expect("not poisoned").clone();
     assert_eq!(seen.last(), Some(&traceparent));
     assert!(seen[..seen.len() - 1].iter().all(Option::is_none));
+    server.stop().await;
+}
+
+/// The health service answers unauthenticated probes (Kubernetes' `grpc` probe carries no token)
+/// with what the process reports, for the server and for the ingress by name.
+#[tokio::test]
+async fn grpc_health_answers_probes_without_a_token() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (submitter, _consumer) = bus();
+    let server = Server::start(local(), submitter, Some("secret")).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.uri()).unwrap().connect().await.expect("connect");
+    let mut client = HealthClient::new(channel);
+    let status = |client: &mut HealthClient<tonic::transport::Channel>, service: &str| {
+        let request = HealthCheckRequest { service: service.to_owned() };
+        let mut client = client.clone();
+        async move { client.check(request).await.map(|r| r.into_inner().status()) }
+    };
+    for service in ["", tandem_rpc::health::SEQUENCER_SERVICE] {
+        assert_eq!(status(&mut client, service).await.unwrap(), ServingStatus::NotServing, "{service:?}");
+    }
+    tandem_rpc::health::set_serving(&server.health, true).await;
+    for service in ["", tandem_rpc::health::SEQUENCER_SERVICE] {
+        assert_eq!(status(&mut client, service).await.unwrap(), ServingStatus::Serving, "{service:?}");
+    }
+    let unknown = status(&mut client, "tandem.v1.Nothing").await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
     server.stop().await;
 }

@@ -142,6 +142,13 @@ impl PostgresStore {
         migrate::migrate(&mut self.client().await?).await
     }
 
+    /// One round trip to the server (`SELECT 1`): whether the event log answers now (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+pub mod health;
 pub mod service;
 
 use axum::routing::get;

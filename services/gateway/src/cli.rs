@@ -65,6 +65,10 @@ pub struct EdgeArgs {
     /// Seconds a connection may stay silent before it is closed.
     #[arg(long, env = "TANDEM_IDLE_TIMEOUT", default_value_t = 120)]
     pub idle_timeout: u64,
+    /// Seconds a stopping gateway keeps serving its connected clients (while not ready and refusing
+    /// new ones) before it closes their connections with 1012 and exits.
+    #[arg(long, env = "TANDEM_DRAIN_GRACE_SECONDS", default_value_t = 10)]
+    pub drain_grace_seconds: u64,
 }
 
 impl EdgeArgs {
@@ -100,6 +104,7 @@ impl EdgeArgs {
             submit_queue: self.submit_queue,
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
+            drain_grace: Duration::from_secs(self.drain_grace_seconds),
             ..GatewayConfig::default()
         })
     }

@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     pub resubmit_after: Duration,
     /// Resubmissions of one op before the gateway leaves it to the client.
     pub max_resubmissions: u32,
+    /// On shutdown, how long connected clients keep being served (not ready, no new connections)
+    /// before their connections are closed with 1012; a Kubernetes pod's grace period must be longer.
+    pub drain_grace: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +83,7 @@ impl Default for GatewayConfig {
             catch_up_page: 1000,
             resubmit_after: Duration::from_secs(3),
             max_resubmissions: 4,
+            drain_grace: Duration::from_secs(10),
         }
     }
 }

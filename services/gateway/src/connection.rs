@@ -27,11 +27,12 @@ use crate::GatewayState;
 
 /// WebSocket close codes used by the protocol.
 mod close_code {
-    pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const POLICY: u16 = 1008;
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
+    /// The gateway drains for a restart: reconnect (elsewhere) and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const OVERLOADED: u16 = 4408;
 }
@@ -236,7 +237,9 @@ impl Session {
             // Not biased: neither a flood of outgoing frames nor of incoming messages starves the other.
             tokio::select! {
                 _ = inbound.overloaded.cancelled() => return self.overloaded(socket).await,
-                _ = self.state.shutdown.cancelled() => return Some((close_code::GOING_AWAY, "server shutting down")),
+                _ = self.state.drain.closing().cancelled() => {
+                    return Some((close_code::SERVICE_RESTART, "the gateway is restarting; reconnect"));
+                }
                 _ = sleep_until(self.expiry) => {
                     let error = ProtocolError::new(
                         ErrorCode::Unauthorized,

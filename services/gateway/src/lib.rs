@@ -3,13 +3,15 @@
 //! It speaks the client protocol (docs/PROTOCOL.md) at `GET /v1/ws`, hands ops to the sequencer through
 //! an [`OpSubmitter`], reads the sequenced record stream, and fans each committed version out to the
 //! subscribers of its document (see [`hub`]). It also serves the demo editor at `/`, `/healthz` (the
-//! process answers) and `/readyz` (it can do its work: see the `readiness` module).
+//! process answers) and `/readyz` (it can do its work: see the `readiness` module). On shutdown it
+//! drains first (see the `drain` module).
 //!
 //! [`run`] takes an already-bound listener, so tests bind port 0 and start the real gateway in-process.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
@@ -30,6 +32,7 @@ pub mod cli;
 mod config;
 mod connection;
 mod demo;
+mod drain;
 pub mod hub;
 mod limits;
 mod outbound;
@@ -40,6 +43,7 @@ mod submit_queue;
 
 pub use admission::{Authentication, SESSION_COOKIE, SUBPROTOCOL};
 pub use config::GatewayConfig;
+use drain::Drain;
 use hub::Hubs;
 use limits::ConnectionCounts;
 use readiness::Readiness;
@@ -66,11 +70,13 @@ pub(crate) struct GatewayState {
     pub submitter: Arc<dyn OpSubmitter>,
     pub next_conn: AtomicU64,
     pub connections: Arc<ConnectionCounts>,
-    pub shutdown: CancellationToken,
+    pub drain: Arc<Drain>,
     pub readiness: Readiness,
 }
 
-/// Serves the gateway on `listener` until `shutdown` fires, then closes every connection with 1001.
+/// Serves the gateway on `listener` until `shutdown` fires, then drains (see the `drain` module):
+/// not ready and no new connections at once, every connection closed with 1012 after
+/// [`GatewayConfig::drain_grace`] (or once none is left), and returns when they are closed.
 pub async fn run(
     config: GatewayConfig,
     listener: TcpListener,
@@ -80,6 +86,10 @@ pub async fn run(
     let (readiness, store, submitter) = Readiness::observe(deps.store, deps.submitter);
     let hubs = Hubs::new(store, submitter.clone(), config.clone());
     let send_buffer = config.socket_send_buffer;
+    let drain = Arc::new(Drain::new());
+    let write_timeout = config.write_timeout;
+    // Records keep flowing while the gateway drains: its clients still get their acks.
+    let closing = drain.closing().clone();
     // Subscribed before serving, so the stream sees the record of every op a client can submit.
     let stream = deps.events.subscribe();
     let record_router = tokio::spawn(record_router::route_records(
@@ -87,15 +97,19 @@ pub async fn run(
         stream,
         hubs.clone(),
         readiness.events.clone(),
-        shutdown.clone(),
+        closing.clone(),
     ));
+    let drain_task = tokio::spawn({
+        let (drain, grace) = (drain.clone(), config.drain_grace);
+        async move { drain.run(shutdown, grace).await }
+    });
     let state = Arc::new(GatewayState {
         config,
         hubs,
         submitter,
         next_conn: AtomicU64::new(1),
         connections: Arc::default(),
-        shutdown: shutdown.clone(),
+        drain: drain.clone(),
         readiness,
     });
     info!(address = %listener.local_addr()?, "gateway listening");
@@ -103,8 +117,11 @@ pub async fn run(
     // The peer address feeds the per-address connection limit.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(move |tcp| tune_socket(tcp, send_buffer));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(closing.cancelled_owned()).await?;
+    // A close handshake takes at most one write and the linger for the client's answer.
+    drain.closed(write_timeout + Duration::from_secs(2)).await;
     record_router.abort();
+    drain_task.abort();
     Ok(())
 }
 
@@ -139,6 +156,13 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if state.drain.is_draining() {
+        return admission::Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway is shutting down; connect to another one".to_owned(),
+        )
+        .into_response();
+    }
     let principal = match admission::authenticate(&state, &headers) {
         Ok(principal) => principal,
         Err(refusal) => return refusal.into_response(),
@@ -167,7 +191,13 @@ async fn websocket(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, state, principal, slot))
+        .on_upgrade(move |socket| {
+            let draining = state.drain.connection();
+            async move {
+                connection::serve(socket, state, principal, slot).await;
+                drop(draining);
+            }
+        })
         .into_response()
 }
 

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let gateway_config = config.edge.gateway_config()?;
+    let drain_grace = gateway_config.drain_grace;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     let address = listener.local_addr().context("read the bound address")?;
@@ -80,15 +81,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("gateway {} listening on http://{address}/", config.instance);
     config.edge.announce();
     tokio::select! {
-        _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down"),
+        _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down: draining"),
         result = &mut gateway => {
             result.context("gateway task")?.context("gateway")?;
             anyhow::bail!("the gateway stopped");
         }
     }
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), gateway).await.is_err() {
-        warn!("the gateway did not stop within 10 s");
+    // The drain grace, then the close handshakes (each bounded by the write timeout and a linger).
+    let limit = drain_grace + Duration::from_secs(10);
+    tokio::select! {
+        result = gateway => result.context("gateway task")?.context("gateway")?,
+        _ = tokio::time::sleep(limit) => warn!("the gateway did not stop within {} s", limit.as_secs()),
+        _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
     }
     Ok(())
 }

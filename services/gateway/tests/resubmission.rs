@@ -56,7 +56,12 @@ async fn a_lost_submission_is_resubmitted_by_the_gateway() {
         store,
         extra_routes: axum::Router::new(),
     };
-    let config = GatewayConfig { resubmit_after: Duration::from_millis(200), ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        resubmit_after: Duration::from_millis(200),
+        // Stopped with its client connected: no drain grace to wait out.
+        drain_grace: Duration::ZERO,
+        ..GatewayConfig::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let gateway = tokio::spawn(tandem_gateway::run(config, listener, deps, shutdown.clone()));

@@ -39,8 +39,7 @@ async fn a_refused_submission_is_unavailable_and_the_connection_stays_open() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server =
-        tokio::spawn(tandem_gateway::run(GatewayConfig::default(), listener, deps, shutdown.clone()));
+    let server = tokio::spawn(tandem_gateway::run(no_drain_grace(), listener, deps, shutdown.clone()));
 
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/v1/ws")).await.unwrap();
     for message in [
@@ -73,4 +72,9 @@ async fn a_refused_submission_is_unavailable_and_the_connection_stays_open() {
     assert_eq!(pong["type"], "pong", "the connection stays open");
     shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// The test stops the gateway with its client connected: no drain grace to wait out.
+fn no_drain_grace() -> GatewayConfig {
+    GatewayConfig { drain_grace: Duration::ZERO, ..GatewayConfig::default() }
 }

@@ -6,7 +6,9 @@
 //!   partition Kafka assigns it, it claims the partition in Postgres (bumping its epoch, which fences
 //!   the previous owner), resumes at the stored offset, republishes what the previous owner committed
 //!   but had not published, and runs the partition loop; a revoked partition's loop is stopped after
-//!   its batch in hand.
+//!   its batch in hand;
+//! - health: `grpc.health.v1` on the gRPC port, and `/healthz`, `/readyz` (with `/metrics`) on the
+//!   HTTP port (see the `health` module).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +31,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+mod health;
 
 /// The sequencer service. Every flag can also be set with the environment variable shown.
 #[derive(Debug, Parser)]
@@ -57,7 +61,8 @@ struct Config {
     /// Serve gRPC callers WITHOUT authentication (development only; said at start).
     #[arg(long, env = "TANDEM_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
-    /// Where to serve Prometheus metrics (`GET /metrics`); none: not served.
+    /// Where to serve HTTP: Prometheus metrics (`GET /metrics`), liveness (`GET /healthz`) and
+    /// readiness (`GET /readyz`); none: not served (gRPC health is always on the gRPC port).
     #[arg(long, env = "TANDEM_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Write a snapshot every this many versions of a document (0: never).
@@ -82,7 +87,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {}", config.grpc_listen))?;
     let address = listener.local_addr().context("read the bound address")?;
-    let metrics_listener = match config.metrics_listen {
+    let http_listener = match config.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?),
         None => None,
     };
@@ -91,7 +96,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("connect to Postgres")?;
     store.migrate().await.context("migrate the event log")?;
-    let store: Arc<dyn EventStore> = Arc::new(store);
+    let postgres = Arc::new(store);
+    let store: Arc<dyn EventStore> = postgres.clone();
 
     let kafka = config.kafka.config(&config.instance);
     info!(kafka = %config.kafka.describe(), "kafka settings");
@@ -114,6 +120,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(KafkaEventPublisher::new(&kafka).context("create the record producer")?);
 
     let shutdown = CancellationToken::new();
+    let grpc_health = tandem_rpc::health::reporter().await;
+    let readiness = health::Readiness { store: postgres, ops: submitter.clone(), shutdown: shutdown.clone() }
+        .start(grpc_health.clone());
     let ingress = SequencerIngress::new(submitter);
     let caller_auth = CallerAuth {
         service_token: config.service_token.clone(),
@@ -130,14 +139,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         (true, false) => {}
     }
     let grpc_shutdown = shutdown.clone();
-    let mut grpc = tokio::spawn(tandem_rpc::serve(listener, ingress, caller_auth, async move {
-        grpc_shutdown.cancelled().await
-    }));
-    if let (Some(listener), Some(handle)) = (metrics_listener, tandem_telemetry::metrics_recorder()) {
-        let metrics_shutdown = shutdown.clone();
-        tokio::spawn(tandem_telemetry::serve_metrics(listener, handle, async move {
-            metrics_shutdown.cancelled().await
-        }));
+    let mut grpc = tokio::spawn(async move {
+        tandem_rpc::serve(listener, ingress, caller_auth, &grpc_health, async move {
+            grpc_shutdown.cancelled().await
+        })
+        .await
+    });
+    let metrics = tandem_telemetry::metrics_recorder();
+    if let Some(listener) = http_listener {
+        let routes = metrics
+            .map(tandem_telemetry::metrics_routes)
+            .unwrap_or_default()
+            .merge(health::routes(readiness));
+        let http_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                .await
+        });
     }
     let (op_log, mut assignments) = KafkaOpLog::join(&kafka).context("join the sequencer group")?;
     println!("sequencer {} grpc listening on {address}", config.instance);

@@ -112,7 +112,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tandem_telemetry::metrics_recorder().map(tandem_telemetry::metrics_routes).unwrap_or_default();
     let deps =
         GatewayDeps { submitter: Arc::new(submitter), events: Arc::new(subscriber), store, extra_routes };
-    let gateway = tasks.spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
+    // The gateway drains first (its clients keep getting acks during the grace), so it has a stop
+    // signal of its own; the partitions stop after it.
+    let drain_grace = gateway_config.drain_grace;
+    let stop_gateway = CancellationToken::new();
+    let mut gateway = tokio::spawn(tandem_gateway::run(gateway_config, listener, deps, stop_gateway.clone()));
     tasks.close();
 
     println!("Tandem (single-process mode) listening on http://{address}/");
@@ -122,9 +126,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.data_dir.display()
     );
 
+    let mut gateway_result = None;
     tokio::select! {
-        _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down"),
+        _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down: draining"),
         _ = shutdown.cancelled() => warn!("a critical task ended; shutting down"),
+        result = &mut gateway => {
+            warn!("the gateway stopped; shutting down");
+            gateway_result = Some(result);
+        }
+    }
+    stop_gateway.cancel();
+    if gateway_result.is_none() {
+        let limit = drain_grace + Duration::from_secs(10);
+        tokio::select! {
+            result = &mut gateway => gateway_result = Some(result),
+            _ = tokio::time::sleep(limit) => warn!("the gateway did not stop within {} s", limit.as_secs()),
+            _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
+        }
     }
     shutdown.cancel();
     tokio::select! {
@@ -132,8 +150,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = tokio::time::sleep(Duration::from_secs(10)) => warn!("tasks did not finish within 10 s"),
         _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
     }
-    if gateway.is_finished() {
-        gateway.await.context("gateway task")?.context("gateway")?;
+    if let Some(result) = gateway_result {
+        result.context("gateway task")?.context("gateway")?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The two producing sides: ops into `tandem.ops`, committed records into `tandem.events`.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
@@ -29,6 +30,23 @@ impl KafkaOpSubmitter {
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
         let producer = Producer::new(config.producer_config(), "ops")?;
         Ok(Self { producer, topic: config.ops_topic.clone(), partitions: config.partitions })
+    }
+
+    /// Asks a broker for the ops topic's metadata within `timeout`: whether ops can be appended now
+    /// (readiness).
+    pub async fn check_broker(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.current();
+        let topic = self.topic.clone();
+        // The metadata call blocks a thread for a network round trip: keep it off the runtime.
+        let metadata =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("metadata task failed: {e}")))?
+                .map_err(|e| unavailable("reading the ops topic's metadata", &e))?;
+        match metadata.topics().iter().find(|t| t.name() == self.topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            _ => Err(BusError::Unavailable(format!("the broker does not know topic {}", self.topic))),
+        }
     }
 }
 

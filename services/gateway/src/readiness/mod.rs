@@ -1,19 +1,18 @@
 //! `GET /readyz`: whether this gateway can do its work now, as opposed to `/healthz`, which only
 //! says the process answers.
 //!
-//! A gateway is ready when it has a record stream open (else no ack or other client's op reaches its
+//! A gateway is ready when it is not draining for shutdown (see the `drain` module), has a record stream open (else no ack or other client's op reaches its
 //! clients), the event store answers (else documents cannot be opened or repaired), and the op log
 //! takes its ops. A load balancer sends new connections only to ready gateways; the answer lists
 //! every component, and says for each one that is not ready why.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tandem_bus::OpSubmitter;
 use tandem_store::EventStore;
+use tandem_telemetry::health::HealthReport;
 
 mod events;
 mod store;
@@ -55,32 +54,20 @@ impl Readiness {
         (readiness, store, submitter)
     }
 
-    /// One line per component, `name: ok` or `name: not ready: why`; true when all are ok.
-    async fn report(&self) -> (bool, String) {
-        let checks = [
-            ("events", self.events.check()),
-            ("store", self.store.check(&*self.probe_store).await),
-            ("submitter", self.submitter.check()),
-        ];
-        let mut body = String::new();
-        let mut ready = true;
-        for (component, check) in checks {
-            let _ = match check {
-                Ok(()) => writeln!(body, "{component}: ok"),
-                Err(why) => {
-                    ready = false;
-                    writeln!(body, "{component}: not ready: {why}")
-                }
-            };
+    /// One line per component, `name: ok` or `name: not ready: why`.
+    async fn report(&self, draining: bool) -> HealthReport {
+        let mut report = HealthReport::default();
+        if draining {
+            report.check("draining", Err("the gateway is shutting down".to_owned()));
         }
-        (ready, body)
+        report.check("events", self.events.check());
+        report.check("store", self.store.check(&*self.probe_store).await);
+        report.check("submitter", self.submitter.check());
+        report
     }
 }
 
-/// 200 when every component is ready, else 503; never cached, so a proxy never answers for a
-/// gateway that changed its mind.
+/// 200 when every component is ready, else 503 (never cached).
 pub(crate) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
-    let (ready, body) = state.readiness.report().await;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    crate::no_store((status, body).into_response())
+    state.readiness.report(state.drain.is_draining()).await.into_response()
 }

@@ -64,6 +64,8 @@ pub async fn gateway(
 ) -> (SocketAddr, JoinHandle<anyhow::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    // These tests stop the gateway with clients still connected: no drain grace to wait out.
+    let config = GatewayConfig { drain_grace: std::time::Duration::ZERO, ..config };
     (address, tokio::spawn(tandem_gateway::run(config, listener, deps, shutdown.clone())))
 }
 
