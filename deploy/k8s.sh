@@ -74,7 +74,13 @@ install_venv() {
     [[ -f "$venv/.complete" ]] && return 0
     say "creating the Python tools' venv in $venv (PyPI)"
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    command -v python3 >/dev/null || apt_install python3
+    # Debian's python3 makes venvs only with python3-venv installed.
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        apt_install python3-venv
+        python3 -m venv "$venv"
+    fi
     "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$requirements" >&2
     # --no-deps installs exactly the list; pip check says whether the list is whole and coherent.
     "$venv/bin/pip" check >&2
