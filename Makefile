@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data cluster cluster-down cluster-browser-test
+.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data k8s-validate k8s-test cluster cluster-down cluster-browser-test
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data), without
 ## authentication: for a first look on your own machine (it says so loudly at start).
@@ -34,7 +34,7 @@ $(DEV_SECRET):
 	@mv $(DEV_SECRET).tmp $(DEV_SECRET)
 
 ## Install what the tests need, then run every check and test.
-test: deps infra lint unit-tests js-tests browser-tests fuzz-smoke
+test: deps infra lint unit-tests k8s-test js-tests browser-tests fuzz-smoke
 
 deps:
 	@deploy/install-deps.sh
@@ -57,6 +57,16 @@ RUST_TEST_RUNNER = $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "n
 unit-tests:
 	$(CARGO) build --locked --workspace --all-features --bins
 	deploy/kafka.sh with -- $(CARGO) $(RUST_TEST_RUNNER) --workspace --all-features --locked --no-fail-fast
+
+# Kubernetes manifests (k8s/): every overlay renders, validates strictly against the Kubernetes and the
+# operators' CRD schemas and passes checkov; then the manifest-to-binary contract test starts the
+# binaries `unit-tests` built as the dev overlay declares them (deploy/k8s.sh; tools cached in
+# ~/.cache/tandem/tools).
+k8s-validate:
+	@deploy/k8s.sh validate
+
+k8s-test: k8s-validate
+	@deploy/k8s.sh contract
 
 # JavaScript client: shared OT vectors, state machine, and against the real server.
 js-tests:
