@@ -9,8 +9,8 @@ pub mod service;
 
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -30,10 +30,24 @@ pub fn init() {
         .try_init();
 }
 
+/// Buckets of every `*_seconds` histogram: 100 µs to 10 s, where an op's stages live.
+const SECONDS_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Buckets of the sequencer's batch sizes (ops per commit).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
 /// Installs the global metrics recorder (Prometheus text format) and returns the handle that
 /// renders it. `None` if a recorder is already installed (a second call in one process).
+///
+/// Histograms are exported as Prometheus histograms (`_bucket`, `_sum`, `_count`), not summaries,
+/// so a dashboard can take quantiles over every replica (`histogram_quantile` of summed buckets).
 pub fn metrics_recorder() -> Option<PrometheusHandle> {
-    PrometheusBuilder::new().install_recorder().ok()
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_ops".into()), BATCH_BUCKETS))
+        .expect("the bucket lists are not empty")
+        .install_recorder()
+        .ok()
 }
 
 /// Routes `GET /metrics` to the recorder, for a service to merge into its own HTTP router.

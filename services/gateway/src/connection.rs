@@ -142,6 +142,7 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState, user: &str) -> 
 
 /// Sends one message, giving up after `timeout` (a client that does not read).
 async fn send(socket: &mut WebSocket, message: &ServerMessage, timeout: Duration) -> Result<(), ()> {
+    crate::error_counts::count(message);
     match tokio::time::timeout(timeout, socket.send(Message::Text(message.to_json().into()))).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
@@ -286,6 +287,7 @@ impl Session {
                     // Replies take the same queue as everything else, so they never overtake a
                     // snapshot, catch-up or live version queued before them.
                     if let Some(reply) = reply {
+                        crate::error_counts::count(&reply);
                         if self.outbound.push(reply.to_json().into()).is_err() {
                             return self.overloaded(socket).await;
                         }
@@ -463,8 +465,9 @@ impl Session {
             self.open.remove(&doc);
             self.state.hubs.unsubscribe(&doc, self.conn).await;
             let message = format!("the new token does not allow reading document {doc}; it was closed");
-            let error = ProtocolError::new(ErrorCode::Forbidden, message).with_doc(doc);
-            if self.outbound.push(ServerMessage::from(error).to_json().into()).is_err() {
+            let error = ServerMessage::from(ProtocolError::new(ErrorCode::Forbidden, message).with_doc(doc));
+            crate::error_counts::count(&error);
+            if self.outbound.push(error.to_json().into()).is_err() {
                 break; // the connection is overloaded and ends anyway
             }
         }

@@ -449,6 +449,7 @@ impl DocTask {
             doc: Some(rejection.doc.clone()),
             seq: Some(rejection.seq),
         };
+        crate::error_counts::count(&message);
         let frame = frame(&message);
         self.subscribers
             .retain(|_, sub| sub.client != rejection.client || sub.outbound.push(frame.clone()).is_ok());

@@ -33,6 +33,7 @@ mod config;
 mod connection;
 mod demo;
 mod drain;
+mod error_counts;
 pub mod hub;
 mod limits;
 mod outbound;
@@ -83,6 +84,7 @@ pub async fn run(
     deps: GatewayDeps,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    export_rare_counters();
     let (readiness, store, submitter) = Readiness::observe(deps.store, deps.submitter);
     let hubs = Hubs::new(store, submitter.clone(), config.clone());
     let send_buffer = config.socket_send_buffer;
@@ -123,6 +125,19 @@ pub async fn run(
     record_router.abort();
     drain_task.abort();
     Ok(())
+}
+
+/// Counters of rare events, exported at 0 from the start, so that a dashboard's `rate()` has a
+/// series before the first one happens (deploy/grafana/tandem.json).
+fn export_rare_counters() {
+    for name in [
+        "tandem_gateway_connections_refused_total",
+        "tandem_gateway_resubmissions_total",
+        "tandem_gateway_gap_repairs_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("tandem_gateway_pending_ops").increment(0.0);
 }
 
 fn router(state: Arc<GatewayState>) -> Router {

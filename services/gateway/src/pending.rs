@@ -5,6 +5,11 @@
 //! record (committed, re-acknowledged or rejected) comes back, and submits it again when it does not
 //! come back in time. That is safe because the sequencer deduplicates by (client, seq): a second
 //! copy of a committed op is only re-acknowledged. So a lost submission heals without the client.
+//!
+//! It is also where the gateway measures its sequencers: `tandem_gateway_ack_seconds` is the time
+//! from handing an op over to its record coming back (what the author waits for its ack, but the
+//! client's own hop), and `tandem_gateway_pending_ops` the ops waiting so (grows while the sequencers
+//! or Kafka lag behind).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use tokio::time::Instant;
 #[derive(Debug)]
 struct Pending {
     submission: Submission,
+    handed_over: Instant,
     due: Instant,
     attempts: u32,
 }
@@ -42,13 +48,21 @@ impl PendingOps {
             return;
         }
         let key = (submission.client.clone(), submission.seq);
-        self.ops.insert(key, Pending { submission, due: now + self.resubmit_after, attempts: 0 });
+        let pending = Pending { submission, handed_over: now, due: now + self.resubmit_after, attempts: 0 };
+        if self.ops.insert(key, pending).is_none() {
+            metrics::gauge!("tandem_gateway_pending_ops").increment(1.0);
+        }
     }
 
     /// The record of (client, seq) arrived: stop waiting.
     pub fn resolve(&mut self, client: &ClientId, seq: u64) {
-        if !self.ops.is_empty() {
-            self.ops.remove(&(client.clone(), seq));
+        if self.ops.is_empty() {
+            return;
+        }
+        if let Some(pending) = self.ops.remove(&(client.clone(), seq)) {
+            metrics::gauge!("tandem_gateway_pending_ops").decrement(1.0);
+            metrics::histogram!("tandem_gateway_ack_seconds")
+                .record(pending.handed_over.elapsed().as_secs_f64());
         }
     }
 
@@ -70,7 +84,11 @@ impl PendingOps {
             pending.attempts += 1;
             due.push(pending.submission.clone());
             pending.due = now + resubmit_after * 2u32.saturating_pow(pending.attempts);
-            pending.attempts < max_attempts
+            let keep = pending.attempts < max_attempts;
+            if !keep {
+                metrics::gauge!("tandem_gateway_pending_ops").decrement(1.0);
+            }
+            keep
         });
         due
     }
@@ -78,6 +96,13 @@ impl PendingOps {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+}
+
+impl Drop for PendingOps {
+    /// The document's task ends (nobody has it open): its ops stop waiting here.
+    fn drop(&mut self) {
+        metrics::gauge!("tandem_gateway_pending_ops").decrement(self.ops.len() as f64);
     }
 }
 

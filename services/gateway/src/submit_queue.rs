@@ -79,7 +79,9 @@ async fn submit_in_order(
             warn!(doc = %submission.doc, seq = submission.seq, error = %e, "submit failed");
             let error = refused(&submission, &e);
             // A full queue marks the connection overloaded: it ends and the client resends then.
-            let _ = outbound.push(ServerMessage::from(error).to_json().into());
+            let error = ServerMessage::from(error);
+            crate::error_counts::count(&error);
+            let _ = outbound.push(error.to_json().into());
         }
     }
 }

@@ -146,6 +146,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
     });
     let metrics = tandem_telemetry::metrics_recorder();
+    // Rare events exported at 0 from the start, so a dashboard's `rate()` has a series before the
+    // first one happens (deploy/grafana/tandem.json).
+    for name in [
+        "tandem_sequencer_fenced_total",
+        "tandem_sequencer_store_retries_total",
+        "tandem_sequencer_publish_retries_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     if let Some(listener) = http_listener {
         let routes = metrics
             .map(tandem_telemetry::metrics_routes)
