@@ -4,17 +4,23 @@
 
 use std::future::Future;
 
+pub mod otel;
+pub mod propagation;
 pub mod service;
+pub mod testing;
 
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global `tracing` subscriber: human-readable lines on stderr, filtered by `TANDEM_LOG`
 /// (or `RUST_LOG`), `info` by default. Stdout stays free for what a service prints on purpose.
+/// When the `OTEL_*` variables ask for it ([`otel`]), spans are exported over OTLP as well.
 pub fn init() {
     let filter = std::env::var("TANDEM_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -22,11 +28,8 @@ pub fn init() {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: logs written to files (make cluster, tests) stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel::layer()).try_init();
 }
 
 /// Installs the global metrics recorder (Prometheus text format) and returns the handle that
