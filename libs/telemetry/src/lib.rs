@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 /// Installs the global `tracing` subscriber: human-readable lines on stderr, filtered by `TANDEM_LOG`
 /// (or `RUST_LOG`), `info` by default. Stdout stays free for what a service prints on purpose.
@@ -29,7 +30,10 @@ pub fn init() {
     // Colours only on a terminal: logs written to files (make cluster, tests) stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel::layer()).try_init();
+    // Each layer has its own filter: a quiet log (`TANDEM_LOG=warn`) must not drop the info-level
+    // spans that make up an op's trace.
+    let spans = otel::layer().map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).try_init();
 }
 
 /// Installs the global metrics recorder (Prometheus text format) and returns the handle that
