@@ -23,10 +23,11 @@ use tandem_ot::Operation;
 use tandem_proto::proto;
 use tandem_proto::proto::component::Kind;
 use tandem_proto::proto::sequenced_record::Record;
-use tandem_proto::trace_context::{self, TraceParent, TRACEPARENT};
 use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
+use tandem_telemetry::propagation::{from_traceparent, set_remote_parent, TRACEPARENT};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 const PARTITIONS: u32 = 4;
 
@@ -136,6 +137,15 @@ async fn raw_records(brokers: &str, topic: &str, partition: u32, n: usize) -> Ve
     records
 }
 
+/// Runs `submit` inside a span whose parent is the remote context [`TRACE`], under a local
+/// OpenTelemetry pipeline (spans get real ids), as the ingress runs each op's append.
+async fn traced<F: std::future::Future>(submit: F) -> F::Output {
+    let _pipeline = tandem_telemetry::testing::traced();
+    let span = tracing::info_span!("ingress append");
+    set_remote_parent(&span, from_traceparent(TRACE));
+    submit.instrument(span).await
+}
+
 /// The value of the `traceparent` header of `message`, if it has one.
 fn traceparent_header(message: &OwnedMessage) -> Option<String> {
     let header = message.headers()?.iter().find(|h| h.key == TRACEPARENT)?;
@@ -177,7 +187,7 @@ async fn submitted_ops_reach_the_partition_owner_in_order_and_seek_rereads() {
     ensure_topics(&config).await.unwrap();
     let submitter = KafkaOpSubmitter::new(&config).unwrap();
     // The first one carries a trace context header; the owner reads it like any other.
-    trace_context::scope(TraceParent::parse(TRACE), submitter.submit(submission("doc-a", 1))).await.unwrap();
+    traced(submitter.submit(submission("doc-a", 1))).await.unwrap();
     for seq in 2..=10 {
         submitter.submit(submission("doc-a", seq)).await.unwrap();
     }
@@ -258,12 +268,15 @@ async fn submissions_are_protobuf_with_the_trace_context_in_a_header() {
     let config = config(&broker, "ops-wire");
     ensure_topics(&config).await.unwrap();
     let submitter = KafkaOpSubmitter::new(&config).unwrap();
-    trace_context::scope(TraceParent::parse(TRACE), submitter.submit(submission("doc-t", 1))).await.unwrap();
+    traced(submitter.submit(submission("doc-t", 1))).await.unwrap();
     submitter.submit(submission("doc-t", 2)).await.unwrap();
 
     let partition = partition_of(&doc("doc-t"), PARTITIONS);
     let records = raw_records(&config.brokers, &config.ops_topic, partition, 2).await;
-    assert_eq!(traceparent_header(&records[0]).as_deref(), Some(TRACE));
+    // The header is the append span's context: the caller's trace id, the span's own id.
+    let header = traceparent_header(&records[0]).expect("a traceparent header");
+    assert_eq!(&header[..36], &TRACE[..36], "{header}");
+    assert_ne!(header, TRACE, "the record's parent is the append span, not its caller");
     assert_eq!(traceparent_header(&records[1]), None, "no trace context, no header");
     for (message, seq) in records.iter().zip(1..) {
         assert_eq!(message.key(), Some("doc-t".as_bytes()));

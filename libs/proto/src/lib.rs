@@ -4,16 +4,17 @@
 //!   request and response messages, and, with feature `grpc`, the gRPC client and server;
 //! - [`convert`]: conversions between those wire types and the domain types of
 //!   [`tandem_protocol::records`], with validation at the edge, and the byte encodings of the Kafka
-//!   record values ([`encode_submission`] for `tandem.ops`, [`encode_record`] for `tandem.events`);
-//! - [`trace_context`]: the W3C trace context of the op being handled, which travels beside these
-//!   messages (gRPC metadata, Kafka record headers), never inside them.
+//!   record values ([`encode_submission`] for `tandem.ops`, [`encode_record`] for `tandem.events`).
+//!
+//! W3C trace context travels beside these messages (gRPC metadata, Kafka record headers) and is
+//! handled by `tandem_telemetry::propagation`; the one message field for it is
+//! `SubmitRequest.traceparents`, since one Submit stream carries the ops of many traces.
 //!
 //! This crate sits below both tandem-bus (whose Kafka implementation writes and reads the record
 //! values) and tandem-rpc (the gRPC edge, which itself depends on tandem-bus for `OpSubmitter`):
 //! it depends on neither, so each can use it without a cycle.
 
 pub mod convert;
-pub mod trace_context;
 
 /// Generated from `proto/tandem/v1/*.proto`. Wire types: code past the edge uses the domain types
 /// that [`convert`] produces.

@@ -197,7 +197,9 @@ impl GrpcSubmitter {
 impl OpSubmitter for GrpcSubmitter {
     async fn submit(&self, submission: Submission) -> Result<(), BusError> {
         let (reply, answer) = oneshot::channel();
-        let traceparent = trace_context::current().map(|tp| tp.as_str().to_owned()).unwrap_or_default();
+        // This op's own context (the caller's current span), carried beside it in the request: the
+        // stream's metadata holds only the context the stream was opened under.
+        let traceparent = trace_context::current_traceparent().unwrap_or_default();
         self.enqueue(Job { submission: submission.into(), traceparent, reply })?;
         let started = std::time::Instant::now();
         let answered = tokio::time::timeout(self.request_timeout, answer).await;
@@ -277,7 +279,7 @@ impl Worker {
             if let Some(auth) = &self.auth {
                 request.metadata_mut().insert("authorization", auth.clone());
             }
-            trace_context::inject(request.metadata_mut(), trace_context::current().as_ref());
+            trace_context::inject_current(&mut trace_context::MetadataInjector(request.metadata_mut()));
             let responses = SequencerClient::new(channel)
                 .submit(request)
                 .await

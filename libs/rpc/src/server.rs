@@ -11,6 +11,7 @@ use tandem_auth::{Access, Principal, Verifier};
 use tandem_bus::OpSubmitter;
 use tandem_protocol::records::Submission;
 use tandem_protocol::ErrorCode;
+use tandem_telemetry::propagation::{from_traceparent, set_remote_parent};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,7 +25,7 @@ use crate::convert::ConvertError;
 use crate::health::HealthReporter;
 use crate::proto::sequencer_server::{Sequencer, SequencerServer};
 use crate::proto::{self, submit_response, SubmitRequest, SubmitResponse};
-use crate::trace_context::{self, TraceParent};
+use crate::trace_context::{self, MetadataExtractor};
 use crate::RpcError;
 
 /// Requests one stream may have in progress before the ingress stops reading it: backpressure
@@ -82,7 +83,12 @@ impl Sequencer for SequencerIngress {
         &self,
         request: Request<Streaming<SubmitRequest>>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
-        let call_trace = trace_context::extract(request.metadata());
+        let call_trace = {
+            use opentelemetry::trace::TraceContextExt;
+            let cx = trace_context::extract(&MetadataExtractor(request.metadata()));
+            let span = cx.span();
+            span.span_context().is_valid().then(|| span.span_context().trace_id().to_string())
+        };
         let remote = request.remote_addr();
         // Put there by [`CallerCheck`]; a service mounted without it trusts its callers fully.
         let caller = request.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::trusted);
@@ -102,7 +108,7 @@ impl Sequencer for SequencerIngress {
             "submit_stream",
             remote = ?remote,
             caller = %stream.caller.principal.user,
-            trace_id = call_trace.as_ref().map(|tp| tp.trace_id().to_owned()),
+            trace_id = call_trace,
         );
         tokio::spawn(stream.run().instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -188,12 +194,9 @@ pub async fn answer(
         return refusal(request_id, ErrorCode::Forbidden, message);
     }
     let started = std::time::Instant::now();
-    let results = join_all(
-        submissions
-            .iter()
-            .zip(traces)
-            .map(|(submission, trace)| trace_context::scope(trace, submitter.submit(submission.clone()))),
-    )
+    let results = join_all(submissions.iter().zip(traces).map(|(submission, trace)| {
+        submitter.submit(submission.clone()).instrument(append_span(submission, trace))
+    }))
     .await;
     metrics::histogram!("tandem_sequencer_ingress_append_seconds").record(started.elapsed().as_secs_f64());
     let failures: Vec<String> = results
@@ -214,7 +217,23 @@ pub async fn answer(
     SubmitResponse { request_id, result: Some(submit_response::Result::Accepted(proto::Accepted {})) }
 }
 
-type Validated = (Vec<Submission>, Vec<Option<TraceParent>>);
+/// The span of one op's append to the op log, child of the gateway's `submit` span when the op
+/// came with a `traceparent`: the op log writes this span's context into the record's headers.
+fn append_span(submission: &Submission, traceparent: Option<String>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "ingress append",
+        document = %submission.doc,
+        client = %submission.client,
+        seq = submission.seq,
+        base_version = submission.base,
+    );
+    if let Some(traceparent) = traceparent {
+        set_remote_parent(&span, from_traceparent(&traceparent));
+    }
+    span
+}
+
+type Validated = (Vec<Submission>, Vec<Option<String>>);
 
 fn validate(request: SubmitRequest, max_batch: usize) -> Result<Validated, ConvertError> {
     let count = request.submissions.len();
@@ -232,7 +251,10 @@ fn validate(request: SubmitRequest, max_batch: usize) -> Result<Validated, Conve
     }
     let traces = match request.traceparents.len() {
         0 => vec![None; count],
-        n if n == count => request.traceparents.iter().map(|tp| TraceParent::parse(tp)).collect(),
+        // An empty entry is an op without trace context; a malformed one the propagator ignores.
+        n if n == count => {
+            request.traceparents.into_iter().map(|tp| Some(tp).filter(|tp| !tp.is_empty())).collect()
+        }
         n => {
             return Err(ConvertError::Invalid {
                 field: "traceparents".to_owned(),

@@ -1,43 +1,78 @@
-//! W3C trace context (`traceparent`) across the gRPC hop.
+//! W3C trace context across the gRPC hop, through tandem-telemetry's propagator.
 //!
-//! The task-local context itself ([`TraceParent`], [`scope`], [`current`]) lives in
-//! [`tandem_proto::trace_context`], so the Kafka op log (tandem-bus, which this crate depends on)
-//! can read it as well; it is re-exported here unchanged. This module adds the gRPC half:
-//! [`crate::GrpcSubmitter`] sends [`current`] along with each op (`SubmitRequest.traceparents`) and
-//! [`inject`]s it into the metadata of a whole call; the ingress [`extract`]s it and scopes each
-//! submission to the context it arrived with.
+//! Two carriers, because one `Submit` stream carries the ops of many traces: the call as a whole
+//! carries the caller's context in metadata ([`MetadataInjector`] / [`MetadataExtractor`]), and
+//! each op carries its own `traceparent` in `SubmitRequest.traceparents`, which the ingress makes
+//! the parent of that op's `ingress append` span.
 
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 
-pub use tandem_proto::trace_context::{current, scope, TraceParent, TRACEPARENT};
+pub use tandem_telemetry::propagation::{current_traceparent, extract, inject_current, Context, TRACEPARENT};
+use tandem_telemetry::propagation::{Extractor, Injector, OpenTelemetrySpanExt};
 
-/// Writes `traceparent` into gRPC metadata (a no-op for `None`).
-pub fn inject(metadata: &mut MetadataMap, traceparent: Option<&TraceParent>) {
-    if let Some(value) = traceparent.and_then(|tp| MetadataValue::try_from(tp.as_str()).ok()) {
-        metadata.insert(TRACEPARENT, value);
+/// The `traceparent` of `span` (for tests and logs: the wire carries [`current_traceparent`]).
+pub fn current_traceparent_of(span: &tracing::Span) -> Option<String> {
+    let mut map = std::collections::HashMap::new();
+    tandem_telemetry::propagation::inject_context(&span.context(), &mut map);
+    map.remove(TRACEPARENT)
+}
+
+/// Writes trace context into gRPC metadata; a pair that is not valid ASCII metadata is dropped.
+pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) =
+            (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value))
+        {
+            self.0.insert(key, value);
+        }
     }
 }
 
-/// Reads a valid `traceparent` from gRPC metadata; a missing or malformed one is `None`.
-pub fn extract(metadata: &MetadataMap) -> Option<TraceParent> {
-    metadata.get(TRACEPARENT)?.to_str().ok().and_then(TraceParent::parse)
+/// Reads trace context from gRPC metadata (ASCII entries only; binary ones never hold it).
+pub struct MetadataExtractor<'a>(pub &'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter_map(|entry| match entry {
+                KeyAndValueRef::Ascii(key, _) => Some(key.as_str()),
+                KeyAndValueRef::Binary(..) => None,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_telemetry::propagation::{from_traceparent, inject_context};
 
     const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    fn span_context(cx: &Context) -> opentelemetry::trace::SpanContext {
+        use opentelemetry::trace::TraceContextExt;
+        cx.span().span_context().clone()
+    }
+
     #[test]
     fn metadata_round_trip() {
-        let tp = TraceParent::parse(GOOD);
+        let sent = from_traceparent(GOOD);
         let mut metadata = MetadataMap::new();
-        inject(&mut metadata, tp.as_ref());
-        assert_eq!(extract(&metadata), tp);
-        assert_eq!(extract(&MetadataMap::new()), None);
+        inject_context(&sent, &mut MetadataInjector(&mut metadata));
+        assert_eq!(metadata.get(TRACEPARENT).and_then(|v| v.to_str().ok()), Some(GOOD));
+        let received = extract(&MetadataExtractor(&metadata));
+        assert_eq!(span_context(&received), span_context(&sent));
+        assert!(span_context(&received).is_remote());
+        assert!(!span_context(&extract(&MetadataExtractor(&MetadataMap::new()))).is_valid());
         let mut malformed = MetadataMap::new();
         malformed.insert(TRACEPARENT, MetadataValue::from_static("00-not-a-trace-01"));
-        assert_eq!(extract(&malformed), None);
+        assert!(!span_context(&extract(&MetadataExtractor(&malformed))).is_valid());
     }
 }

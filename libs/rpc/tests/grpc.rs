@@ -14,11 +14,13 @@ use tandem_protocol::{ClientId, DocId};
 use tandem_rpc::health::HealthReporter;
 use tandem_rpc::proto::sequencer_client::SequencerClient;
 use tandem_rpc::proto::{self, submit_response, SubmitRequest};
-use tandem_rpc::trace_context::{self, TraceParent};
+use tandem_rpc::trace_context;
 use tandem_rpc::{serve, CallerAuth, GrpcSubmitter, RpcError, SequencerIngress, SubmitterOptions};
+use tandem_telemetry::propagation::{from_traceparent, set_remote_parent};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// A running server that can be stopped; the port can be bound again for a restart.
 struct Server {
@@ -341,14 +343,14 @@ async fn internal_clients_are_authorised_per_document() {
     server.stop().await;
 }
 
-/// Records the trace context each op arrived with.
+/// Records the trace context each op is appended under (the ingress's `ingress append` span).
 #[derive(Default)]
-struct Recorder(Mutex<Vec<Option<TraceParent>>>);
+struct Recorder(Mutex<Vec<Option<String>>>);
 
 #[async_trait]
 impl OpSubmitter for Recorder {
     async fn submit(&self, _submission: Submission) -> Result<(), BusError> {
-        self.0.lock().expect("not poisoned").push(trace_context::current());
+        self.0.lock().expect("not poisoned").push(trace_context::current_traceparent());
         Ok(())
     }
 }
@@ -360,13 +362,23 @@ async fn trace_context_travels_with_each_op() {
     let submitter = GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options");
     until_accepted(&submitter, submission("doc-a", "c1", 1, "a")).await;
 
-    let traceparent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-    trace_context::scope(traceparent.clone(), submitter.submit(submission("doc-a", "c1", 2, "b")))
-        .await
-        .expect("accepted");
+    // Server and client share this thread (a current-thread runtime), so one local pipeline gives
+    // both sides' spans real ids.
+    let _pipeline = tandem_telemetry::testing::traced();
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let span = tracing::info_span!("submit");
+    set_remote_parent(&span, from_traceparent(caller));
+    let submit_span = trace_context::current_traceparent_of(&span).expect("the span has a context");
+    submitter.submit(submission("doc-a", "c1", 2, "b")).instrument(span).await.expect("accepted");
+    until_accepted(&submitter, submission("doc-a", "c1", 3, "c")).await;
     let seen = recorder.0.lock().expect("not poisoned").clone();
-    assert_eq!(seen.last(), Some(&traceparent));
-    assert!(seen[..seen.len() - 1].iter().all(Option::is_none));
+    let trace_of = |tp: &Option<String>| tp.as_deref().map(|tp| tp[3..35].to_owned());
+    // The op sent under the caller's span is appended in the caller's trace, in a span of its own.
+    let traced = &seen[seen.len() - 2];
+    assert_eq!(trace_of(traced).as_deref(), Some(&caller[3..35]), "{seen:?}");
+    assert_ne!(traced.as_deref(), Some(submit_span.as_str()), "the ingress opens its own span");
+    // An op sent with no context is not put in the caller's trace.
+    assert_ne!(trace_of(&seen[seen.len() - 1]), trace_of(traced), "{seen:?}");
     server.stop().await;
 }
 

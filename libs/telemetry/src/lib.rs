@@ -5,17 +5,24 @@
 use std::future::Future;
 
 pub mod health;
+pub mod otel;
+pub mod propagation;
 pub mod service;
+pub mod testing;
 
 use axum::routing::get;
 use axum::Router;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 /// Installs the global `tracing` subscriber: human-readable lines on stderr, filtered by `TANDEM_LOG`
 /// (or `RUST_LOG`), `info` by default. Stdout stays free for what a service prints on purpose.
+/// When the `OTEL_*` variables ask for it ([`otel`]), spans are exported over OTLP as well.
 pub fn init() {
     let filter = std::env::var("TANDEM_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -23,11 +30,11 @@ pub fn init() {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: logs written to files (make cluster, tests) stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    // Each layer has its own filter: a quiet log (`TANDEM_LOG=warn`) must not drop the info-level
+    // spans that make up an op's trace.
+    let spans = otel::layer().map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).try_init();
 }
 
 /// Buckets of every `*_seconds` histogram: 100 µs to 10 s, where an op's stages live.

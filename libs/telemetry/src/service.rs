@@ -26,7 +26,10 @@ pub fn parse_or_exit<C: clap::Parser>() -> C {
 /// causes and exits 1.
 pub fn run_service(body: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(body) {
+    let outcome = runtime.block_on(body);
+    // The spans of the last seconds are still in the batch processor: export them before exit.
+    crate::otel::shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");

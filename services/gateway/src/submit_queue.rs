@@ -16,7 +16,7 @@ use tandem_protocol::records::Submission;
 use tandem_protocol::ws::ServerMessage;
 use tandem_protocol::{ErrorCode, ProtocolError};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info_span, warn, Instrument, Span};
 
 use crate::hub::Hubs;
 use crate::outbound::Outbound;
@@ -24,7 +24,8 @@ use crate::outbound::Outbound;
 /// The sending side of one connection's queue. Dropping it ends the task once the op being
 /// submitted, if any, is through.
 pub(crate) struct SubmitQueue {
-    tx: mpsc::Sender<Submission>,
+    /// Each op with its `receive` span, the root of the op's trace.
+    tx: mpsc::Sender<(Submission, Span)>,
 }
 
 impl SubmitQueue {
@@ -42,10 +43,22 @@ impl SubmitQueue {
     }
 
     /// Queues an op without waiting; when the queue is full, the error to answer it with.
+    ///
+    /// The op's trace starts here, where the connection hands the op frame on: a `receive` root
+    /// span (no parent, not even the connection's span: one trace per op, not per connection),
+    /// which lasts until the op log has taken the op.
     pub fn push(&self, submission: Submission) -> Result<(), ProtocolError> {
-        self.tx.try_send(submission).map_err(|e| {
+        let receive = info_span!(
+            parent: None,
+            "receive",
+            document = %submission.doc,
+            client = %submission.client,
+            seq = submission.seq,
+            base_version = submission.base,
+        );
+        self.tx.try_send((submission, receive)).map_err(|e| {
             // Closed only if the task panicked: refused the same way.
-            let submission = e.into_inner();
+            let (submission, _receive) = e.into_inner();
             metrics::counter!("tandem_gateway_submit_queue_full_total").increment(1);
             let reason = format!("{} ops of this connection are waiting", self.tx.max_capacity());
             // Not a warning: a client that floods the connection would flood the log too.
@@ -57,12 +70,12 @@ impl SubmitQueue {
 
 /// The connection's submitting task.
 async fn submit_in_order(
-    mut rx: mpsc::Receiver<Submission>,
+    mut rx: mpsc::Receiver<(Submission, Span)>,
     submitter: Arc<dyn OpSubmitter>,
     hubs: Arc<Hubs>,
     outbound: Outbound,
 ) {
-    while let Some(submission) = rx.recv().await {
+    while let Some((submission, receive)) = rx.recv().await {
         if outbound.is_closed() {
             // The connection ended: nothing still queued was acknowledged, and the client resends it
             // after reconnecting.
@@ -73,7 +86,9 @@ async fn submit_in_order(
         // leave it tracked, and resubmitted for nothing.) A submit slower than `resubmit_after` may
         // be resubmitted meanwhile; the sequencer deduplicates.
         hubs.track(submission.clone());
-        if let Err(e) = submitter.submit(submission.clone()).await {
+        // The gRPC submitter sends this span's context with the op (SubmitRequest.traceparents).
+        let submit = info_span!(parent: &receive, "submit", document = %submission.doc, seq = submission.seq);
+        if let Err(e) = submitter.submit(submission.clone()).instrument(submit).await {
             // Untracked before the client hears of it, so its resend is tracked afresh.
             hubs.untrack(&submission);
             warn!(doc = %submission.doc, seq = submission.seq, error = %e, "submit failed");

@@ -2,8 +2,8 @@
 //!
 //! - [`KafkaOpSubmitter`]: the sequencer ingress appends each [`Submission`] to `tandem.ops`, keyed by
 //!   document id, into the partition [`partition_of`] names, and answers only once the broker has it
-//!   (acks=all). The trace context of the submission ([`tandem_proto::trace_context::current`])
-//!   goes along as the record's `traceparent` header.
+//!   (acks=all). The trace context of the submission (the current span's, through
+//!   `tandem_telemetry::propagation`) goes along in the record's `traceparent` header.
 //! - [`KafkaOpLog`]: the sequencers form one consumer group on `tandem.ops`, so each partition has
 //!   one owner at a time. Rebalances reach the owner as [`Assignment`] messages over a channel; each
 //!   assigned partition comes with its own [`KafkaPartitionConsumer`] (one task per partition), which

@@ -21,7 +21,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset};
-use tandem_proto::trace_context::TraceParent;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
@@ -333,7 +332,7 @@ impl KafkaPartitionConsumer {
         &self,
         message: &BorrowedMessage<'_>,
         batch: &mut Vec<SubmissionRecord>,
-        traces: &mut Vec<(i64, TraceParent)>,
+        traces: &mut Vec<(i64, String)>,
     ) {
         let offset = message.offset();
         let Some(payload) = message.payload() else {

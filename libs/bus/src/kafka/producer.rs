@@ -8,7 +8,6 @@ use futures::future::try_join_all;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
-use tandem_proto::trace_context;
 use tandem_protocol::records::{SequencedRecord, Submission};
 use tandem_protocol::DocId;
 use tracing::error;
@@ -53,11 +52,12 @@ impl KafkaOpSubmitter {
 #[async_trait]
 impl OpSubmitter for KafkaOpSubmitter {
     /// Returns once the broker acknowledged the record with acks=all, or failed within
-    /// `delivery_timeout`. The task's trace context, when there is one, becomes the record's
-    /// `traceparent` header, so the partition owner can tie its work to the client's request.
+    /// `delivery_timeout`. The current span's trace context (the ingress's `ingress append` span),
+    /// when there is one, goes in the record's `traceparent` header, so the partition owner can
+    /// tie its work to the client's request.
     async fn submit(&self, submission: Submission) -> Result<(), BusError> {
         let payload = tandem_proto::encode_submission(&submission);
-        let headers = trace::headers(trace_context::current().as_ref());
+        let headers = trace::current_headers();
         let producer = self.producer.current();
         let delivery = enqueue(&producer, &self.topic, self.partitions, &submission.doc, &payload, headers);
         let result = match delivery {
