@@ -126,20 +126,20 @@ def resolve_env(m, w, externals, files):
     """The container's environment as the kubelet would give it, before the address rewrites."""
     env = {}
     for source in w.container.get("envFrom", []):
-        if "configMapRef" in source:
-            name = source["configMapRef"]["name"]
-            config = m.named("ConfigMap", name)
-            if config is None:
-                fail(f"{w.name}: envFrom ConfigMap {name} is not in the overlay")
+        for ref, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+            if ref not in source:
                 continue
-            env.update({source.get("prefix", "") + k: v for k, v in config.get("data", {}).items()})
-        if "secretRef" in source:
-            name = source["secretRef"]["name"]
-            secret = m.named("Secret", name)
-            if secret is None:
-                fail(f"{w.name}: envFrom Secret {name} is not in the overlay")
+            name = source[ref]["name"]
+            obj = m.named(kind, name)
+            if obj is None:
+                fail(f"{w.name}: envFrom {kind} {name} is not in the overlay")
                 continue
-            env.update({source.get("prefix", "") + k: secret_value(secret, k) for k in secret.get("data", {})})
+            if kind == "ConfigMap":
+                values = obj.get("data", {})
+            else:
+                keys = {**obj.get("data", {}), **obj.get("stringData", {})}
+                values = {k: secret_value(obj, k) for k in keys}
+            env.update({source.get("prefix", "") + k: v for k, v in values.items()})
     for var in w.container.get("env", []):
         name = var["name"]
         if "value" in var:

@@ -81,11 +81,26 @@ async fn the_sequencer_is_not_ready_while_postgres_is_down_and_stays_alive() {
     assert!(cluster.sequencer(0).terminate(), "SIGTERM ends the sequencer with success");
 }
 
-/// Versions committed so far, over all `docs`.
-fn committed(db: &TestDatabase, docs: &[DocId]) -> usize {
-    let names: Vec<String> = docs.iter().map(|d| format!("'{d}'")).collect();
-    let rows = db.query(&format!("SELECT count(*) FROM events WHERE doc IN ({})", names.join(",")));
-    rows[0].parse().expect("a count")
+/// The latest version of `doc` in the event log.
+fn latest_version(db: &TestDatabase, doc: &DocId) -> u64 {
+    let rows = db.query(&format!("SELECT coalesce(max(version), 0) FROM events WHERE doc = '{doc}'"));
+    rows[0].parse().expect("a version")
+}
+
+/// Reads `conn`'s frames until an `op` of a version above `after` arrives; panics on a close or
+/// after `limit`.
+async fn expect_op_after(conn: &mut RawConn, after: u64, limit: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, conn.recv_any())
+            .await
+            .unwrap_or_else(|_| panic!("no op past version {after} within {limit:?}"))
+            .unwrap_or_else(|| panic!("closed ({:?}) before an op past version {after}", conn.close_code()));
+        let version = frame["version"].as_u64().unwrap_or(0);
+        if frame["type"] == "op" && version > after {
+            return version;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +120,10 @@ async fn clients_of_a_draining_gateway_are_served_through_the_grace_then_resume_
     // Every typist connects to gateway 0 and lists gateway 1 as its fallback.
     let typing = type_with(&urls, &docs, &['d', 'e', 'f'], seed, Duration::from_secs(12), true);
     let drain = async {
+        // A reader of the first document on the draining gateway, to see what it still delivers.
         let mut watcher = RawConn::hello(&urls[0], "drain-watcher").await;
+        watcher.send(serde_json::json!({"type": "open", "doc": docs[0].as_str()})).await;
+        watcher.expect("snapshot").await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(http_get(&draining, "/readyz").map(|r| r.0), Some(200), "ready before the stop");
         let stopped_at = Instant::now();
@@ -116,12 +134,12 @@ async fn clients_of_a_draining_gateway_are_served_through_the_grace_then_resume_
         let refused = RawConn::upgrade(&urls[0], &[]).await.err().expect("a new client is refused");
         assert_eq!(refused.status, 503, "{refused:?}");
         assert!(refused.body.contains("shutting down"), "{refused:?}");
-        // Meanwhile the connected clients are still served there: their ops keep committing.
-        let early = committed(cluster.database(), &docs);
-        tokio::time::sleep(GRACE / 2).await;
-        let later = committed(cluster.database(), &docs);
-        assert!(later > early, "seed {seed}: nothing committed during the grace ({early} then {later})");
+        // Meanwhile its connected clients are still served: the watcher gets versions committed
+        // after the stop, and answers pings, before its connection is closed.
+        let at_stop = latest_version(cluster.database(), &docs[0]);
+        expect_op_after(&mut watcher, at_stop, GRACE / 2).await;
         watcher.assert_alive().await;
+        assert!(stopped_at.elapsed() < GRACE, "the grace ran out before the checks of its middle");
         // After the grace: closed with 1012 (service restart), and the process exits, with success.
         let frame = watcher.expect_close().await.expect("a close frame");
         assert_eq!(u16::from(frame.code), 1012, "{frame:?}");

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-use tracing::error;
+use tracing::{error, warn};
 
 /// Parses the command line. `--help` and `--version` print and exit 0; a bad command line prints
 /// clap's one clear message and exits 64 (EX_USAGE), the same for every Tandem binary.
@@ -34,6 +34,26 @@ pub fn run_service(body: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// After a stop was asked of `task`: waits for it to end, at most `limit`, or until a second stop
+/// signal (an impatient operator); its outcome, or `None` when it did not end (said in the log).
+pub async fn wait_for_stop<T>(
+    task: &mut tokio::task::JoinHandle<T>,
+    limit: std::time::Duration,
+    what: &str,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    tokio::select! {
+        result = task => Some(result),
+        _ = tokio::time::sleep(limit) => {
+            warn!("{what} did not stop within {} s", limit.as_secs());
+            None
+        }
+        _ = shutdown_signal() => {
+            warn!("second signal: not waiting for {what}");
+            None
         }
     }
 }

@@ -8,7 +8,6 @@
 //! balancer or its next gateway URL, with `open … since` and resends what was not acknowledged.
 //! Then the HTTP server stops and [`crate::run`] returns.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,8 @@ use tracing::info;
 
 /// The drain state every connection and probe looks at.
 pub(crate) struct Drain {
-    draining: AtomicBool,
+    /// The gateway's stop signal: draining starts when it fires.
+    shutdown: CancellationToken,
     /// Cancelled when the grace ends: connections close with 1012, the server stops.
     closing: CancellationToken,
     /// One token per open WebSocket connection, so the drain can end as soon as none is left.
@@ -26,17 +26,13 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
-    pub fn new() -> Self {
-        Self {
-            draining: AtomicBool::new(false),
-            closing: CancellationToken::new(),
-            connections: TaskTracker::new(),
-        }
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self { shutdown, closing: CancellationToken::new(), connections: TaskTracker::new() }
     }
 
     /// Whether the gateway is shutting down (new clients go elsewhere).
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.shutdown.is_cancelled()
     }
 
     /// Fires when connections must close.
@@ -49,11 +45,10 @@ impl Drain {
         self.connections.token()
     }
 
-    /// Waits for `shutdown`, then drains: not ready at once, closing after `grace` or as soon as no
-    /// connection is left, whichever comes first.
-    pub async fn run(&self, shutdown: CancellationToken, grace: Duration) {
-        shutdown.cancelled().await;
-        self.draining.store(true, Ordering::Relaxed);
+    /// Waits for the stop signal, then drains: not ready at once, closing after `grace` or as soon
+    /// as no connection is left, whichever comes first.
+    pub async fn run(&self, grace: Duration) {
+        self.shutdown.cancelled().await;
         metrics::gauge!("tandem_gateway_draining").set(1.0);
         let open = self.connections.len();
         info!(open, grace_seconds = grace.as_secs_f64(), "draining: not ready, no new connections");

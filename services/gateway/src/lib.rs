@@ -88,7 +88,7 @@ pub async fn run(
     let (readiness, store, submitter) = Readiness::observe(deps.store, deps.submitter);
     let hubs = Hubs::new(store, submitter.clone(), config.clone());
     let send_buffer = config.socket_send_buffer;
-    let drain = Arc::new(Drain::new());
+    let drain = Arc::new(Drain::new(shutdown));
     let write_timeout = config.write_timeout;
     // Records keep flowing while the gateway drains: its clients still get their acks.
     let closing = drain.closing().clone();
@@ -103,7 +103,7 @@ pub async fn run(
     ));
     let drain_task = tokio::spawn({
         let (drain, grace) = (drain.clone(), config.drain_grace);
-        async move { drain.run(shutdown, grace).await }
+        async move { drain.run(grace).await }
     });
     let state = Arc::new(GatewayState {
         config,

@@ -18,7 +18,7 @@ use tandem_rpc::{GrpcSubmitter, SubmitterOptions};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 /// The gateway service. Every flag can also be set with the environment variable shown.
 #[derive(Debug, Parser)]
@@ -90,10 +90,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     // The drain grace, then the close handshakes (each bounded by the write timeout and a linger).
     let limit = drain_grace + Duration::from_secs(10);
-    tokio::select! {
-        result = gateway => result.context("gateway task")?.context("gateway")?,
-        _ = tokio::time::sleep(limit) => warn!("the gateway did not stop within {} s", limit.as_secs()),
-        _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
+    if let Some(result) = tandem_telemetry::service::wait_for_stop(&mut gateway, limit, "the gateway").await {
+        result.context("gateway task")?.context("gateway")?;
     }
     Ok(())
 }

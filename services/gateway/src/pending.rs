@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use metrics::{Gauge, Histogram};
+
 use tandem_protocol::records::Submission;
 use tandem_protocol::ClientId;
 use tokio::time::Instant;
@@ -34,11 +36,21 @@ pub(crate) struct PendingOps {
     resubmit_after: Duration,
     max_attempts: u32,
     capacity: usize,
+    /// Handles made once per document, not looked up in the registry per op.
+    pending_gauge: Gauge,
+    ack_seconds: Histogram,
 }
 
 impl PendingOps {
     pub fn new(resubmit_after: Duration, max_attempts: u32, capacity: usize) -> Self {
-        Self { ops: HashMap::new(), resubmit_after, max_attempts, capacity }
+        Self {
+            ops: HashMap::new(),
+            resubmit_after,
+            max_attempts,
+            capacity,
+            pending_gauge: metrics::gauge!("tandem_gateway_pending_ops"),
+            ack_seconds: metrics::histogram!("tandem_gateway_ack_seconds"),
+        }
     }
 
     /// Starts waiting for `submission`'s record. Beyond `capacity` ops (a client not waiting for its
@@ -50,7 +62,7 @@ impl PendingOps {
         let key = (submission.client.clone(), submission.seq);
         let pending = Pending { submission, handed_over: now, due: now + self.resubmit_after, attempts: 0 };
         if self.ops.insert(key, pending).is_none() {
-            metrics::gauge!("tandem_gateway_pending_ops").increment(1.0);
+            self.pending_gauge.increment(1.0);
         }
     }
 
@@ -60,9 +72,8 @@ impl PendingOps {
             return;
         }
         if let Some(pending) = self.ops.remove(&(client.clone(), seq)) {
-            metrics::gauge!("tandem_gateway_pending_ops").decrement(1.0);
-            metrics::histogram!("tandem_gateway_ack_seconds")
-                .record(pending.handed_over.elapsed().as_secs_f64());
+            self.pending_gauge.decrement(1.0);
+            self.ack_seconds.record(pending.handed_over.elapsed().as_secs_f64());
         }
     }
 
@@ -75,8 +86,8 @@ impl PendingOps {
     /// that has used all its attempts is dropped (the client resubmits it after reconnecting).
     pub fn take_due(&mut self, now: Instant) -> Vec<Submission> {
         let mut due = Vec::new();
-        let max_attempts = self.max_attempts;
-        let resubmit_after = self.resubmit_after;
+        let (max_attempts, resubmit_after, gauge) =
+            (self.max_attempts, self.resubmit_after, &self.pending_gauge);
         self.ops.retain(|_, pending| {
             if pending.due > now {
                 return true;
@@ -86,7 +97,7 @@ impl PendingOps {
             pending.due = now + resubmit_after * 2u32.saturating_pow(pending.attempts);
             let keep = pending.attempts < max_attempts;
             if !keep {
-                metrics::gauge!("tandem_gateway_pending_ops").decrement(1.0);
+                gauge.decrement(1.0);
             }
             keep
         });
@@ -102,7 +113,7 @@ impl PendingOps {
 impl Drop for PendingOps {
     /// The document's task ends (nobody has it open): its ops stop waiting here.
     fn drop(&mut self) {
-        metrics::gauge!("tandem_gateway_pending_ops").decrement(self.ops.len() as f64);
+        self.pending_gauge.decrement(self.ops.len() as f64);
     }
 }
 

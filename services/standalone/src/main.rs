@@ -138,11 +138,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     stop_gateway.cancel();
     if gateway_result.is_none() {
         let limit = drain_grace + Duration::from_secs(10);
-        tokio::select! {
-            result = &mut gateway => gateway_result = Some(result),
-            _ = tokio::time::sleep(limit) => warn!("the gateway did not stop within {} s", limit.as_secs()),
-            _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
-        }
+        gateway_result = tandem_telemetry::service::wait_for_stop(&mut gateway, limit, "the gateway").await;
     }
     shutdown.cancel();
     tokio::select! {

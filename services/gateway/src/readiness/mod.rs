@@ -1,9 +1,9 @@
 //! `GET /readyz`: whether this gateway can do its work now, as opposed to `/healthz`, which only
 //! says the process answers.
 //!
-//! A gateway is ready when it is not draining for shutdown (see the `drain` module), has a record stream open (else no ack or other client's op reaches its
-//! clients), the event store answers (else documents cannot be opened or repaired), and the op log
-//! takes its ops. A load balancer sends new connections only to ready gateways; the answer lists
+//! A gateway is ready when it is not draining for shutdown (see the `drain` module), has a record
+//! stream open (else no ack or other client's op reaches its clients), the event store answers (else
+//! documents cannot be opened or repaired), and the op log takes its ops. A load balancer sends new connections only to ready gateways; the answer lists
 //! every component, and says for each one that is not ready why.
 
 use std::sync::Arc;
