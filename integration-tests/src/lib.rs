@@ -309,6 +309,20 @@ impl RawConn {
         self.expect("pong").await;
     }
 
+    /// Ping → pong on a connection that may also be receiving `op` frames of an open document:
+    /// those are skipped, anything else fails.
+    pub async fn assert_alive_among_ops(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        loop {
+            let message = self.recv().await;
+            match message["type"].as_str() {
+                Some("pong") => return,
+                Some("op") => continue,
+                _ => panic!("expected pong (or op), got {message}"),
+            }
+        }
+    }
+
     /// Asserts that no frame arrives for `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.ws.next()).await {

@@ -57,6 +57,7 @@ impl Readiness {
         let mut first = HealthReport::default();
         first.check("started", Err("the first check has not run yet".to_owned()));
         let (tx, rx) = watch::channel(first);
+        metrics::gauge!("tandem_sequencer_ready").set(0.0);
         tokio::spawn(async move {
             let mut was_ready = false;
             loop {

@@ -83,6 +83,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // First, so that no metric set by the tasks started below is lost to the absent recorder.
+    let metrics = tandem_telemetry::metrics_recorder();
     let listener = TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("bind {}", config.grpc_listen))?;
@@ -145,7 +147,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })
         .await
     });
-    let metrics = tandem_telemetry::metrics_recorder();
     // Rare events exported at 0 from the start, so a dashboard's `rate()` has a series before the
     // first one happens (deploy/grafana/tandem.json).
     for name in [
