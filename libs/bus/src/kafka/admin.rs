@@ -56,14 +56,17 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BusError> {
         }
     }
 
-    // Metadata reaches every broker shortly after creation; ask until it has.
+    // Metadata reaches every broker shortly after creation, and each partition gets its leader a
+    // little later: ask until every partition has one. A reader that asked for the end offsets of
+    // a partition without a leader would have to start at an unresolved end and could miss the
+    // first records published after it subscribed.
     let deadline = Instant::now() + config.request_timeout;
     for topic in topics {
         loop {
             let found = topic_partitions(&admin, topic, config).await?;
             match found {
-                Some(n) if n == config.partitions as usize => break,
-                Some(n) if n > 0 => {
+                Some((n, led)) if n == config.partitions as usize && led == n => break,
+                Some((n, _)) if n != config.partitions as usize && n > 0 => {
                     return Err(BusError::Unavailable(format!(
                         "topic {topic} has {n} partitions, the configuration says {}",
                         config.partitions
@@ -71,7 +74,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BusError> {
                 }
                 _ if Instant::now() >= deadline => {
                     return Err(BusError::Unavailable(format!(
-                        "topic {topic} did not appear in the metadata"
+                        "topic {topic} did not appear in the metadata with a leader for each partition"
                     )));
                 }
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -81,12 +84,13 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BusError> {
     Ok(())
 }
 
-/// How many partitions the broker's metadata shows for `topic`; `None` while it does not know it.
+/// How many partitions the broker's metadata shows for `topic`, and how many of them have a
+/// leader; `None` while it does not know the topic.
 async fn topic_partitions(
     admin: &Arc<AdminClient<DefaultClientContext>>,
     topic: &str,
     config: &KafkaConfig,
-) -> Result<Option<usize>, BusError> {
+) -> Result<Option<(usize, usize)>, BusError> {
     // The metadata call blocks a thread for a network round trip: keep it off the runtime.
     let admin = Arc::clone(admin);
     let topic_name = topic.to_owned();
@@ -96,9 +100,8 @@ async fn topic_partitions(
             .await
             .map_err(|e| BusError::Unavailable(format!("metadata task failed: {e}")))?
             .map_err(|e| unavailable("reading topic metadata", &e))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len()))
+    Ok(metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| {
+        let led = t.partitions().iter().filter(|p| p.error().is_none() && p.leader() >= 0).count();
+        (t.partitions().len(), led)
+    }))
 }

@@ -39,7 +39,8 @@ impl EventSubscriber for KafkaEventSubscriber {
     /// broker now, so the stream sees every record published after this call returns.
     ///
     /// This blocks for one end-offset request per partition (about a millisecond each nearby); a
-    /// gateway subscribes once, at start. If the broker cannot be asked, the stream starts at
+    /// gateway subscribes once, at start. A partition without a leader yet is asked again for up to
+    /// the request timeout. If the broker cannot be asked, the stream starts at
     /// whatever end librdkafka finds later and its first delivery is `Lagged(0)`: the records
     /// published in between may be missed.
     fn subscribe(&self) -> Box<dyn EventStream> {
@@ -75,11 +76,7 @@ fn open(config: &KafkaConfig) -> Result<KafkaEventStream, BusError> {
     let mut assignment = TopicPartitionList::new();
     let mut next_offsets = HashMap::new();
     let mut resolved = true;
-    let ends = blocking(|| {
-        (0..config.partitions as i32)
-            .map(|p| consumer.fetch_watermarks(topic, p, config.request_timeout).map(|(_, high)| (p, high)))
-            .collect::<Result<Vec<_>, KafkaError>>()
-    });
+    let ends = blocking(|| end_offsets(&consumer, topic, config));
     match ends {
         Ok(ends) => {
             debug!(?ends, "events reader starts at the end offsets");
@@ -106,6 +103,30 @@ fn open(config: &KafkaConfig) -> Result<KafkaEventStream, BusError> {
         next_offsets,
         pending: if resolved { None } else { Some(Delivery::Lagged(0)) },
     })
+}
+
+/// The end offset of each partition of `topic`, asked again (within `request_timeout`) while a
+/// partition has no leader yet: a topic created moments ago answers `LeaderNotAvailable` or
+/// `UnknownTopicOrPartition` for a while, and giving up at once would start the reader at an
+/// unresolved end that may fall after the first records published.
+fn end_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    config: &KafkaConfig,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    let deadline = std::time::Instant::now() + config.request_timeout;
+    loop {
+        let ends = (0..config.partitions as i32)
+            .map(|p| consumer.fetch_watermarks(topic, p, config.request_timeout).map(|(_, high)| (p, high)))
+            .collect::<Result<Vec<_>, KafkaError>>();
+        match ends {
+            Err(e) if std::time::Instant::now() < deadline => {
+                debug!(error = %e, "end offsets not readable yet; asking again");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs a blocking call without stalling other tasks of a multi-threaded runtime.
