@@ -39,12 +39,14 @@ test: deps infra lint unit-tests k8s-test js-tests browser-tests fuzz-smoke
 deps:
 	@deploy/install-deps.sh
 
-# PostgreSQL on 127.0.0.1:5432 (installed and started when none answers) and Apache Kafka's jars
-# (deploy/kafka.sh, from Maven Central into ~/.cache/tandem). The Rust tests share one broker, which
-# `unit-tests` starts for their run; tests that kill the broker start their own.
+# PostgreSQL on 127.0.0.1:5432 (installed and started when none answers), Apache Kafka's jars
+# (deploy/kafka.sh, from Maven Central into ~/.cache/tandem) and Jaeger, the OTLP receiver of the
+# tracing test (deploy/jaeger.sh, built once from the Go module proxy). The Rust tests share one
+# broker, which `unit-tests` starts for their run; tests that kill the broker start their own.
 infra:
 	@deploy/postgres.sh
 	@deploy/kafka.sh install >/dev/null
+	@deploy/jaeger.sh install >/dev/null
 
 lint:
 	$(CARGO) fmt --all -- --check

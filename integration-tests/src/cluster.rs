@@ -99,6 +99,7 @@ pub struct ClusterBuilder {
     own_broker: bool,
     extra_args: Vec<String>,
     gateway_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl ClusterBuilder {
@@ -112,6 +113,12 @@ impl ClusterBuilder {
     /// A flag given to every sequencer and gateway, e.g. `--kafka-group-protocol consumer`.
     pub fn service_arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
+        self
+    }
+
+    /// An environment variable of every sequencer and gateway, e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn service_env(mut self, name: &str, value: &str) -> Self {
+        self.extra_env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -219,6 +226,7 @@ impl Cluster {
             own_broker: false,
             extra_args: Vec::new(),
             gateway_args: Vec::new(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -287,6 +295,13 @@ impl Cluster {
         ("TANDEM_SERVICE_TOKEN".into(), self.config.service_token.clone().unwrap_or_default())
     }
 
+    /// The environment of every service: the service token and the builder's variables.
+    fn service_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![self.service_token_env()];
+        env.extend(self.config.extra_env.iter().cloned());
+        env
+    }
+
     fn start_sequencer(&self, i: usize, http: &str) -> ServiceProcess {
         let mut args = vec!["--grpc-listen".to_owned(), format!("127.0.0.1:{}", free_port())];
         args.extend(["--metrics-listen".to_owned(), http.to_owned()]);
@@ -294,7 +309,7 @@ impl Cluster {
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-sequencer", "TANDEM_SEQUENCER_BIN"),
             args,
-            env: vec![("TANDEM_LOG".into(), "info".into()), self.service_token_env()],
+            env: [vec![("TANDEM_LOG".into(), "info".into())], self.service_env()].concat(),
             ready_marker: "grpc listening on ".into(),
             log: Some(self.logs.path().join(format!("sequencer-{i}.log"))),
         })
@@ -314,7 +329,7 @@ impl Cluster {
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-gateway", "TANDEM_GATEWAY_BIN"),
             args,
-            env: vec![self.service_token_env()],
+            env: self.service_env(),
             ready_marker: "listening on http://".into(),
             log: Some(self.logs.path().join(format!("gateway-{i}.log"))),
         })

@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod auth;
 pub mod cluster;
+pub mod jaeger;
 pub mod kafka;
 pub mod postgres;
 pub mod process;
@@ -50,7 +51,25 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     tcp.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    let chunked = head.lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    Some((status, if chunked { unchunk(body)? } else { body.to_owned() }))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn unchunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// How long a test waits for one expected frame before failing.

@@ -5,6 +5,9 @@
 //! memory). Records go through a broadcast channel: a subscriber that falls behind loses the oldest
 //! records and is told so ([`Delivery::Lagged`]), just as a Kafka reader can miss records, and repairs
 //! the gap from the event store.
+//!
+//! Trace context travels with each op and record as it would in Kafka's headers (docs/TRACING.md),
+//! so the single process's traces have the same spans as the cluster's.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -16,8 +19,14 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     partition_of, BusError, Delivery, EventPublisher, EventStream, EventSubscriber, OpConsumer, OpSubmitter,
-    PartitionId, SubmissionRecord,
+    PartitionId, Published, SubmissionRecord,
 };
+
+/// An op in a partition queue: its offset, the op, and the submitter's trace context.
+type QueuedOp = (i64, Submission, Option<String>);
+
+/// A record in the broadcast channel, with the trace context it was published with.
+type BroadcastRecord = (Arc<SequencedRecord>, Option<Arc<str>>);
 
 /// Sizes of the in-process bus.
 #[derive(Debug, Clone)]
@@ -67,7 +76,7 @@ pub fn in_process(
 /// Hands ops to the partition queues.
 #[derive(Clone)]
 pub struct InProcessSubmitter {
-    senders: Arc<Vec<mpsc::Sender<(i64, Submission)>>>,
+    senders: Arc<Vec<mpsc::Sender<QueuedOp>>>,
     /// Next offset per partition, assigned at submission like a broker would.
     offsets: Arc<Vec<AtomicI64>>,
     timeout: Duration,
@@ -90,7 +99,8 @@ impl OpSubmitter for InProcessSubmitter {
         };
         // Taking the offset while holding the permit keeps offsets in queue order.
         let offset = self.offsets[partition].fetch_add(1, Ordering::Relaxed);
-        permit.send((offset, submission));
+        // The caller's span (the gateway's `submit`), like the Kafka submitter's record header.
+        permit.send((offset, submission, tandem_telemetry::propagation::current_traceparent()));
         Ok(())
     }
 }
@@ -98,7 +108,7 @@ impl OpSubmitter for InProcessSubmitter {
 /// Reads one partition's queue.
 pub struct InProcessConsumer {
     partition: PartitionId,
-    rx: mpsc::Receiver<(i64, Submission)>,
+    rx: mpsc::Receiver<QueuedOp>,
 }
 
 #[async_trait]
@@ -115,7 +125,12 @@ impl OpConsumer for InProcessConsumer {
         let partition = self.partition;
         Ok(buffer
             .into_iter()
-            .map(|(offset, submission)| SubmissionRecord { partition, offset, submission })
+            .map(|(offset, submission, traceparent)| SubmissionRecord {
+                partition,
+                offset,
+                submission,
+                traceparent,
+            })
             .collect())
     }
 
@@ -130,15 +145,15 @@ impl OpConsumer for InProcessConsumer {
 /// Publishes records to every subscriber.
 #[derive(Clone)]
 pub struct InProcessPublisher {
-    records: broadcast::Sender<Arc<SequencedRecord>>,
+    records: broadcast::Sender<BroadcastRecord>,
 }
 
 #[async_trait]
 impl EventPublisher for InProcessPublisher {
-    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError> {
-        for record in records {
+    async fn publish(&self, records: Vec<Published>) -> Result<(), BusError> {
+        for Published { record, traceparent } in records {
             // No subscriber is not an error: nobody is watching, and the store has everything.
-            let _ = self.records.send(Arc::new(record));
+            let _ = self.records.send((Arc::new(record), traceparent.map(Arc::from)));
         }
         Ok(())
     }
@@ -147,7 +162,7 @@ impl EventPublisher for InProcessPublisher {
 /// Opens readers of the record stream.
 #[derive(Clone)]
 pub struct InProcessSubscriber {
-    records: broadcast::Sender<Arc<SequencedRecord>>,
+    records: broadcast::Sender<BroadcastRecord>,
 }
 
 impl EventSubscriber for InProcessSubscriber {
@@ -157,14 +172,14 @@ impl EventSubscriber for InProcessSubscriber {
 }
 
 struct InProcessStream {
-    rx: broadcast::Receiver<Arc<SequencedRecord>>,
+    rx: broadcast::Receiver<BroadcastRecord>,
 }
 
 #[async_trait]
 impl EventStream for InProcessStream {
     async fn next(&mut self) -> Option<Delivery> {
         match self.rx.recv().await {
-            Ok(record) => Some(Delivery::Record(record)),
+            Ok((record, traceparent)) => Some(Delivery::Record { record, traceparent }),
             Err(broadcast::error::RecvError::Lagged(n)) => Some(Delivery::Lagged(n)),
             Err(broadcast::error::RecvError::Closed) => None,
         }
@@ -223,9 +238,9 @@ mod tests {
             seq,
             version: seq,
         };
-        publisher.publish((1..=5).map(record).collect()).await.unwrap();
+        publisher.publish((1..=5).map(|seq| record(seq).into()).collect()).await.unwrap();
         assert!(matches!(stream.next().await, Some(Delivery::Lagged(3))));
-        assert!(matches!(stream.next().await, Some(Delivery::Record(r)) if *r == record(4)));
+        assert!(matches!(stream.next().await, Some(Delivery::Record { record: r, .. }) if *r == record(4)));
     }
 
     #[test]

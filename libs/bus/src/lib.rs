@@ -62,6 +62,9 @@ pub struct SubmissionRecord {
     /// Position in the partition; the sequencer stores `offset + 1` with the batch it commits.
     pub offset: i64,
     pub submission: Submission,
+    /// The W3C `traceparent` the op travelled with (the ingress's `ingress append` span), when its
+    /// trace is on: the partition owner's spans for the op are its children (docs/TRACING.md).
+    pub traceparent: Option<String>,
 }
 
 /// The reading side of one partition of the op log, owned by one sequencer task.
@@ -79,18 +82,38 @@ pub trait OpConsumer: Send + 'static {
     async fn seek(&mut self, next_offset: i64) -> Result<(), BusError>;
 }
 
+/// A record on its way to the record stream, with the trace context it goes out with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub record: SequencedRecord,
+    /// The W3C `traceparent` of the owner's `publish` span for the op this record answers, when
+    /// that op's trace is sampled; gateways make their `deliver` span its child.
+    pub traceparent: Option<String>,
+}
+
+impl From<SequencedRecord> for Published {
+    /// An untraced record.
+    fn from(record: SequencedRecord) -> Self {
+        Self { record, traceparent: None }
+    }
+}
+
 /// The sequencer's side of the record stream.
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
     /// Publishes committed records, in order. Called only after they are committed to the store.
-    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError>;
+    async fn publish(&self, records: Vec<Published>) -> Result<(), BusError>;
 }
 
 /// What a gateway reads from the record stream.
 #[derive(Debug, Clone)]
 pub enum Delivery {
     /// The next record. Shared: one record fans out to many subscribers without copies.
-    Record(Arc<SequencedRecord>),
+    Record {
+        record: Arc<SequencedRecord>,
+        /// The trace context it was published with (see [`Published::traceparent`]).
+        traceparent: Option<Arc<str>>,
+    },
     /// This reader fell behind and records were dropped; any document may have a gap to repair.
     Lagged(u64),
 }

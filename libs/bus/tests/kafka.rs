@@ -16,7 +16,7 @@ use tandem_bus::kafka::{
     KafkaOpLog, KafkaOpSubmitter, KafkaPartitionConsumer,
 };
 use tandem_bus::{
-    partition_of, BusError, Delivery, EventPublisher, EventSubscriber, OpConsumer, OpSubmitter,
+    partition_of, BusError, Delivery, EventPublisher, EventSubscriber, OpConsumer, OpSubmitter, Published,
 };
 use tandem_integration_tests::kafka::{Broker, Namespace};
 use tandem_ot::Operation;
@@ -233,13 +233,20 @@ async fn published_records_reach_every_subscriber_in_order_from_subscribe_time()
     ensure_topics(&config).await.unwrap();
     let publisher = KafkaEventPublisher::new(&config).unwrap();
     // Published before anyone subscribed, in one batch: not part of any stream.
-    publisher.publish((1..=5).map(|version| record("old", version)).collect()).await.unwrap();
+    publisher.publish((1..=5).map(|version| record("old", version).into()).collect()).await.unwrap();
 
     let subscriber = KafkaEventSubscriber::new(&config);
     let mut first = subscriber.subscribe();
     let mut second = subscriber.subscribe();
     let docs = ["doc-a", "doc-b", "doc-c"];
-    let batch: Vec<SequencedRecord> = (1..=30).flat_map(|v| docs.iter().map(move |d| record(d, v))).collect();
+    // Version 7 of doc-b goes out with a trace context, which its readers get with it.
+    let batch: Vec<Published> = (1..=30)
+        .flat_map(|v| docs.iter().map(move |d| record(d, v)))
+        .map(|record| {
+            let traced = matches!(&record, SequencedRecord::Reacknowledged { doc, version: 7, .. } if doc.as_str() == "doc-b");
+            Published { record, traceparent: traced.then(|| TRACE.to_owned()) }
+        })
+        .collect();
     publisher.publish(batch).await.unwrap();
 
     for stream in [&mut first, &mut second] {
@@ -249,10 +256,14 @@ async fn published_records_reach_every_subscriber_in_order_from_subscribe_time()
                 .await
                 .expect("records arrive")
                 .expect("stream open");
-            let Delivery::Record(record) = delivery else { panic!("unexpected {delivery:?}") };
+            let Delivery::Record { record, traceparent } = delivery else {
+                panic!("unexpected {delivery:?}")
+            };
             let SequencedRecord::Reacknowledged { doc, version, .. } = record.as_ref() else {
                 panic!("unexpected {record:?}")
             };
+            let traced = doc.as_str() == "doc-b" && *version == 7;
+            assert_eq!(traceparent.as_deref(), traced.then_some(TRACE), "trace context of {doc} v{version}");
             versions.entry(doc.as_str().to_owned()).or_default().push(*version);
         }
         assert!(!versions.contains_key("old"), "a record published before subscribe was delivered");
@@ -304,7 +315,7 @@ async fn unknown_and_undecodable_event_records_are_skipped_without_a_lag() {
     let subscriber = KafkaEventSubscriber::new(&config);
     let mut stream = subscriber.subscribe();
 
-    publisher.publish(vec![record("doc-u", 1)]).await.unwrap();
+    publisher.publish(vec![record("doc-u", 1).into()]).await.unwrap();
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", &config.brokers).create().unwrap();
     // Field 15 (varint 1): a `SequencedRecord` whose oneof case this build does not know.
@@ -319,7 +330,7 @@ async fn unknown_and_undecodable_event_records_are_skipped_without_a_lag() {
             .await
             .unwrap();
     }
-    publisher.publish(vec![record("doc-u", 2)]).await.unwrap();
+    publisher.publish(vec![record("doc-u", 2).into()]).await.unwrap();
 
     for version in 1..=2 {
         let delivery = tokio::time::timeout(Duration::from_secs(10), stream.next())
@@ -327,7 +338,7 @@ async fn unknown_and_undecodable_event_records_are_skipped_without_a_lag() {
             .expect("records arrive")
             .expect("stream open");
         match delivery {
-            Delivery::Record(r) => assert!(
+            Delivery::Record { record: r, .. } => assert!(
                 matches!(r.as_ref(), SequencedRecord::Reacknowledged { version: v, .. } if *v == version),
                 "expected version {version}, got {r:?}"
             ),
@@ -347,7 +358,7 @@ async fn published_records_decode_as_protobuf_sequenced_records() {
     let c = ClientId::parse("c-1").unwrap();
     let mut op = Operation::new();
     op.retain(5).insert("héllo 😀").delete(1);
-    let records = vec![
+    let records = [
         SequencedRecord::Committed(CommittedEvent {
             doc: d.clone(),
             version: 2,
@@ -365,7 +376,8 @@ async fn published_records_decode_as_protobuf_sequenced_records() {
             at_version: 2,
         }),
     ];
-    KafkaEventPublisher::new(&config).unwrap().publish(records).await.unwrap();
+    let published = records.iter().cloned().map(Published::from).collect();
+    KafkaEventPublisher::new(&config).unwrap().publish(published).await.unwrap();
 
     let partition = partition_of(&d, PARTITIONS);
     let messages = raw_records(&config.brokers, &config.events_topic, partition, 3).await;
@@ -590,9 +602,11 @@ async fn latency_is_measured() {
     let mut publish_to_receive = Vec::new();
     for version in 1..=N {
         let sent = Instant::now();
-        publisher.publish(vec![record("doc-a", version)]).await.unwrap();
+        publisher.publish(vec![record("doc-a", version).into()]).await.unwrap();
         let delivery = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap();
-        assert!(matches!(delivery, Delivery::Record(ref r) if *r.as_ref() == record("doc-a", version)));
+        assert!(
+            matches!(delivery, Delivery::Record { record: ref r, .. } if *r.as_ref() == record("doc-a", version))
+        );
         publish_to_receive.push(sent.elapsed());
     }
 

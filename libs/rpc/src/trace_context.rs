@@ -7,15 +7,10 @@
 
 use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 
-pub use tandem_telemetry::propagation::{current_traceparent, extract, inject_current, Context, TRACEPARENT};
-use tandem_telemetry::propagation::{Extractor, Injector, OpenTelemetrySpanExt};
-
-/// The `traceparent` of `span` (for tests and logs: the wire carries [`current_traceparent`]).
-pub fn current_traceparent_of(span: &tracing::Span) -> Option<String> {
-    let mut map = std::collections::HashMap::new();
-    tandem_telemetry::propagation::inject_context(&span.context(), &mut map);
-    map.remove(TRACEPARENT)
-}
+pub use tandem_telemetry::propagation::{
+    current_traceparent, extract, inject_current, traceparent_of, Context, TRACEPARENT,
+};
+use tandem_telemetry::propagation::{Extractor, Injector};
 
 /// Writes trace context into gRPC metadata; a pair that is not valid ASCII metadata is dropped.
 pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);

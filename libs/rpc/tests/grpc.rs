@@ -368,7 +368,7 @@ async fn trace_context_travels_with_each_op() {
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let span = tracing::info_span!("submit");
     set_remote_parent(&span, from_traceparent(caller));
-    let submit_span = trace_context::current_traceparent_of(&span).expect("the span has a context");
+    let submit_span = trace_context::traceparent_of(&span).expect("the span has a context");
     submitter.submit(submission("doc-a", "c1", 2, "b")).instrument(span).await.expect("accepted");
     until_accepted(&submitter, submission("doc-a", "c1", 3, "c")).await;
     let seen = recorder.0.lock().expect("not poisoned").clone();

@@ -24,6 +24,17 @@ use tracing_subscriber::Layer;
 /// (or `RUST_LOG`), `info` by default. Stdout stays free for what a service prints on purpose.
 /// When the `OTEL_*` variables ask for it ([`otel`]), spans are exported over OTLP as well.
 pub fn init() {
+    install(None);
+}
+
+/// [`init`] for a service that names its process (`--instance`): the name is the traces'
+/// `service.instance.id` (unless `OTEL_RESOURCE_ATTRIBUTES` sets one), so the spans of two
+/// gateways are told apart.
+pub fn init_instance(instance: &str) {
+    install(Some(instance));
+}
+
+fn install(instance: Option<&str>) {
     let filter = std::env::var("TANDEM_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .map(EnvFilter::new)
@@ -33,7 +44,8 @@ pub fn init() {
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     // Each layer has its own filter: a quiet log (`TANDEM_LOG=warn`) must not drop the info-level
     // spans that make up an op's trace.
-    let spans = otel::layer().map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let spans =
+        otel::layer(instance).map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
     let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(spans).try_init();
 }
 

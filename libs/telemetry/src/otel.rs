@@ -36,7 +36,7 @@ pub fn enabled(var: impl Fn(&str) -> Option<String>) -> bool {
 /// The layer that turns `tracing` spans into exported OpenTelemetry spans, or `None` when the
 /// environment leaves tracing off or the exporter cannot be built (logged on stderr: the service
 /// runs on without traces rather than refusing to start over them).
-pub fn layer<S>() -> Option<impl Layer<S>>
+pub fn layer<S>(instance: Option<&str>) -> Option<impl Layer<S>>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -62,6 +62,11 @@ where
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(default_service_name());
+    }
+    let attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    if let Some(instance) = instance.filter(|_| !attributes.contains("service.instance.id=")) {
+        resource =
+            resource.with_attribute(opentelemetry::KeyValue::new("service.instance.id", instance.to_owned()));
     }
     // The default config reads OTEL_TRACES_SAMPLER(_ARG); the batch processor exports off the
     // request path, from its own thread.

@@ -47,6 +47,24 @@ pub fn from_traceparent(traceparent: &str) -> Context {
     extract(&HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]))
 }
 
+/// The `traceparent` of `span` (none when it has no OpenTelemetry context).
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let mut map = HashMap::new();
+    inject_context(&span.context(), &mut map);
+    map.remove(TRACEPARENT)
+}
+
+/// The context of `traceparent` when it is valid and its sampled flag is set; `None` otherwise.
+///
+/// Work done for many ops at once (the partition owner's batches, a gateway's fan-out) opens spans
+/// only for the ops whose trace is sampled: an op outside the sample costs no span there at all.
+pub fn sampled(traceparent: &str) -> Option<Context> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = from_traceparent(traceparent);
+    let span_context = cx.span().span_context().clone();
+    (span_context.is_valid() && span_context.is_sampled()).then_some(cx)
+}
+
 /// Makes `cx` the parent of `span` when it holds a valid remote span; otherwise `span` keeps the
 /// parent it has (a new root when it has none).
 pub fn set_remote_parent(span: &tracing::Span, cx: Context) {
@@ -70,5 +88,13 @@ mod tests {
         let mut empty = HashMap::new();
         inject_context(&from_traceparent("00-zz-01"), &mut empty);
         assert!(empty.is_empty(), "{empty:?}");
+    }
+
+    #[test]
+    fn only_valid_sampled_contexts_are_sampled() {
+        assert!(sampled(GOOD).is_some());
+        assert!(sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").is_none(), "not sampled");
+        assert!(sampled("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none(), "invalid id");
+        assert!(sampled("garbage").is_none());
     }
 }

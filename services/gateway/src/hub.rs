@@ -20,8 +20,9 @@ use tandem_protocol::ws::ServerMessage;
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError};
 use tandem_store::{EventStore, StoreError};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Span};
 
+use crate::delivery_trace;
 use crate::outbound::Outbound;
 use crate::pending::PendingOps;
 use crate::GatewayConfig;
@@ -41,7 +42,8 @@ enum Command {
     Unsubscribe {
         conn: ConnId,
     },
-    Record(Arc<SequencedRecord>),
+    /// A record from the stream, with the trace context it was published with.
+    Record(Arc<SequencedRecord>, Option<Arc<str>>),
     /// An op of a subscriber is being handed to the sequencer: wait for its record.
     Track(Submission),
     /// Handing it over failed and the client was told to resend it: stop waiting.
@@ -133,11 +135,13 @@ impl Hubs {
 
     /// Routes one record from the stream to its document's task, if the document is open here.
     /// Never waits: a full task queue sheds the record and flags the task to repair from the store.
-    pub fn dispatch(&self, record: Arc<SequencedRecord>) {
+    pub fn dispatch(&self, record: Arc<SequencedRecord>, traceparent: Option<Arc<str>>) {
         let docs = self.docs.lock().expect("hub registry lock");
         let Some(handle) = docs.get(record.doc()) else { return };
-        if let Err(mpsc::error::TrySendError::Full(command)) = handle.tx.try_send(Command::Record(record)) {
-            if matches!(&command, Command::Record(r) if matches!(**r, SequencedRecord::Rejected(_))) {
+        if let Err(mpsc::error::TrySendError::Full(command)) =
+            handle.tx.try_send(Command::Record(record, traceparent))
+        {
+            if matches!(&command, Command::Record(r, _) if matches!(**r, SequencedRecord::Rejected(_))) {
                 // A rejection cannot be repaired from the store's events: deliver it late, not never.
                 let tx = handle.tx.clone();
                 tokio::spawn(async move {
@@ -270,8 +274,8 @@ impl DocTask {
             Command::Unsubscribe { conn } => {
                 self.subscribers.remove(&conn);
             }
-            Command::Record(record) => {
-                if let Err(e) = self.on_record(&record).await {
+            Command::Record(record, traceparent) => {
+                if let Err(e) = self.on_record(&record, traceparent.as_deref()).await {
                     warn!(doc = %self.doc, error = %e, "cannot deliver record; will repair from the store");
                     self.lagged.store(true, Ordering::Release);
                 }
@@ -354,7 +358,14 @@ impl DocTask {
         Ok(())
     }
 
-    async fn on_record(&mut self, record: &SequencedRecord) -> Result<(), StoreError> {
+    async fn on_record(
+        &mut self,
+        record: &SequencedRecord,
+        traceparent: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if !well_formed(record) {
+            return Ok(());
+        }
         if self.loaded.is_none() {
             // Nobody has opened the document yet; the first subscription loads it from the store.
             return Ok(());
@@ -369,7 +380,9 @@ impl DocTask {
                 self.catch_up_with_store(Some(event.version - 1)).await?;
                 let current = self.loaded.as_ref().map_or(0, |l| l.version);
                 if event.version == current + 1 {
-                    self.deliver(event)?;
+                    let span = delivery_trace::deliver_span(event, traceparent, self.subscribers.len());
+                    let _in_span = span.as_ref().map(Span::enter);
+                    self.deliver(event, span.as_ref())?;
                 }
             }
             SequencedRecord::Reacknowledged { version, .. } => {
@@ -408,15 +421,16 @@ impl DocTask {
             let Some(last) = events.last() else { break };
             after = last.version;
             for event in &events {
-                self.deliver(event)?;
+                self.deliver(event, None)?;
             }
         }
         Ok(())
     }
 
     /// Applies the next version and sends it to every subscriber: `ack` to its author, one shared
-    /// `op` frame to everyone else.
-    fn deliver(&mut self, event: &CommittedEvent) -> Result<(), StoreError> {
+    /// `op` frame to everyone else. `trace`: the `deliver` span of a traced op, under which the
+    /// author's `ack` is traced.
+    fn deliver(&mut self, event: &CommittedEvent, trace: Option<&Span>) -> Result<(), StoreError> {
         let loaded = self.loaded.as_mut().expect("delivery happens only on a loaded document");
         if event.version != loaded.version + 1 {
             return Err(StoreError::Corrupt(format!(
@@ -431,13 +445,13 @@ impl DocTask {
         self.pending.resolve(&event.client, event.seq);
         let mut shared_op: Option<Utf8Bytes> = None;
         self.subscribers.retain(|_, sub| {
-            let frame = if sub.client == event.client {
-                frame(&ack(event))
-            } else {
-                shared_op.get_or_insert_with(|| frame(&op(event))).clone()
-            };
             // A full queue marks the connection overloaded; it is closed and catches up by version.
-            sub.outbound.push(frame).is_ok()
+            if sub.client == event.client {
+                let _ack = trace.map(|deliver| delivery_trace::ack_span(deliver, event).entered());
+                sub.outbound.push(frame(&ack(event))).is_ok()
+            } else {
+                sub.outbound.push(shared_op.get_or_insert_with(|| frame(&op(event))).clone()).is_ok()
+            }
         });
         Ok(())
     }
@@ -453,6 +467,24 @@ impl DocTask {
         let frame = frame(&message);
         self.subscribers
             .retain(|_, sub| sub.client != rejection.client || sub.outbound.push(frame.clone()).is_ok());
+    }
+}
+
+/// Whether a record from the stream can be used; one that cannot is logged, counted like any
+/// record the gateway cannot read (`tandem_bus_events_skipped_total`) and skipped. Versions count
+/// from 1, so a committed version 0 is no version at all (a producer's bug or a damaged record): its
+/// "previous version" does not exist, and nothing of it (not even its client and seq) is trusted.
+/// Its op stays tracked, so if it was committed its resubmission is re-acknowledged with the real
+/// version, which is then read from the store.
+fn well_formed(record: &SequencedRecord) -> bool {
+    match record {
+        SequencedRecord::Committed(event) if event.version == 0 => {
+            metrics::counter!("tandem_bus_events_skipped_total").increment(1);
+            let (doc, client, seq) = (&event.doc, &event.client, event.seq);
+            warn!(%doc, %client, seq, "skipped a committed record with version 0");
+            false
+        }
+        _ => true,
     }
 }
 
@@ -495,4 +527,58 @@ fn overloaded(doc: &DocId) -> ProtocolError {
         "the connection's outbound queue is full (see the server's outbound queue limits); reconnect and open with since",
     )
         .with_doc(doc.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tandem_bus::in_process::{in_process, InProcessConfig};
+    use tandem_ot::Operation;
+    use tandem_store::embedded::{SqliteOptions, SqliteStore};
+
+    use super::*;
+    use crate::outbound::Inbound;
+
+    fn committed(doc: &DocId, version: u64, text: &str) -> Arc<SequencedRecord> {
+        let mut op = Operation::new();
+        op.insert(text);
+        let client = ClientId::parse("writer").expect("valid client id");
+        Arc::new(SequencedRecord::Committed(CommittedEvent {
+            doc: doc.clone(),
+            version,
+            client,
+            seq: version,
+            op,
+        }))
+    }
+
+    /// The next frame queued for the connection; `None` once nothing can queue one any more.
+    async fn next_frame(inbound: &mut Inbound) -> Option<String> {
+        let frame = tokio::time::timeout(Duration::from_secs(5), inbound.frames.recv()).await;
+        frame.expect("a frame within 5 s").map(|f| f.to_string())
+    }
+
+    /// A committed record with version 0 (none exists: versions count from 1) is skipped; the
+    /// document's task lives on and delivers the next record.
+    #[tokio::test]
+    async fn a_committed_record_with_version_0_is_skipped() {
+        let data = tempfile::tempdir().expect("a temporary folder");
+        let store = SqliteStore::open(data.path(), SqliteOptions { synchronous_full: false }).expect("store");
+        let (submitter, _consumers, _, _) = in_process(&InProcessConfig::default());
+        let hubs = Hubs::new(Arc::new(store), Arc::new(submitter), GatewayConfig::default());
+        let doc = DocId::parse("d").expect("valid doc id");
+        let (outbound, mut inbound) = Outbound::new(16, 1 << 20);
+        let reader = ClientId::parse("reader").expect("valid client id");
+        hubs.subscribe(&doc, 1, reader, outbound, None).await.expect("subscribed");
+        let snapshot = next_frame(&mut inbound).await.expect("the snapshot");
+        assert!(snapshot.contains(r#""type":"snapshot""#), "{snapshot}");
+
+        hubs.dispatch(committed(&doc, 0, "bogus"), None);
+        hubs.dispatch(committed(&doc, 1, "real"), None);
+        let frame =
+            next_frame(&mut inbound).await.expect("the document task survived the record with version 0");
+        assert!(frame.contains(r#""type":"op""#) && frame.contains(r#""version":1"#), "{frame}");
+        assert!(!frame.contains("bogus"), "{frame}");
+    }
 }

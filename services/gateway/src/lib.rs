@@ -31,6 +31,7 @@ mod admission;
 pub mod cli;
 mod config;
 mod connection;
+mod delivery_trace;
 mod demo;
 mod drain;
 mod error_counts;

@@ -49,7 +49,7 @@ struct Config {
 
 fn main() -> ExitCode {
     let config: Config = tandem_telemetry::service::parse_or_exit();
-    tandem_telemetry::init();
+    tandem_telemetry::init_instance(&config.instance);
     tandem_telemetry::service::run_service(run(config))
 }
 

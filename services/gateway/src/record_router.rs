@@ -79,7 +79,7 @@ async fn route(stream: &mut dyn EventStream, hubs: &Hubs, shutdown: &Cancellatio
             delivery = stream.next() => delivery,
         };
         match delivery {
-            Some(Delivery::Record(record)) => hubs.dispatch(record),
+            Some(Delivery::Record { record, traceparent }) => hubs.dispatch(record, traceparent),
             Some(Delivery::Lagged(missed)) => {
                 warn!(missed, "record stream lagged; repairing open documents from the store");
                 hubs.mark_all_lagged();

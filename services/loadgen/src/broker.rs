@@ -128,7 +128,7 @@ pub async fn run(config: &BrokerConfig) -> anyhow::Result<BrokerReport> {
     let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<(u64, Instant)>();
     let reader = tokio::spawn(async move {
         while let Some(delivery) = stream.next().await {
-            if let Delivery::Record(record) = delivery {
+            if let Delivery::Record { record, .. } = delivery {
                 if let SequencedRecord::Committed(event) = &*record {
                     if arrived_tx.send((event.version, Instant::now())).is_err() {
                         return;
@@ -176,7 +176,7 @@ pub async fn run(config: &BrokerConfig) -> anyhow::Result<BrokerReport> {
         });
         let start = Instant::now();
         sent.insert(version, start);
-        publisher.publish(vec![record]).await.with_context(|| format!("publish record {version}"))?;
+        publisher.publish(vec![record.into()]).await.with_context(|| format!("publish record {version}"))?;
         record_between(&mut publish[step_of(version)], start, Instant::now());
         while let Ok(arrival) = arrived.try_recv() {
             take_arrival(&mut sent, arrival);

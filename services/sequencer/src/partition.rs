@@ -11,15 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_bus::{BusError, EventPublisher, OpConsumer, PartitionId, SubmissionRecord};
+use tandem_bus::{BusError, EventPublisher, OpConsumer, PartitionId, Published, SubmissionRecord};
 use tandem_protocol::records::{SequencedRecord, Submission};
 use tandem_protocol::DocId;
 use tandem_store::{CommitBatch, EventStore, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::document::{Decision, DocumentState, Fetched, Limits, LoadError};
+use crate::op_trace::{self, CommitSpans, Outgoing};
 
 /// How a partition owner batches, caches and snapshots.
 #[derive(Debug, Clone)]
@@ -167,7 +168,7 @@ const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(2);
 /// next owner republishes from there.
 async fn publish_in_order(
     partition: PartitionId,
-    mut committed: mpsc::Receiver<(u64, Vec<SequencedRecord>)>,
+    mut committed: mpsc::Receiver<(u64, Vec<Outgoing>)>,
     publisher: Arc<dyn EventPublisher>,
     published: Arc<AtomicU64>,
     budget: usize,
@@ -180,6 +181,8 @@ async fn publish_in_order(
             through = commit;
             records.extend(more);
         }
+        // Traced ops' `publish` spans last until their records are out, retries included.
+        let (records, _spans) = op_trace::publish_spans(records);
         if !publish_until_done(partition, &*publisher, records, through, &stopping).await {
             return;
         }
@@ -193,7 +196,7 @@ async fn publish_in_order(
 async fn publish_until_done(
     partition: PartitionId,
     publisher: &dyn EventPublisher,
-    records: Vec<SequencedRecord>,
+    records: Vec<Published>,
     through: u64,
     stopping: &CancellationToken,
 ) -> bool {
@@ -241,7 +244,7 @@ impl PartitionOwner {
     async fn run(
         &mut self,
         consumer: &mut impl OpConsumer,
-        to_publisher: &mpsc::Sender<(u64, Vec<SequencedRecord>)>,
+        to_publisher: &mpsc::Sender<(u64, Vec<Outgoing>)>,
         shutdown: &CancellationToken,
     ) -> Result<(), PartitionError> {
         loop {
@@ -290,7 +293,8 @@ impl PartitionOwner {
             let (partition, after) = (self.partition, self.published());
             let page = retry(partition, || self.store.unpublished(partition, after, REPUBLISH_PAGE)).await?;
             let Some(last) = page.last().map(|c| c.commit) else { return Ok(()) };
-            let records: Vec<SequencedRecord> = page.into_iter().flat_map(|c| c.records).collect();
+            let records: Vec<Published> =
+                page.into_iter().flat_map(|c| c.records).map(Published::from).collect();
             info!(partition, records = records.len(), through = last, "republishing");
             metrics::counter!("tandem_sequencer_republished_total").increment(records.len() as u64);
             publisher.publish(records).await?;
@@ -310,7 +314,7 @@ impl PartitionOwner {
     async fn process(
         &mut self,
         batch: Vec<SubmissionRecord>,
-    ) -> Result<(u64, Vec<SequencedRecord>), PartitionError> {
+    ) -> Result<(u64, Vec<Outgoing>), PartitionError> {
         self.tick += 1;
         let mut commit = CommitBatch {
             partition: self.partition,
@@ -322,9 +326,20 @@ impl PartitionOwner {
         };
         let mut records = Vec::with_capacity(batch.len());
         let (mut duplicates, mut rejected) = (0u64, 0u64);
+        // The batch's ops whose traces are sampled: their index among `records`, and their
+        // `decide` span's context (see crate::op_trace).
+        let mut traced = Vec::new();
         for record in &batch {
             let sub = &record.submission;
-            match self.decide(sub).await? {
+            let decision = match op_trace::decide_span(record) {
+                Some(span) => {
+                    let decision = self.decide(sub).instrument(span.clone()).await?;
+                    traced.push((records.len(), op_trace::close_decide(span, &decision)));
+                    decision
+                }
+                None => self.decide(sub).await?,
+            };
+            match decision {
                 Decision::Commit(event) => {
                     commit.events.push(event.clone());
                     records.push(SequencedRecord::Committed(event));
@@ -352,7 +367,9 @@ impl PartitionOwner {
             }
         }
         let started = std::time::Instant::now();
+        let commit_spans = CommitSpans::open(traced, &records);
         let number = self.commit(&commit).await?;
+        let records = commit_spans.close(records);
         metrics::histogram!("tandem_sequencer_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("tandem_sequencer_batch_ops").record(batch.len() as f64);
         metrics::counter!("tandem_sequencer_ops_total", "outcome" => "committed")

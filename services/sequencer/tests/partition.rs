@@ -52,7 +52,9 @@ async fn published_records_are_committed_and_snapshots_bound_loading() {
         submitter.submit(append(&doc, seq)).await.unwrap();
     }
     for expected in 1..=25u64 {
-        let Some(Delivery::Record(record)) = records.next().await else { panic!("record stream ended") };
+        let Some(Delivery::Record { record, .. }) = records.next().await else {
+            panic!("record stream ended")
+        };
         let SequencedRecord::Committed(event) = &*record else { panic!("unexpected {record:?}") };
         assert_eq!(event.version, expected);
         // Published only after the commit: the store already has it.
@@ -113,7 +115,7 @@ struct LosingPublisher;
 
 #[async_trait::async_trait]
 impl tandem_bus::EventPublisher for LosingPublisher {
-    async fn publish(&self, _: Vec<SequencedRecord>) -> Result<(), tandem_bus::BusError> {
+    async fn publish(&self, _: Vec<tandem_bus::Published>) -> Result<(), tandem_bus::BusError> {
         Err(tandem_bus::BusError::Unavailable("the broker is gone".into()))
     }
 }
@@ -160,7 +162,7 @@ async fn the_next_owner_republishes_what_was_committed_but_not_published() {
     for expected in 1..=2u64 {
         let delivery =
             tokio::time::timeout(Duration::from_secs(5), records.next()).await.expect("republished");
-        let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
+        let Some(Delivery::Record { record, .. }) = delivery else { panic!("record stream ended") };
         let SequencedRecord::Committed(event) = &*record else { panic!("unexpected {record:?}") };
         assert_eq!(event.version, expected);
     }
@@ -198,7 +200,9 @@ async fn documents_evicted_by_the_memory_budget_are_reloaded_correctly() {
         for doc in &docs {
             submitter.submit(append(doc, seq)).await.unwrap();
             // One at a time, so each op is its own batch and the others get evicted in between.
-            let Some(Delivery::Record(record)) = records.next().await else { panic!("record stream ended") };
+            let Some(Delivery::Record { record, .. }) = records.next().await else {
+                panic!("record stream ended")
+            };
             assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == seq), "{record:?}");
         }
     }
@@ -319,7 +323,7 @@ async fn a_store_outage_during_the_claim_is_waited_out() {
     submitter.submit(append(&doc, 1)).await.unwrap();
     let delivery =
         tokio::time::timeout(Duration::from_secs(10), records.next()).await.expect("a record in time");
-    let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
+    let Some(Delivery::Record { record, .. }) = delivery else { panic!("record stream ended") };
     assert!(matches!(&*record, SequencedRecord::Committed(event) if event.version == 1), "{record:?}");
     assert_eq!(store.claims.load(Ordering::SeqCst), 0, "the failing claims were tried");
     shutdown.cancel();
@@ -389,7 +393,7 @@ impl FlakyPublisher {
 
 #[async_trait]
 impl tandem_bus::EventPublisher for FlakyPublisher {
-    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), tandem_bus::BusError> {
+    async fn publish(&self, records: Vec<tandem_bus::Published>) -> Result<(), tandem_bus::BusError> {
         if !fails(&self.passes) && fails(&self.failures) {
             return Err(tandem_bus::BusError::Unavailable("the broker hiccupped".into()));
         }
@@ -401,7 +405,7 @@ impl tandem_bus::EventPublisher for FlakyPublisher {
 async fn next_record(records: &mut Box<dyn EventStream>) -> Arc<SequencedRecord> {
     let delivery =
         tokio::time::timeout(Duration::from_secs(10), records.next()).await.expect("a record in time");
-    let Some(Delivery::Record(record)) = delivery else { panic!("record stream ended") };
+    let Some(Delivery::Record { record, .. }) = delivery else { panic!("record stream ended") };
     record
 }
 

@@ -32,7 +32,7 @@ async fn next_version(stream: &mut Box<dyn EventStream>, seen: &mut u64, within:
             .expect("a record arrives in time")
             .expect("the stream is open");
         match delivery {
-            Delivery::Record(record) => match record.as_ref() {
+            Delivery::Record { record, .. } => match record.as_ref() {
                 SequencedRecord::Committed(event) if event.version <= *seen => {
                     eprintln!("version {} again (dropped, as a gateway does)", event.version);
                 }

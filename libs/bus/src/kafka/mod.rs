@@ -11,7 +11,8 @@
 //!   Offsets are never committed to Kafka: the store is their only home, written in the same
 //!   transaction as the events they produced.
 //! - [`KafkaEventPublisher`]: the owner publishes committed records to `tandem.events`, keyed by
-//!   document id, into the partition [`partition_of`] names.
+//!   document id, into the partition [`partition_of`] names, with the `traceparent` header of a
+//!   traced op's `publish` span.
 //! - [`KafkaEventSubscriber`]: every gateway reads every partition of `tandem.events` without a
 //!   group, from the end at subscribe time; gaps become [`Delivery::Lagged`](crate::Delivery).
 //!

@@ -326,14 +326,9 @@ impl KafkaPartitionConsumer {
         }
     }
 
-    /// Reads one record into `batch`, and its trace context, if any, into `traces`. A record that
-    /// is not a valid `tandem.v1.Submission` is logged and skipped: the sequencer never sees it.
-    fn take(
-        &self,
-        message: &BorrowedMessage<'_>,
-        batch: &mut Vec<SubmissionRecord>,
-        traces: &mut Vec<(i64, String)>,
-    ) {
+    /// Reads one record, with the trace context of its headers, into `batch`. A record that is not
+    /// a valid `tandem.v1.Submission` is logged and skipped: the sequencer never sees it.
+    fn take(&self, message: &BorrowedMessage<'_>, batch: &mut Vec<SubmissionRecord>) {
         let offset = message.offset();
         let Some(payload) = message.payload() else {
             warn!(partition = self.partition, offset, "op record without a value, skipped");
@@ -341,8 +336,8 @@ impl KafkaPartitionConsumer {
         };
         match tandem_proto::decode_submission(payload) {
             Ok(submission) => {
-                batch.push(SubmissionRecord { partition: self.partition, offset, submission });
-                traces.extend(trace::traceparent(message.headers()).map(|tp| (offset, tp)));
+                let traceparent = trace::traceparent(message.headers());
+                batch.push(SubmissionRecord { partition: self.partition, offset, submission, traceparent });
             }
             Err(e) => warn!(partition = self.partition, offset, error = %e, "op record skipped"),
         }
@@ -361,14 +356,9 @@ impl OpConsumer for KafkaPartitionConsumer {
 
     /// Waits for one record, then takes whatever else is already fetched, up to `max`, without
     /// waiting. Undecodable records are skipped (and do not count as the one record).
-    ///
-    /// The trace contexts the records carry (their `traceparent` headers) are logged with the batch
-    /// at debug level: `SubmissionRecord` has no place for them, and a log line with the
-    /// partition and offsets is enough to find the owner's side of a traced request.
     async fn next_batch(&mut self, max: usize) -> Result<Vec<SubmissionRecord>, BusError> {
         let max = max.max(1);
         let mut batch = Vec::with_capacity(max.min(1024));
-        let mut traces = Vec::new();
         if self.revoked.has_changed().is_err() {
             return Err(BusError::Closed);
         }
@@ -381,7 +371,7 @@ impl OpConsumer for KafkaPartitionConsumer {
                 message = stream.next() => message,
             };
             match message {
-                Some(Ok(message)) => self.take(&message, &mut batch, &mut traces),
+                Some(Ok(message)) => self.take(&message, &mut batch),
                 // Partition-level notices (an offset reset, a fetch error): librdkafka retries on
                 // its own, so they are reported, not returned.
                 Some(Err(e)) => warn!(partition = self.partition, error = %e, "op log partition"),
@@ -390,13 +380,10 @@ impl OpConsumer for KafkaPartitionConsumer {
         }
         while batch.len() < max {
             match stream.next().now_or_never() {
-                Some(Some(Ok(message))) => self.take(&message, &mut batch, &mut traces),
+                Some(Some(Ok(message))) => self.take(&message, &mut batch),
                 Some(Some(Err(e))) => warn!(partition = self.partition, error = %e, "op log partition"),
                 Some(None) | None => break,
             }
-        }
-        if !traces.is_empty() {
-            debug!(partition = self.partition, records = batch.len(), traceparents = ?traces, "op batch");
         }
         Ok(batch)
     }

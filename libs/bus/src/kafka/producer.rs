@@ -8,12 +8,12 @@ use futures::future::try_join_all;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::ClientConfig;
-use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::records::Submission;
 use tandem_protocol::DocId;
 use tracing::error;
 
 use super::{trace, unavailable, KafkaConfig};
-use crate::{partition_of, BusError, EventPublisher, OpSubmitter};
+use crate::{partition_of, BusError, EventPublisher, OpSubmitter, Published};
 
 /// Appends submitted ops to the ops topic (the sequencer ingress). Cheap to clone: clones share one
 /// librdkafka producer, its connections and its batches.
@@ -94,7 +94,8 @@ impl EventPublisher for KafkaEventPublisher {
     /// Hands every record to librdkafka in order first, then waits for all deliveries together:
     /// one batch costs about one round trip, not one per record. On error some records may have
     /// been published; the caller republishes the batch and readers drop the duplicates by version.
-    async fn publish(&self, records: Vec<SequencedRecord>) -> Result<(), BusError> {
+    /// A record's trace context goes in its `traceparent` header.
+    async fn publish(&self, records: Vec<Published>) -> Result<(), BusError> {
         let producer = self.producer.current();
         let result = publish_all(&producer, &self.topic, self.partitions, &records).await;
         if result.is_err() {
@@ -108,14 +109,13 @@ async fn publish_all(
     producer: &FutureProducer,
     topic: &str,
     partitions: u32,
-    records: &[SequencedRecord],
+    records: &[Published],
 ) -> Result<(), BusError> {
     let mut deliveries = Vec::with_capacity(records.len());
-    for record in records {
+    for Published { record, traceparent } in records {
         let payload = tandem_proto::encode_record(record);
-        // No trace header: the owner publishes a batch of many clients' ops, which belongs to no
-        // single request's trace context.
-        deliveries.push(enqueue(producer, topic, partitions, record.doc(), &payload, None)?);
+        let headers = traceparent.as_deref().and_then(trace::headers_of_traceparent);
+        deliveries.push(enqueue(producer, topic, partitions, record.doc(), &payload, headers)?);
     }
     try_join_all(deliveries.into_iter().map(await_delivery)).await?;
     Ok(())

@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::{debug, error, warn};
 
-use super::{unavailable, KafkaConfig};
+use super::{trace, unavailable, KafkaConfig};
 use crate::{BusError, Delivery, EventStream, EventSubscriber};
 
 /// Opens readers of the events topic for a gateway.
@@ -177,7 +177,10 @@ impl EventStream for KafkaEventStream {
                 _ => 0,
             };
             let delivery = match message.payload().map(tandem_proto::decode_record) {
-                Some(Ok(record)) => Some(Delivery::Record(Arc::new(record))),
+                Some(Ok(record)) => Some(Delivery::Record {
+                    record: Arc::new(record),
+                    traceparent: trace::traceparent(message.headers()).map(Arc::from),
+                }),
                 // A record this build cannot read: a record type added by a newer sequencer (rolling
                 // upgrade), or a stray producer's bytes. Nothing in it concerns this gateway's
                 // documents in a form it could use, so it is skipped and counted; reporting it as

@@ -40,6 +40,11 @@ pub(super) fn headers_of(cx: &Context) -> Option<OwnedHeaders> {
     injector.0
 }
 
+/// The headers carrying one `traceparent` (`None` when it is not a valid one).
+pub(super) fn headers_of_traceparent(traceparent: &str) -> Option<OwnedHeaders> {
+    headers_of(&propagation::from_traceparent(traceparent))
+}
+
 /// The headers carrying the current span's context (see [`headers_of`]).
 pub(super) fn current_headers() -> Option<OwnedHeaders> {
     headers_of(&tracing_current())
