@@ -83,6 +83,8 @@ pub struct StandaloneBuilder {
     jwt_key_file: Option<std::path::PathBuf>,
     env: Vec<(String, String)>,
     log: Option<std::path::PathBuf>,
+    /// The data folder to use instead of a fresh one.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl StandaloneBuilder {
@@ -110,10 +112,17 @@ impl StandaloneBuilder {
         self
     }
 
+    /// Uses `dir` as the data folder, e.g. another server's [`Standalone::data_dir`].
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
     pub fn start(self) -> Standalone {
         let data = tempfile::tempdir().expect("a temporary data folder");
+        let data_dir = self.data_dir.unwrap_or_else(|| data.path().join("store"));
         let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--data-dir".into()];
-        args.push(data.path().join("store").display().to_string());
+        args.push(data_dir.display().to_string());
         match &self.jwt_key_file {
             Some(file) => args.extend(["--jwt-key-file".into(), file.display().to_string()]),
             None => args.push("--insecure-no-auth".into()),
@@ -130,13 +139,14 @@ impl StandaloneBuilder {
         // Restarts keep the port, so clients reconnect to the same URL.
         let address = process.address().to_owned();
         process.set_arg("--listen", &address);
-        Standalone { process, _data: data }
+        Standalone { process, data_dir, _data: data }
     }
 }
 
 /// A running single-process Tandem with its own data folder (removed when dropped).
 pub struct Standalone {
     process: ServiceProcess,
+    data_dir: std::path::PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -172,6 +182,17 @@ impl Standalone {
     /// SIGTERM, then waits for a graceful exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         self.process.terminate()
+    }
+
+    /// Waits up to `limit` for the server to exit on its own: whether it exited successfully, `None`
+    /// while it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<bool> {
+        self.process.wait_exit(limit)
+    }
+
+    /// The server's data folder (`--data-dir`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Starts again on the same port and data folder.

@@ -1,6 +1,7 @@
 //! Durability: SIGKILL the single-process server while clients type, restart it on the same data.
 //! Every version a client had seen (so every acknowledged op) is still there; the clients reconnect with
 //! `since`, resubmit what was unacknowledged, and converge; each character typed appears exactly once.
+//! And a server whose sequencer partition fails stops with a failure status, saying why.
 //!
 //! Seeded: the seed is printed; replay with `TANDEM_SEED=<seed>`.
 
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::json;
 use tandem_client::{Client, ClientOptions};
-use tandem_integration_tests::{seed, Standalone};
+use tandem_integration_tests::{seed, RawConn, Standalone};
 use tandem_protocol::DocId;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -89,4 +91,32 @@ async fn documents_survive_a_graceful_restart() {
     let client = Client::connect(&url, ClientOptions::default()).await.unwrap();
     let handle = client.open(&doc).await.unwrap();
     assert_eq!((handle.version(), handle.text()), (1, "hello".to_owned()));
+}
+
+/// The partition fails for real: a second server started on the same data folder claims partition 0
+/// in the store, so the first server's next commit is fenced and its partition loop ends with an
+/// error. The first server must then stop, exit non-zero and say why.
+#[tokio::test]
+async fn a_failed_partition_ends_the_process_with_a_failure_status() {
+    let log = tempfile::NamedTempFile::new().expect("a log file");
+    let mut first = Standalone::builder().arg("--drain-grace-seconds").arg("0").log_to(log.path()).start();
+    let second = Standalone::builder().data_dir(first.data_dir()).start();
+    // An acknowledged op proves the second server has claimed the partition.
+    let mut conn = RawConn::hello(&second.ws_url(), "second").await;
+    conn.send(json!({"type": "open", "doc": "taken"})).await;
+    conn.expect("snapshot").await;
+    conn.send(json!({"type": "op", "doc": "taken", "seq": 1, "base": 0, "op": ["x"]})).await;
+    conn.expect("ack").await;
+
+    let mut conn = RawConn::hello(&first.ws_url(), "first").await;
+    conn.send(json!({"type": "open", "doc": "fenced"})).await;
+    conn.expect("snapshot").await;
+    conn.send(json!({"type": "op", "doc": "fenced", "seq": 1, "base": 0, "op": ["y"]})).await;
+    // Read until the stopping server closes the connection, so its drain is not held up.
+    let closed = tokio::time::timeout(SETTLE, async { while conn.recv_any().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "the first server kept its connection open after its partition failed");
+    let exit = first.wait_exit(SETTLE);
+    assert_eq!(exit, Some(false), "exited successfully (Some(true)) or not at all (None)");
+    let log = first.log();
+    assert!(log.contains("sequencer partition 0 failed: partition 0 was taken over"), "{log}");
 }

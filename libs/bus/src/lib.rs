@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tandem_protocol::records::{SequencedRecord, Submission};
-use tandem_protocol::DocId;
+use tandem_protocol::{DocId, ErrorCode};
 
 pub mod in_process;
 #[cfg(feature = "kafka")]
@@ -34,6 +34,10 @@ pub enum BusError {
     /// The bus has shut down; no retry will succeed.
     #[error("the bus is closed")]
     Closed,
+    /// The op was refused for what it is (malformed, or a caller without write permission): resending
+    /// the same op cannot succeed, so the client hears `code` rather than "resend later".
+    #[error("the op log refused the op: {code}: {message}")]
+    Refused { code: ErrorCode, message: String },
 }
 
 /// Which partition a document's ops go to: a stable hash of its id, the same in every process.
@@ -51,7 +55,8 @@ pub fn partition_of(doc: &DocId, partitions: u32) -> PartitionId {
 #[async_trait]
 pub trait OpSubmitter: Send + Sync + 'static {
     /// Appends an op to its document's partition. Returns once the log has it (durably, for Kafka:
-    /// acks=all); an error means the op may not have been taken and the client should resend later.
+    /// acks=all); an error means the op may not have been taken and the client should resend later,
+    /// except [`BusError::Refused`]: the op was not taken and never will be.
     async fn submit(&self, submission: Submission) -> Result<(), BusError>;
 }
 

@@ -7,7 +7,9 @@
 //! connection breaks, every unanswered caller gets [`BusError::Unavailable`] at once and the worker
 //! reconnects with exponential backoff and jitter; while it is down it fails new ops at once rather
 //! than holding them. Nothing waits longer than [`SubmitterOptions::request_timeout`]: an op that
-//! cannot be handed over is reported `unavailable`, never silently dropped.
+//! cannot be handed over is reported `unavailable`, never silently dropped. An op the sequencer
+//! refuses for what it is (`forbidden`, `bad_request`) is reported as [`BusError::Refused`] with
+//! that code, since resending it cannot help.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use tandem_bus::{BusError, OpSubmitter};
 use tandem_protocol::records::Submission;
+use tandem_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -395,19 +398,29 @@ fn resolve(pending: &mut HashMap<u64, Vec<Reply>>, response: SubmitResponse) {
     };
     let outcome = match response.result {
         Some(submit_response::Result::Accepted(_)) => Ok(()),
-        Some(submit_response::Result::Error(error)) => {
-            let code = crate::convert::error_code_from_proto(error.code)
-                .map(|code| code.as_str().to_owned())
-                .unwrap_or_else(|_| format!("code {}", error.code));
-            Err(BusError::Unavailable(format!(
-                "the sequencer did not take the ops: {code}: {}",
-                error.message
-            )))
-        }
+        Some(submit_response::Result::Error(error)) => Err(refusal(error)),
         None => Err(BusError::Unavailable("the sequencer answered without a result".to_owned())),
     };
     for reply in replies {
         let _ = reply.send(outcome.clone());
+    }
+}
+
+/// The error of a request the sequencer did not take, with the sequencer's code: only `unavailable`
+/// means "resend later". A `forbidden` or `bad_request` op is refused again however often it is
+/// resent, so its client must hear that code. A code this build does not know counts as
+/// `unavailable`, the answer that loses nothing.
+fn refusal(error: proto::SubmitError) -> BusError {
+    match crate::convert::error_code_from_proto(error.code) {
+        Ok(ErrorCode::Unavailable) => BusError::Unavailable(format!(
+            "the sequencer did not take the ops: unavailable: {}",
+            error.message
+        )),
+        Ok(code) => BusError::Refused { code, message: error.message },
+        Err(_) => BusError::Unavailable(format!(
+            "the sequencer did not take the ops: code {}: {}",
+            error.code, error.message
+        )),
     }
 }
 

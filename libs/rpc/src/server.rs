@@ -36,9 +36,11 @@ pub const DEFAULT_MAX_BATCH: usize = 1024;
 
 /// The `Sequencer` gRPC service: validates each submission and appends it to the op log.
 ///
-/// A request is answered `accepted` only when the op log took every one of its submissions; any
-/// failure answers `unavailable` with the reason, and the gateway's clients resubmit (the sequencer
-/// applies a (doc, client, seq) once, so ops of the batch that were taken anyway do no harm).
+/// A request is answered `accepted` only when the op log took every one of its submissions. A
+/// malformed request is answered `bad_request`, one with a document the caller may not write
+/// `forbidden`: both before anything is appended, and final. Any failure of the op log answers
+/// `unavailable` with the reason, and the gateway's clients resubmit (the sequencer applies a (doc,
+/// client, seq) once, so ops of the batch that were taken anyway do no harm).
 pub struct SequencerIngress {
     submitter: Arc<dyn OpSubmitter>,
     max_in_flight: usize,

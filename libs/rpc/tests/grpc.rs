@@ -10,7 +10,7 @@ use tandem_bus::in_process::{in_process, InProcessConfig, InProcessConsumer};
 use tandem_bus::{BusError, OpConsumer, OpSubmitter};
 use tandem_ot::{Operation, MAX_COUNT};
 use tandem_protocol::records::Submission;
-use tandem_protocol::{ClientId, DocId};
+use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_rpc::health::HealthReporter;
 use tandem_rpc::proto::sequencer_client::SequencerClient;
 use tandem_rpc::proto::{self, submit_response, SubmitRequest};
@@ -134,6 +134,14 @@ fn unavailable_text(result: Result<(), BusError>) -> String {
     }
 }
 
+/// The code and message of an op the sequencer refused for good.
+fn refusal(result: Result<(), BusError>) -> (ErrorCode, String) {
+    match result {
+        Err(BusError::Refused { code, message }) => (code, message),
+        other => panic!("expected a refusal with its code, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn ops_reach_the_partition_in_order() {
     let (bus, mut consumer) = bus();
@@ -218,15 +226,13 @@ async fn invalid_submissions_are_refused_naming_the_field() {
     assert!(error(2).message.starts_with("submissions: "), "{}", error(2).message);
     assert!(matches!(answers[&3], submit_response::Result::Accepted(_)));
 
-    // Through the gateway's submitter: an op the sequencer refuses comes back as unavailable with
+    // Through the gateway's submitter: an op the sequencer refuses comes back as bad_request with
     // the sequencer's reason.
     let submitter = GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options");
     until_accepted(&submitter, submission("doc-b", "c1", 1, "x")).await;
-    let mut huge = submission("doc-b", "c1", 2, "");
-    huge.op = Operation::new();
-    huge.op.retain(MAX_COUNT as usize + 1);
-    let text = unavailable_text(submitter.submit(huge).await);
-    assert!(text.contains("bad_request: submissions[0].op[0].retain: count"), "{text}");
+    let (code, text) = refusal(submitter.submit(huge_retain(submission("doc-b", "c1", 2, ""))).await);
+    assert_eq!(code, ErrorCode::BadRequest, "{text}");
+    assert!(text.starts_with("submissions[0].op[0].retain: count"), "{text}");
 
     drop(requests);
     server.stop().await;
@@ -333,13 +339,75 @@ async fn internal_clients_are_authorised_per_document() {
     let indexer = GrpcSubmitter::new(vec![server.uri()], indexer_options).expect("valid options");
     until_accepted(&indexer, submission("team-a/notes", "indexer", 1, "a")).await;
     assert_eq!(read(&mut consumer, 1).await[0].doc.as_str(), "team-a/notes");
-    let text = unavailable_text(indexer.submit(submission("team-b/notes", "indexer", 1, "b")).await);
-    assert!(text.contains("forbidden") && text.contains("may not write document team-b/notes"), "{text}");
+    let (code, text) = refusal(indexer.submit(submission("team-b/notes", "indexer", 1, "b")).await);
+    assert_eq!(code, ErrorCode::Forbidden, "{text}");
+    assert!(text.contains("may not write document team-b/notes"), "{text}");
     // The gateway's service token still writes everywhere.
     let gateway_options = SubmitterOptions { token: Some("s3cret".to_owned()), ..options() };
     let gateway = GrpcSubmitter::new(vec![server.uri()], gateway_options).expect("valid options");
     until_accepted(&gateway, submission("team-b/notes", "gw", 1, "c")).await;
     assert_eq!(read(&mut consumer, 1).await[0].doc.as_str(), "team-b/notes");
+    server.stop().await;
+}
+
+/// An op whose retain count is out of range: the domain type holds it, the ingress refuses it.
+fn huge_retain(mut submission: Submission) -> Submission {
+    submission.op = Operation::new();
+    submission.op.retain(MAX_COUNT as usize + 1);
+    submission
+}
+
+/// An op log that cannot take any op now.
+struct Full;
+
+#[async_trait]
+impl OpSubmitter for Full {
+    async fn submit(&self, _submission: Submission) -> Result<(), BusError> {
+        Err(BusError::Unavailable("partition 0 is full".to_owned()))
+    }
+}
+
+/// The submitter reports the sequencer's own code: only an op log that cannot take the op now is
+/// `unavailable` ("resend"); `forbidden` and `bad_request` would be refused however often resent.
+#[tokio::test]
+async fn refusals_reach_the_submitter_with_their_code() {
+    use tandem_auth::{mint, KeyAlgorithm, MintKey, MintRequest, Verifier, VerifierConfig};
+    let secret = b"an-internal-test-secret-of-32-bytes-or-more".to_vec();
+    let verifier =
+        Verifier::new(VerifierConfig::new(KeyAlgorithm::Hs256, vec![secret.clone()])).expect("verifier");
+    let (bus, _consumer) = bus();
+    let auth = CallerAuth { service_token: None, verifier: Some(Arc::new(verifier)) };
+    let server = Server::start_with(local(), bus, auth).await;
+    let token =
+        mint(&MintKey::Hs256(secret), &MintRequest::new("indexer", &[], &["team-a/*"])).expect("mint");
+    let indexer = SubmitterOptions { token: Some(token), ..options() };
+    let submitter = GrpcSubmitter::new(vec![server.uri()], indexer).expect("valid options");
+    until_accepted(&submitter, submission("team-a/notes", "indexer", 1, "a")).await;
+
+    let (code, text) = refusal(submitter.submit(submission("team-b/notes", "indexer", 1, "b")).await);
+    assert_eq!(code, ErrorCode::Forbidden, "{text}");
+    assert!(text.contains("may not write document team-b/notes"), "{text}");
+    let (code, text) =
+        refusal(submitter.submit(huge_retain(submission("team-a/notes", "indexer", 2, ""))).await);
+    assert_eq!(code, ErrorCode::BadRequest, "{text}");
+    assert!(text.contains("retain"), "{text}");
+    server.stop().await;
+
+    let server = Server::start(local(), Arc::new(Full), None).await;
+    let submitter = GrpcSubmitter::new(vec![server.uri()], options()).expect("valid options");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until connected, ops fail as unavailable too: wait for the op log's own answer.
+    let text = loop {
+        let text = unavailable_text(submitter.submit(submission("doc-a", "c1", 1, "a")).await);
+        if text.contains("partition 0 is full") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        text.contains("unavailable: doc doc-a client c1 seq 1") && text.contains("partition 0 is full"),
+        "{text}"
+    );
     server.stop().await;
 }
 

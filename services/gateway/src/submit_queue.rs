@@ -101,13 +101,21 @@ async fn submit_in_order(
     }
 }
 
-/// The `unavailable` answer to an op the op log did not take.
+/// The answer to an op the op log did not take: `unavailable` (resend it) unless the op log refused
+/// the op itself, whose code the client must hear, or it would resend the op forever.
 fn refused(submission: &Submission, error: &BusError) -> ProtocolError {
-    let message = match error {
-        BusError::Unavailable(_) => "the server is busy and cannot take the op now; resend it",
-        BusError::Closed => "the server is shutting down; resend the op after reconnecting",
+    let error = match error {
+        BusError::Unavailable(_) => ProtocolError::new(
+            ErrorCode::Unavailable,
+            "the server is busy and cannot take the op now; resend it",
+        ),
+        BusError::Closed => ProtocolError::new(
+            ErrorCode::Unavailable,
+            "the server is shutting down; resend the op after reconnecting",
+        ),
+        BusError::Refused { code, message } => {
+            ProtocolError::new(*code, format!("the sequencer refused the op: {message}"))
+        }
     };
-    ProtocolError::new(ErrorCode::Unavailable, message)
-        .with_doc(submission.doc.clone())
-        .with_seq(submission.seq)
+    error.with_doc(submission.doc.clone()).with_seq(submission.seq)
 }

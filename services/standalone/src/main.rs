@@ -10,12 +10,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tandem_bus::in_process::{in_process, InProcessConfig};
+use tandem_bus::OpConsumer;
 use tandem_gateway::cli::EdgeArgs;
 use tandem_gateway::GatewayDeps;
 use tandem_sequencer::{run_partition, Limits, PartitionConfig};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
 use tandem_store::EventStore;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -92,17 +94,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ..PartitionConfig::default()
     };
     let publisher = Arc::new(publisher);
+    // Why partitions failed, for the exit status: a process stopped by a failure must not exit 0.
+    let (failed_tx, mut failed) = mpsc::channel::<anyhow::Error>(consumers.len().max(1));
     for consumer in consumers {
-        let (store, publisher, config, shutdown) =
-            (store.clone(), publisher.clone(), partition_config.clone(), shutdown.clone());
+        let (store, publisher, config, shutdown, failed_tx) =
+            (store.clone(), publisher.clone(), partition_config.clone(), shutdown.clone(), failed_tx.clone());
         tasks.spawn(async move {
             // A sequencer partition is critical: without it no op commits, so its end (an error or a
             // panic alike) ends the process instead of leaving a half-alive server.
+            let id = consumer.partition();
             let partition = tokio::spawn(run_partition(consumer, store, publisher, config, shutdown.clone()));
-            match partition.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => error!(error = %e, "sequencer partition stopped"),
-                Err(e) => error!(error = %e, "sequencer partition panicked"),
+            let failure = match partition.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(anyhow::Error::new(e).context(format!("sequencer partition {id} failed"))),
+                Err(e) => Some(anyhow::anyhow!("sequencer partition {id} panicked: {e}")),
+            };
+            if let Some(e) = failure {
+                // Said now as well: the gateway's drain delays the exit that reports it.
+                error!("{e:#}");
+                let _ = failed_tx.try_send(e);
             }
             shutdown.cancel();
         });
@@ -145,6 +155,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = tasks.wait() => {}
         _ = tokio::time::sleep(Duration::from_secs(10)) => warn!("tasks did not finish within 10 s"),
         _ = tandem_telemetry::service::shutdown_signal() => warn!("second signal: exiting now"),
+    }
+    // A failed partition is the cause of the stop, so its error is the one reported.
+    if let Ok(failure) = failed.try_recv() {
+        return Err(failure);
     }
     if let Some(result) = gateway_result {
         result.context("gateway task")?.context("gateway")?;

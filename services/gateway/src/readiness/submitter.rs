@@ -35,7 +35,8 @@ impl SubmitterHealth {
     fn record(&self, result: &Result<(), BusError>) {
         let mut state = self.state.lock().expect("submitter health lock");
         match result {
-            Ok(()) => state.failures_in_a_row = 0,
+            // A refused op was answered by a working op log: the op was at fault, not the path to it.
+            Ok(()) | Err(BusError::Refused { .. }) => state.failures_in_a_row = 0,
             Err(e) => {
                 state.failures_in_a_row += 1;
                 state.last_failure = Some((Instant::now(), e.to_string()));
@@ -83,6 +84,8 @@ impl OpSubmitter for ObservedSubmitter {
 
 #[cfg(test)]
 mod tests {
+    use tandem_protocol::ErrorCode;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -101,5 +104,16 @@ mod tests {
         assert!(health.check().is_err());
         health.record(&Ok(()));
         assert!(health.check().is_ok(), "a success clears them");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_ops_do_not_count_as_failures() {
+        let health = SubmitterHealth::default();
+        let forbidden =
+            Err(BusError::Refused { code: ErrorCode::Forbidden, message: "may not write".into() });
+        for _ in 0..FAILURES_IN_A_ROW {
+            health.record(&forbidden);
+        }
+        assert!(health.check().is_ok(), "the op log answered every one of them");
     }
 }
