@@ -138,6 +138,8 @@ async fn hostile_inputs_are_refused_and_harm_no_one() {
     let reader_token = token("reader", &["team-a/*"], &[]);
     let bob_token = token("bob", &[], &["team-b/*"]);
     let carol_token = token("carol", &[], &["team-c/*"]);
+    // A legitimate writer of alice's team documents, who tries to pass for alice's session.
+    let mallory_token = token("mallory", &[], &["team-a/*"]);
     let mut witness = Witness::start(&url, &witness_token).await;
     let mut alice = RawConn::hello_with_token(&url, "alice", &alice_token).await;
     open(&mut alice, "team-a/notes").await;
@@ -195,6 +197,19 @@ async fn hostile_inputs_are_refused_and_harm_no_one() {
         attack: "Write with a read-only token",
         response: error_text(&forbidden),
         unaffected: format!("the connection stays open and still reads; {}", witness.edit().await),
+    });
+
+    // --- Client ids -------------------------------------------------------------------------------
+    rows.push(Row {
+        attack: "Another user's client id (`hello` with the id the victim chose, and with the id its ops \
+                 carry in `op` frames; then the victim's next `seq`, and seq 2^53 - 1)",
+        response: hijacked_client_id(&url, &alice_token, &mallory_token).await,
+        unaffected: format!(
+            "the victim got no `ack` it had not asked for; its next two ops were acknowledged as the next two \
+             versions and hold its own text; reconnected with the same id, its resubmitted op came back as its \
+             `ack` and was applied once; {}",
+            witness.edit().await
+        ),
     });
 
     // --- Browser safety ---------------------------------------------------------------------------
@@ -450,6 +465,105 @@ async fn hostile_inputs_are_refused_and_harm_no_one() {
 
     let table = render(&rows, witness.seq);
     check_document(&table);
+}
+
+/// The largest `seq` the protocol allows (2^53 - 1).
+const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// The victim writes a shared document, the attacker may write it too. The attacker says `hello`
+/// with the victim's client id (the id the victim chose, which can be guessed or learnt, and the id
+/// the victim's ops carry in everyone's `op` frames) and sends the victim's next `seq`, then
+/// seq 2^53 - 1. Were ids shared between users, the victim would get the attacker's op as its own
+/// `ack` while its real op is deduplicated away, and every later op of the victim would be refused.
+/// Checks that the victim notices nothing and that its reconnect with the same id still deduplicates;
+/// returns what the attacker got.
+async fn hijacked_client_id(url: &str, victim_token: &str, attacker_token: &str) -> String {
+    const DOC: &str = "team-a/shared";
+    const CHOSEN: &str = "alice-desk";
+    let bearer = format!("Bearer {victim_token}");
+    let mut victim =
+        RawConn::upgrade(url, &[("authorization", &bearer)]).await.expect("the token is accepted");
+    victim.send(json!({"type": "hello", "protocol": 1, "client": CHOSEN})).await;
+    let welcome = victim.expect("welcome").await;
+    assert_eq!(welcome["client"], CHOSEN, "a client sees its own id");
+    open(&mut victim, DOC).await;
+    let mut reader = RawConn::hello_with_token(url, "mallory-reads", attacker_token).await;
+    open(&mut reader, DOC).await;
+    victim.send(json!({"type": "op", "doc": DOC, "seq": 1, "base": 0, "op": ["alice:"]})).await;
+    assert_eq!(victim.expect("ack").await["version"], 1);
+    let shown = reader.expect("op").await["client"].as_str().expect("an op names its author").to_owned();
+
+    let mut ids = vec![CHOSEN.to_owned()];
+    if shown != CHOSEN {
+        ids.push(shown.clone());
+    }
+    let mut answers = Vec::new();
+    for id in &ids {
+        let mut spoof = RawConn::hello_with_token(url, id, attacker_token).await;
+        let snapshot = open(&mut spoof, DOC).await;
+        let base = snapshot["version"].as_u64().expect("a version");
+        let end = snapshot["text"].as_str().expect("a text").chars().count();
+        let mut got = Vec::new();
+        for seq in [2, MAX_SEQ] {
+            let op = json!([end, " (hijacked)"]);
+            spoof.send(json!({"type": "op", "doc": DOC, "seq": seq, "base": base, "op": op})).await;
+            got.push(spoof.recv().await);
+        }
+        answers.push(got);
+    }
+
+    // The victim received nothing it did not ask for: no `ack` of an op it never sent.
+    victim.send(json!({"type": "ping"})).await;
+    let next = victim.recv().await;
+    assert_eq!(next["type"], "pong", "the victim received {next} after the attacker got {answers:?}");
+    // Its next ops are its own, and readers see all of them under one id.
+    for (seq, op) in [(2u64, json!([6, " one"])), (3, json!([10, " two"]))] {
+        victim.send(json!({"type": "op", "doc": DOC, "seq": seq, "base": seq - 1, "op": op})).await;
+        let ack = victim.expect("ack").await;
+        assert_eq!((ack["seq"].as_u64(), ack["version"].as_u64()), (Some(seq), Some(seq)), "{ack}");
+        let seen = reader.expect("op").await;
+        assert_eq!((seen["version"].as_u64(), seen["client"].as_str()), (Some(seq), Some(shown.as_str())));
+    }
+    hang_up(victim).await;
+    // The same user reconnects with the same id: its op committed meanwhile comes back as its `ack`,
+    // and resubmitting it applies nothing twice.
+    let mut back = RawConn::hello_with_token(url, CHOSEN, victim_token).await;
+    back.send(json!({"type": "open", "doc": DOC, "since": 2})).await;
+    let ack = back.expect("ack").await;
+    assert_eq!((ack["seq"].as_u64(), ack["version"].as_u64()), (Some(3), Some(3)), "{ack}");
+    assert_eq!(back.expect("opened").await["version"], 3);
+    back.send(json!({"type": "op", "doc": DOC, "seq": 3, "base": 2, "op": [10, " two"]})).await;
+    back.assert_alive().await;
+    hang_up(back).await;
+    let mut check = RawConn::hello_with_token(url, "mallory-checks", attacker_token).await;
+    let snapshot = open(&mut check, DOC).await;
+    assert_eq!((snapshot["version"].as_u64(), snapshot["text"].as_str()), (Some(3), Some("alice: one two")));
+
+    // What the attacker got: the same for either id, because each counts as the attacker's own.
+    for got in &answers {
+        for answer in got {
+            assert_eq!(
+                (answer["type"].as_str(), answer["code"].as_str()),
+                (Some("error"), Some("invalid_op"))
+            );
+        }
+    }
+    assert_eq!(answers.first(), answers.last(), "both ids are the attacker's own");
+    // Readers never see the id the victim chose; the victim learns the id they do see.
+    assert_ne!(shown, CHOSEN, "op frames show the author's id scoped by its user");
+    assert_eq!(welcome["author"], shown.as_str(), "`welcome` names the id others see");
+    format!(
+        "`welcome`, but the id counts as the attacker's own (scoped by its user), for either id: {}; and {}; \
+         `op` frames show the author's id scoped by its user, never the id it chose",
+        error_text(&answers[0][0]),
+        error_text(&answers[0][1])
+    )
+}
+
+/// Closes a connection and waits for the server's close frame, so its slot is free again.
+async fn hang_up(mut conn: RawConn) {
+    conn.send_frame(Message::Close(None)).await;
+    conn.expect_close().await;
 }
 
 fn render(rows: &[Row], witness_ops: u64) -> String {

@@ -372,6 +372,8 @@ export class TandemClient {
     this.nextSeqs = new Map();
     this.status = 'connecting';
     this.user = null;
+    /** The id other clients see as `client` on this client's ops (its id scoped by its user), from `welcome`. */
+    this.author = null;
     this.closed = false;
     this.attempt = 0;
     this.ws = null;
@@ -609,6 +611,7 @@ export class TandemClient {
         this.welcomed = true;
         this.attempt = 0;
         this.user = msg.user ?? null;
+        this.author = msg.author ?? this.clientId; // a server without `author` shows the id as chosen
         this._setStatus('online');
         this._startPing();
         for (const h of this.docs.values()) if (h.phase !== 'failed') this._sendOpen(h);

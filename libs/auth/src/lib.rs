@@ -3,8 +3,8 @@
 //! Callers present a JWT (see docs/PROTOCOL.md, "Authentication"). [`Verifier`] checks its signature
 //! with keys and an algorithm pinned by configuration (never `none`), its `exp`, `nbf`, `aud` and `iss`
 //! with a small leeway, and turns its claims into a [`Principal`]: the user id and the documents the
-//! user may read or write ([`Permissions`]). [`mint`] makes development tokens (the `tandem-token`
-//! command).
+//! user may read or write ([`Permissions`]). [`scoped_client_id`] binds a client's chosen id to its
+//! user. [`mint`] makes development tokens (the `tandem-token` command).
 //!
 //! The claims Tandem reads:
 //!
@@ -19,6 +19,7 @@
 #[cfg(feature = "cli")]
 mod args;
 mod claims;
+mod client_scope;
 mod mint;
 mod permissions;
 mod verifier;
@@ -26,6 +27,7 @@ mod verifier;
 #[cfg(feature = "cli")]
 pub use args::JwtArgs;
 pub use claims::{Claims, DocClaims};
+pub use client_scope::scoped_client_id;
 pub use mint::{mint, MintError, MintKey, MintRequest};
 pub use permissions::{Access, Pattern, PatternError, Permissions};
 pub use verifier::{AuthError, KeyAlgorithm, Principal, Verifier, VerifierConfig, VerifierSetupError};

@@ -118,6 +118,33 @@ async function rawConnection() {
 
 // --- tests ------------------------------------------------------------------------------------------
 
+test('ops name their author by the id its welcome announced (scoped by its user), not the id it chose', { timeout: 30000 }, async () => {
+  const doc = `author-${randomClientId()}`;
+  const errors = [];
+  const writer = makeClient(errors);
+  const reader = makeClient(errors);
+  try {
+    const authors = [];
+    const w = openDoc(writer, doc, errors);
+    const r = reader.open(doc, {
+      onError: (e) => errors.push(e),
+      onChange: (c) => {
+        if (!c.reset) authors.push(c.client);
+      },
+    });
+    await within(Promise.all([w.ready, r.ready]), 10000, 'snapshots of two clients');
+    assert.match(writer.author, /^[A-Za-z0-9_-]{43}$/);
+    assert.notEqual(writer.author, writer.clientId);
+    w.edit(['hi']);
+    await waitFor(() => r.version === 1 && w.synced, () => describeHandles(w, r));
+    assert.deepEqual(authors, [writer.author]);
+    assert.deepEqual(errors, []);
+  } finally {
+    writer.close();
+    reader.close();
+  }
+});
+
 test('two clients editing concurrently converge, and a fresh client gets the same text', { timeout: 60000 }, async () => {
   const rand = rng(seedFor('server: concurrent edits'));
   const doc = `conv-${randomClientId()}`;

@@ -182,8 +182,13 @@ mod raw {
 pub enum ServerMessage {
     Welcome {
         protocol: u64,
+        /// The id the client chose in `hello`.
         client: ClientId,
         user: String,
+        /// The id this session's ops carry as `client` in other clients' `op` frames: the chosen id
+        /// scoped by the user. `None` from a server older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<ClientId>,
     },
     Snapshot {
         doc: DocId,

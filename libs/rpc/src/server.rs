@@ -154,8 +154,7 @@ impl StreamTask {
                     let caller = self.caller.clone();
                     tokio::spawn(
                         async move {
-                            let response =
-                                answer(submitter.as_ref(), request, max_batch, &caller.principal).await;
+                            let response = answer(submitter.as_ref(), request, max_batch, &caller).await;
                             // A send fails only when the gateway went away; nobody is left to tell.
                             let _ = responses.send(Ok(response)).await;
                             drop(permit);
@@ -175,25 +174,34 @@ impl StreamTask {
 }
 
 /// Answers one request: validates every submission, checks the caller may write every document of
-/// it, appends them all concurrently, and reports `accepted` only if the op log took every one.
+/// it, scopes the client ids of a user's submissions by that user (as the gateway does for its
+/// users), appends them all concurrently, and reports `accepted` only if the op log took every one.
 pub async fn answer(
     submitter: &dyn OpSubmitter,
     request: SubmitRequest,
     max_batch: usize,
-    caller: &Principal,
+    caller: &Caller,
 ) -> SubmitResponse {
     let request_id = request.request_id;
-    let (submissions, traces) = match validate(request, max_batch) {
+    let (mut submissions, traces) = match validate(request, max_batch) {
         Ok(valid) => valid,
         Err(error) => {
             debug!(request_id, %error, "refused a malformed submit request");
             return refusal(request_id, ErrorCode::BadRequest, error.to_string());
         }
     };
-    if let Some(denied) = submissions.iter().find(|s| !caller.allows(Access::Write, &s.doc)) {
-        let message = format!("caller {:?} may not write document {}", caller.user, denied.doc);
+    let principal = &caller.principal;
+    if let Some(denied) = submissions.iter().find(|s| !principal.allows(Access::Write, &s.doc)) {
+        let message = format!("caller {:?} may not write document {}", principal.user, denied.doc);
         debug!(request_id, %message, "refused a submit request");
         return refusal(request_id, ErrorCode::Forbidden, message);
+    }
+    if caller.user_token {
+        // An internal client's ids are its user's own, like a WebSocket session's: it cannot pass for
+        // another user's session (see `tandem_auth::scoped_client_id`).
+        for submission in &mut submissions {
+            submission.client = principal.scoped_client(&submission.client);
+        }
     }
     let started = std::time::Instant::now();
     let results = join_all(submissions.iter().zip(traces).map(|(submission, trace)| {
@@ -288,12 +296,15 @@ fn refusal(request_id: u64, code: ErrorCode, message: String) -> SubmitResponse 
 pub struct Caller {
     pub principal: Principal,
     pub valid_until: Option<u64>,
+    /// The caller presented a user JWT (an internal client): its client ids are scoped by that user.
+    /// A gateway (service token) sends ids it has already scoped by its own users.
+    pub user_token: bool,
 }
 
 impl Caller {
     /// A caller of a service without authentication: may write every document.
     fn trusted() -> Self {
-        Self { principal: Principal::service("unauthenticated"), valid_until: None }
+        Self { principal: Principal::service("unauthenticated"), valid_until: None, user_token: false }
     }
 
     fn expired(&self) -> bool {
@@ -341,7 +352,11 @@ impl CallerCheck {
             .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
         if let Some(expected) = &self.service_token {
             if constant_time_eq(presented.as_bytes(), expected) {
-                return Ok(Caller { principal: Principal::service("gateway"), valid_until: None });
+                return Ok(Caller {
+                    principal: Principal::service("gateway"),
+                    valid_until: None,
+                    user_token: false,
+                });
             }
         }
         let Some(verifier) = &self.verifier else {
@@ -351,7 +366,7 @@ impl CallerCheck {
             .verify(presented)
             .map_err(|e| Status::unauthenticated(format!("the bearer token is not valid: {e}")))?;
         let valid_until = principal.expires_at.map(|exp| exp.saturating_add(verifier.leeway_secs()));
-        Ok(Caller { principal, valid_until })
+        Ok(Caller { principal, valid_until, user_token: true })
     }
 }
 
@@ -471,5 +486,51 @@ mod tests {
         assert!(!caller.principal.allows(Access::Write, &doc("team-b/x")));
         let expired = check.call(with(&format!("Bearer {}", token(-60)))).expect_err("expired");
         assert!(expired.message().contains("expired"), "{}", expired.message());
+        assert!(caller.user_token, "a user token's client ids are scoped by its user");
+    }
+
+    /// Keeps what it is given.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<Submission>>);
+
+    #[tonic::async_trait]
+    impl OpSubmitter for Kept {
+        async fn submit(&self, submission: Submission) -> Result<(), tandem_bus::BusError> {
+            self.0.lock().expect("not poisoned").push(submission);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_clients_cannot_pass_for_another_users_session() {
+        use tandem_protocol::{ClientId, DocId};
+        let id = ClientId::parse("desk").expect("id");
+        let mut op = tandem_ot::Operation::new();
+        op.insert("x");
+        let submission = Submission {
+            doc: DocId::parse("team-a/x").expect("id"),
+            client: id.clone(),
+            seq: 1,
+            base: 0,
+            op,
+        };
+        let request =
+            || SubmitRequest { request_id: 1, submissions: vec![(&submission).into()], ..Default::default() };
+        let indexer = Principal { user: "indexer".to_owned(), ..Principal::anonymous() };
+        let callers = [
+            Caller { principal: indexer.clone(), valid_until: None, user_token: true },
+            Caller { principal: Principal::service("gateway"), valid_until: None, user_token: false },
+            Caller::trusted(),
+        ];
+        let kept = Kept::default();
+        for caller in &callers {
+            let response = answer(&kept, request(), DEFAULT_MAX_BATCH, caller).await;
+            assert!(matches!(response.result, Some(submit_response::Result::Accepted(_))), "{response:?}");
+        }
+        let clients: Vec<ClientId> =
+            kept.0.lock().expect("not poisoned").iter().map(|s| s.client.clone()).collect();
+        // A user's ids are scoped by the user, exactly as the gateway scopes a WebSocket session's;
+        // a gateway's (already scoped) and an unauthenticated deployment's pass as they are.
+        assert_eq!(clients, [indexer.scoped_client(&id), id.clone(), id]);
     }
 }

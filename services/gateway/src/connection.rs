@@ -55,9 +55,9 @@ pub(crate) async fn serve(
     _slot: ConnectionSlot,
 ) {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let Some(client) = handshake(&mut socket, &state, &principal.user).await else { return };
+    let Some((chosen, client)) = handshake(&mut socket, &state, &principal).await else { return };
     metrics::gauge!("tandem_gateway_connections").increment(1.0);
-    debug!(conn, client = %client, user = %principal.user, "connection open");
+    debug!(conn, client = %chosen, scoped = %client, user = %principal.user, "connection open");
     let (outbound, mut inbound) =
         Outbound::new(state.config.outbound_queue, state.config.outbound_queue_bytes);
     let submits = SubmitQueue::start(
@@ -88,8 +88,15 @@ pub(crate) async fn serve(
     debug!(conn, "connection closed");
 }
 
-/// Waits for `hello` and answers `welcome`; on anything else, says why and closes.
-async fn handshake(socket: &mut WebSocket, state: &GatewayState, user: &str) -> Option<ClientId> {
+/// Waits for `hello` and answers `welcome`; on anything else, says why and closes. Returns the id the
+/// client chose and that id scoped by its user (see [`Principal::scoped_client`]): the id its ops are
+/// submitted, deduplicated and shown to others under, so no user can pass for another's session.
+/// The client still sees the id it chose in `welcome`, and its acks name only its `seq`.
+async fn handshake(
+    socket: &mut WebSocket,
+    state: &GatewayState,
+    principal: &Principal,
+) -> Option<(ClientId, ClientId)> {
     let deadline = Instant::now() + state.config.handshake_timeout;
     let timeout = state.config.write_timeout;
     let text = loop {
@@ -115,9 +122,15 @@ async fn handshake(socket: &mut WebSocket, state: &GatewayState, user: &str) -> 
     };
     match ClientMessage::parse(&text) {
         Ok(ClientMessage::Hello { protocol, client }) if protocol == PROTOCOL_VERSION => {
-            let welcome = ServerMessage::Welcome { protocol, client: client.clone(), user: user.to_owned() };
+            let scoped = principal.scoped_client(&client);
+            let welcome = ServerMessage::Welcome {
+                protocol,
+                client: client.clone(),
+                user: principal.user.clone(),
+                author: Some(scoped.clone()),
+            };
             send(socket, &welcome, timeout).await.ok()?;
-            Some(client)
+            Some((client, scoped))
         }
         Ok(ClientMessage::Hello { protocol, .. }) => {
             let message = format!(
@@ -216,6 +229,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 struct Session {
     conn: ConnId,
+    /// The client's id scoped by its user: never the bare id it chose.
     client: ClientId,
     principal: Principal,
     /// When the session's token expires, unless an `auth` message brings a fresh one.

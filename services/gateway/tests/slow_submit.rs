@@ -17,7 +17,13 @@ use tandem_bus::in_process::InProcessSubmitter;
 use tandem_bus::{BusError, OpSubmitter};
 use tandem_gateway::{GatewayConfig, GatewayDeps};
 use tandem_protocol::records::Submission;
+use tandem_protocol::ClientId;
 use tokio::sync::Semaphore;
+
+/// The id the op log and other clients see for client `id` (no authentication: user "anonymous").
+fn scoped(id: &str) -> String {
+    tandem_auth::Principal::anonymous().scoped_client(&ClientId::parse(id).unwrap()).to_string()
+}
 
 /// Holds every op of document `slow` until the test releases it; records the order in which ops
 /// reach the op log.
@@ -106,7 +112,7 @@ async fn a_slow_submit_holds_up_neither_pings_nor_other_documents_nor_the_order_
     assert_eq!(b.next(prompt).await, json!({"type": "ack", "doc": "fast", "seq": 1, "version": 1}));
     assert_eq!(
         a.next(prompt).await,
-        json!({"type": "op", "doc": "fast", "version": 1, "client": "b", "op": ["b"]}),
+        json!({"type": "op", "doc": "fast", "version": 1, "client": scoped("b"), "op": ["b"]}),
         "another document's version reaches the connection while its op waits"
     );
 
@@ -122,7 +128,7 @@ async fn a_slow_submit_holds_up_neither_pings_nor_other_documents_nor_the_order_
         ])
     );
     let order = slow.order.lock().unwrap().clone();
-    let expected = [("b", "fast"), ("a", "slow"), ("a", "fast")].map(|(c, d)| (c.to_owned(), d.to_owned()));
+    let expected = [("b", "fast"), ("a", "slow"), ("a", "fast")].map(|(c, d)| (scoped(c), d.to_owned()));
     assert_eq!(order, expected);
     backend.stop(gateway).await;
 }

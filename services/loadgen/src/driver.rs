@@ -297,6 +297,7 @@ pub enum Pace {
 /// reports its client's events to the recorder until stopped.
 pub struct Editor<S> {
     pub doc: u32,
+    /// The id the other clients see on this editor's ops ([`Client::author_id`]).
     pub author: ClientId,
     pub handle: DocHandle,
     /// The client's events (see [`Sim::events`]); without them nothing is recorded.

@@ -202,7 +202,7 @@ pub async fn run(config: &ReplayConfig) -> anyhow::Result<Report> {
             let trace = Arc::clone(&traces[sim.doc as usize / config.copies]);
             Editor {
                 doc: sim.doc,
-                author: sim.client.client_id().clone(),
+                author: sim.client.author_id(),
                 handle: sim.handle,
                 events: sim.events,
                 records: session.records(),

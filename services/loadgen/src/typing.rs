@@ -108,7 +108,7 @@ pub fn spawn_typists(
             let phase = script.rng.gen::<f64>();
             Editor {
                 doc: sim.doc,
-                author: sim.client.client_id().clone(),
+                author: sim.client.author_id(),
                 handle: sim.handle,
                 events: sim.events,
                 records: records.clone(),

@@ -30,7 +30,8 @@ pub enum ClientEvent {
         doc: DocId,
         /// The version the op was committed as: the author learns the same number from its ack.
         version: u64,
-        /// The client that wrote the op.
+        /// The client that wrote the op, as the server names it: the author's client id scoped by its
+        /// user (what the author's [`Client::author_id`](super::Client::author_id) returns).
         author: ClientId,
         /// When the client took the op.
         at: Instant,

@@ -184,6 +184,8 @@ struct DocEntry {
 
 /// What the handles and the task share.
 struct State {
+    /// The id this client's ops carry in others' `op` frames, from the last `welcome`.
+    author: ClientId,
     docs: HashMap<DocId, DocEntry>,
     /// Documents whose op in flight is to be written (`unsent`); a set, so bounded by the documents.
     outbox: HashSet<DocId>,
@@ -312,10 +314,11 @@ impl Client {
             Some(id) => id.clone(),
             None => random_client_id(),
         };
-        let (ws, current) = connect_first(&urls, &options, &client_id).await?;
+        let (ws, current, author) = connect_first(&urls, &options, &client_id).await?;
         let shared = Arc::new(Shared {
             client_id,
             state: Mutex::new(State {
+                author,
                 docs: HashMap::new(),
                 outbox: HashSet::new(),
                 errors: Vec::new(),
@@ -332,9 +335,17 @@ impl Client {
         Ok(Client { shared, commands, options })
     }
 
-    /// The client id sent in `hello`; the server tags this client's ops with it.
+    /// The client id sent in `hello`: the server deduplicates this client's ops by it (scoped by the
+    /// user, see [`Client::author_id`]), and a reconnect with it resumes the session.
     pub fn client_id(&self) -> &ClientId {
         &self.shared.client_id
+    }
+
+    /// The id this client's ops carry as the author in other clients' `op` frames (and in their
+    /// [`ClientEvent::RemoteOp`]): the client id scoped by the user, as the server's `welcome` named
+    /// it, so no other user's session can pass for this one.
+    pub fn author_id(&self) -> ClientId {
+        self.shared.lock().author.clone()
     }
 
     /// Subscribes to `doc` and resolves once its snapshot arrived. Opening a document again after
@@ -556,16 +567,17 @@ impl DocHandle {
     }
 }
 
-/// The first connection: each URL once, in order; returns the socket and the index of its URL.
+/// The first connection: each URL once, in order; returns the socket, the index of its URL and the
+/// author id the server named.
 async fn connect_first(
     urls: &[String],
     options: &ClientOptions,
     client_id: &ClientId,
-) -> Result<(socket::Ws, usize), ClientError> {
+) -> Result<(socket::Ws, usize, ClientId), ClientError> {
     let mut last_error = None;
     for (index, url) in urls.iter().enumerate() {
         match socket::connect(url, options.token.as_deref(), client_id, options.connect_timeout).await {
-            Ok(ws) => return Ok((ws, index)),
+            Ok((ws, author)) => return Ok((ws, index, author)),
             Err(e) if is_fatal(&e) => return Err(e),
             Err(e) => last_error = Some(e),
         }

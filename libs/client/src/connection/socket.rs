@@ -57,19 +57,25 @@ pub(crate) fn check_url(url: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Connects, authenticates on the upgrade and completes the handshake, all within `timeout`.
+/// Connects, authenticates on the upgrade and completes the handshake, all within `timeout`. Returns
+/// the socket and the id this client's ops carry in other clients' `op` frames (`welcome.author`: its
+/// id scoped by its user; its own id from a server that does not say).
 pub(crate) async fn connect(
     url: &str,
     token: Option<&str>,
     client: &ClientId,
     timeout: Duration,
-) -> Result<Ws, ClientError> {
+) -> Result<(Ws, ClientId), ClientError> {
     tokio::time::timeout(timeout, connect_inner(url, token, client))
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
 }
 
-async fn connect_inner(url: &str, token: Option<&str>, client: &ClientId) -> Result<Ws, ClientError> {
+async fn connect_inner(
+    url: &str,
+    token: Option<&str>,
+    client: &ClientId,
+) -> Result<(Ws, ClientId), ClientError> {
     let mut request =
         url.into_client_request().map_err(|e| ClientError::InvalidConfig(format!("url {url:?}: {e}")))?;
     if let Some(token) = token {
@@ -94,7 +100,9 @@ async fn connect_inner(url: &str, token: Option<&str>, client: &ClientId) -> Res
         match frame {
             Message::Text(text) => {
                 return match serde_json::from_str::<ServerMessage>(&text) {
-                    Ok(ServerMessage::Welcome { .. }) => Ok(ws),
+                    Ok(ServerMessage::Welcome { author, .. }) => {
+                        Ok((ws, author.unwrap_or_else(|| client.clone())))
+                    }
                     Ok(ServerMessage::Error { code: ErrorCode::UnsupportedProtocol, message, .. }) => {
                         Err(ClientError::UnsupportedProtocol(message))
                     }

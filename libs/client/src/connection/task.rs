@@ -352,9 +352,10 @@ impl Task {
             }
             ServerMessage::Op { doc, version, client, op } => {
                 let at = std::time::Instant::now();
+                let own = client == state.author;
                 let Some(entry) = live_entry(&mut state, &doc) else { return };
                 let have = entry.doc.version();
-                let result = if client == self.shared.client_id {
+                let result = if own {
                     Err(format!("own op delivered as op at version {version} instead of ack"))
                 } else if version <= have {
                     Err(format!("version {version} delivered again (have {have}); ignored"))
@@ -535,7 +536,7 @@ impl Task {
     async fn reconnect(&mut self) -> Result<Ws, ClientError> {
         let options = &self.options;
         let url = &self.urls[self.next];
-        let mut ws =
+        let (mut ws, author) =
             socket::connect(url, self.token.as_deref(), &self.shared.client_id, options.connect_timeout)
                 .await?;
         self.opening.retain(|_, reply| !reply.is_closed());
@@ -546,6 +547,7 @@ impl Task {
             .collect();
         {
             let mut state = self.shared.lock();
+            state.author = author;
             for (doc, entry) in &mut state.docs {
                 let since = match entry.phase {
                     Phase::Closed => continue,

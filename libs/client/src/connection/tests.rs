@@ -154,7 +154,13 @@ impl Fake {
             _ => return,
         };
         self.received.lock().unwrap().hellos.push(client.clone());
-        let welcome = ServerMessage::Welcome { protocol: 1, client: client.clone(), user: "tester".into() };
+        // Like a server older than `welcome.author`: the client takes its own id as its author id.
+        let welcome = ServerMessage::Welcome {
+            protocol: 1,
+            client: client.clone(),
+            user: "tester".into(),
+            author: None,
+        };
         let _ = tx.send(welcome.to_json());
         let conn = {
             let mut state = self.state.lock().unwrap();
