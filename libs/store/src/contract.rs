@@ -85,6 +85,7 @@ checks!(
     duplicate_rejection_conflicts,
     one_outcome_per_seq,
     find_outcome_answers,
+    last_outcome_answers,
     claim_bumps_epoch_and_fences,
     offset_stored_with_commit,
     snapshot_bounds_loading,

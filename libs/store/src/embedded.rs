@@ -29,7 +29,7 @@ use tandem_protocol::records::{CommittedEvent, Outcome};
 use tandem_protocol::{ClientId, DocId};
 
 use crate::{
-    CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
+    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
     UnpublishedCommit,
 };
 use pool::ReaderPool;
@@ -242,5 +242,10 @@ impl EventStore for SqliteStore {
     ) -> Result<Option<Outcome>, StoreError> {
         let (doc, client) = (doc.clone(), client.clone());
         self.read(move |conn| queries::find_outcome(conn, &doc, &client, seq)).await
+    }
+
+    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        let (doc, client) = (doc.clone(), client.clone());
+        self.read(move |conn| queries::last_outcome(conn, &doc, &client)).await
     }
 }

@@ -248,4 +248,10 @@ pub trait EventStore: Send + Sync + 'static {
         client: &ClientId,
         seq: u64,
     ) -> Result<Option<Outcome>, StoreError>;
+
+    /// The highest `seq` `client` has an outcome for on `doc` (committed or rejected) and that
+    /// outcome; `None` for a client that never wrote the document. The sequencer asks when it meets
+    /// a client it no longer remembers (documents keep a bounded number of clients in memory and in
+    /// snapshots), so that a forgotten client's next `seq` is checked against what it really used.
+    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError>;
 }

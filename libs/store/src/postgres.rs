@@ -31,7 +31,7 @@ use tandem_protocol::{ClientId, DocId};
 use tokio_postgres::NoTls;
 
 use crate::{
-    CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
+    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
     UnpublishedCommit,
 };
 use codec::pool_error;
@@ -230,5 +230,9 @@ impl EventStore for PostgresStore {
         seq: u64,
     ) -> Result<Option<Outcome>, StoreError> {
         queries::find_outcome(&self.client().await?, doc, client, seq).await
+    }
+
+    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        queries::last_outcome(&self.client().await?, doc, client).await
     }
 }

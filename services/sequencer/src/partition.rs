@@ -5,14 +5,19 @@
 //! this owner's epoch → publish. Nothing is published (so nothing is acknowledged) before the commit.
 //! Written once against the bus and store traits: the single-process mode and the distributed mode run
 //! exactly this code.
+//!
+//! What one op may cost the partition is bounded: an op whose base is older than its document's
+//! window needs history from the store; it is held (with every later op of its document, which must
+//! wait behind it) and decided over the next rounds, one page of history per round, while the ops
+//! of every other document are decided and committed as usual.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tandem_bus::{BusError, EventPublisher, OpConsumer, PartitionId, Published, SubmissionRecord};
-use tandem_protocol::records::{SequencedRecord, Submission};
+use tandem_protocol::records::{CommittedEvent, SequencedRecord, Submission};
 use tandem_protocol::DocId;
 use tandem_store::{CommitBatch, EventStore, StoreError};
 use tokio::sync::mpsc;
@@ -33,9 +38,15 @@ pub struct PartitionConfig {
     /// Documents kept in memory; the least recently used beyond this are dropped (and reloaded from the
     /// store when they get an op again).
     pub cached_documents: usize,
-    /// Characters of text kept in memory over all cached documents (a rope costs a few bytes per
-    /// character); past it the least recently used documents are dropped, whatever their count.
+    /// What the cached documents may hold in memory, in characters (about bytes): their texts, their
+    /// history windows (the ops' inserted text and a fixed cost per op) and their client records
+    /// ([`DocumentState::memory_chars`]); past it the least recently used documents are dropped,
+    /// whatever their count.
     pub cached_chars: usize,
+    /// Snapshot writes in flight at once, over the partition; never more than one per document. A
+    /// snapshot due while they are busy is skipped (and taken after a later commit of the document),
+    /// not queued.
+    pub snapshot_writes: usize,
 }
 
 impl Default for PartitionConfig {
@@ -46,6 +57,7 @@ impl Default for PartitionConfig {
             snapshot_every: 1000,
             cached_documents: 10_000,
             cached_chars: 200_000_000,
+            snapshot_writes: 4,
         }
     }
 }
@@ -81,6 +93,69 @@ struct CachedDocument {
     last_used: u64,
 }
 
+/// The ops of one document waiting behind a late op of it, in arrival order: the first is the late
+/// op, decided one page of history per round.
+struct Held {
+    records: VecDeque<SubmissionRecord>,
+    /// The page of history the first one asked for: versions `after < v <= up_to`.
+    need: (u64, u64),
+}
+
+/// What the state machine decided about the ops of one round, ready to commit.
+#[derive(Default)]
+struct Decided {
+    commit: CommitBatch,
+    records: Vec<SequencedRecord>,
+    /// The decided ops whose traces are sampled: their index among `records`, and their `decide`
+    /// span's context (see crate::op_trace).
+    traced: Vec<(usize, tandem_telemetry::propagation::Context)>,
+    duplicates: u64,
+    rejected: u64,
+}
+
+impl Decided {
+    fn push(&mut self, sub: &Submission, decision: Decision) {
+        match decision {
+            Decision::Commit(event) => {
+                self.commit.events.push(event.clone());
+                self.records.push(SequencedRecord::Committed(event));
+            }
+            Decision::Duplicate { version } => {
+                self.duplicates += 1;
+                self.records.push(SequencedRecord::Reacknowledged {
+                    doc: sub.doc.clone(),
+                    client: sub.client.clone(),
+                    seq: sub.seq,
+                    version,
+                });
+            }
+            Decision::Reject { rejection, new } => {
+                self.rejected += 1;
+                debug!(doc = %sub.doc, client = %sub.client, seq = sub.seq, code = %rejection.code, "op rejected");
+                if new {
+                    self.commit.rejections.push(rejection.clone());
+                }
+                self.records.push(SequencedRecord::Rejected(rejection));
+            }
+            Decision::NeedHistory { .. } | Decision::NeedOutcome | Decision::NeedClient => {
+                unreachable!("decide() resolves every request for data but history")
+            }
+        }
+    }
+}
+
+/// Removes its document from the set of snapshot writes in flight when the write ends (or panics).
+struct SnapshotWrite {
+    writing: Arc<Mutex<HashSet<DocId>>>,
+    doc: DocId,
+}
+
+impl Drop for SnapshotWrite {
+    fn drop(&mut self) {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.doc);
+    }
+}
+
 /// Owns one partition until the input ends, the owner is fenced, or `shutdown` fires (after
 /// finishing the batch in hand).
 pub async fn run_partition(
@@ -109,6 +184,10 @@ pub async fn run_partition(
         published: Arc::new(AtomicU64::new(claim.published_through)),
         marked: claim.published_through,
         last_commit: claim.last_commit,
+        held: HashMap::new(),
+        held_order: VecDeque::new(),
+        consumed: None,
+        snapshots: Arc::new(Mutex::new(HashSet::new())),
     };
     owner.republish(&*publisher).await?;
     // Publishing runs beside the loop, not in it: while one batch's records are on their way to the
@@ -236,6 +315,14 @@ struct PartitionOwner {
     /// The partition's last commit number: the next batch with records expects the one after it,
     /// which makes retrying a commit whose answer was lost safe.
     last_commit: u64,
+    /// Documents with a late op being decided page by page, and the ops waiting behind it.
+    held: HashMap<DocId, Held>,
+    /// The documents of `held`, in the order their next page is read (one per round).
+    held_order: VecDeque<DocId>,
+    /// The offset after the last op consumed.
+    consumed: Option<i64>,
+    /// The documents whose snapshot is being written.
+    snapshots: Arc<Mutex<HashSet<DocId>>>,
 }
 
 impl PartitionOwner {
@@ -248,24 +335,43 @@ impl PartitionOwner {
         shutdown: &CancellationToken,
     ) -> Result<(), PartitionError> {
         loop {
-            let batch = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ok(()),
-                batch = consumer.next_batch(self.config.max_batch) => match batch {
-                    Ok(batch) => batch,
-                    Err(BusError::Closed) => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                },
-                // Idle: record what was published, so the next owner does not publish it again.
-                // (Always armed: the publishing task raises `published` while this waits.)
-                _ = tokio::time::sleep(IDLE_MARK) => {
-                    if self.published() > self.marked {
-                        self.mark_published().await?;
+            let batch = if self.held.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(()),
+                    batch = consumer.next_batch(self.config.max_batch) => match batch {
+                        Ok(batch) => batch,
+                        Err(BusError::Closed) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    },
+                    // Idle: record what was published, so the next owner does not publish it again.
+                    // (Always armed: the publishing task raises `published` while this waits.)
+                    _ = tokio::time::sleep(IDLE_MARK) => {
+                        if self.published() > self.marked {
+                            self.mark_published().await?;
+                        }
+                        continue;
                     }
-                    continue;
+                }
+            } else {
+                // A late op waits for its next page of history: take what has arrived, without
+                // waiting for more.
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(()),
+                    batch = consumer.next_batch(self.config.max_batch) => match batch {
+                        Ok(batch) => batch,
+                        Err(BusError::Closed) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    },
+                    _ = std::future::ready(()) => Vec::new(),
                 }
             };
             let (commit, records) = self.process(batch).await?;
+            if records.is_empty() {
+                // Only a page of history was read: nothing to publish.
+                continue;
+            }
             let handed_over = tokio::select! {
                 sent = to_publisher.send((commit, records)) => sent.is_ok(),
                 // A broker so slow that the queue is full must not hold up a shutdown: the batch is
@@ -310,62 +416,44 @@ impl PartitionOwner {
         Ok(())
     }
 
-    /// Sequences and commits one batch; returns its commit number and what to publish.
+    /// Sequences and commits one round: a page of history for the late op that waits longest (and
+    /// the ops behind it, once it is decided), then the new batch. Returns the commit number and
+    /// what to publish.
     async fn process(
         &mut self,
         batch: Vec<SubmissionRecord>,
     ) -> Result<(u64, Vec<Outgoing>), PartitionError> {
         self.tick += 1;
-        let mut commit = CommitBatch {
-            partition: self.partition,
-            epoch: self.epoch,
-            next_offset: batch.last().map(|r| r.offset + 1),
-            published_through: Some(self.published()).filter(|&published| published > self.marked),
-            expected_commit: Some(self.last_commit + 1),
-            ..CommitBatch::default()
-        };
-        let mut records = Vec::with_capacity(batch.len());
-        let (mut duplicates, mut rejected) = (0u64, 0u64);
-        // The batch's ops whose traces are sampled: their index among `records`, and their
-        // `decide` span's context (see crate::op_trace).
-        let mut traced = Vec::new();
+        if let Some(last) = batch.last() {
+            self.consumed = Some(last.offset + 1);
+        }
+        let mut decided = Decided::default();
+        if let Some(doc) = self.held_order.pop_front() {
+            self.advance_held(doc, &mut decided).await?;
+        }
         for record in &batch {
-            let sub = &record.submission;
-            let decision = match op_trace::decide_span(record) {
-                Some(span) => {
-                    let decision = self.decide(sub).instrument(span.clone()).await?;
-                    traced.push((records.len(), op_trace::close_decide(span, &decision)));
-                    decision
-                }
-                None => self.decide(sub).await?,
-            };
-            match decision {
-                Decision::Commit(event) => {
-                    commit.events.push(event.clone());
-                    records.push(SequencedRecord::Committed(event));
-                }
-                Decision::Duplicate { version } => {
-                    duplicates += 1;
-                    records.push(SequencedRecord::Reacknowledged {
-                        doc: sub.doc.clone(),
-                        client: sub.client.clone(),
-                        seq: sub.seq,
-                        version,
-                    });
-                }
-                Decision::Reject { rejection, new } => {
-                    rejected += 1;
-                    debug!(doc = %sub.doc, client = %sub.client, seq = sub.seq, code = %rejection.code, "op rejected");
-                    if new {
-                        commit.rejections.push(rejection.clone());
-                    }
-                    records.push(SequencedRecord::Rejected(rejection));
-                }
-                Decision::NeedHistory { .. } | Decision::NeedOutcome => {
-                    unreachable!("decide() resolves every request for data")
-                }
+            // Behind a late op of its document: it waits its turn.
+            if let Some(held) = self.held.get_mut(&record.submission.doc) {
+                held.records.push_back(record.clone());
+                continue;
+            }
+            if let Some(need) = self.decide_record(record, None, &mut decided).await? {
+                self.hold(record.clone(), need);
             }
         }
+        let Decided { mut commit, records, traced, duplicates, rejected } = decided;
+        if records.is_empty() {
+            // Only a page of history was read, or every op waits behind a late one.
+            return Ok((self.last_commit, Vec::new()));
+        }
+        commit.partition = self.partition;
+        commit.epoch = self.epoch;
+        // Held ops are not decided yet: the next owner must consume them again, so the stored offset
+        // stays at the oldest of them (what was decided after it is deduplicated when replayed).
+        let held_from = self.held.values().filter_map(|h| h.records.front()).map(|r| r.offset).min();
+        commit.next_offset = held_from.or(self.consumed);
+        commit.published_through = Some(self.published()).filter(|&published| published > self.marked);
+        commit.expected_commit = Some(self.last_commit + 1);
         let started = std::time::Instant::now();
         let commit_spans = CommitSpans::open(traced, &records);
         let number = self.commit(&commit).await?;
@@ -384,28 +472,109 @@ impl PartitionOwner {
         Ok((number, records))
     }
 
-    /// Runs the state machine, fetching from the store what it asks for.
-    async fn decide(&mut self, sub: &Submission) -> Result<Decision, PartitionError> {
+    /// Holds a late op that asked for a page of history: it is decided over the next rounds.
+    fn hold(&mut self, record: SubmissionRecord, need: (u64, u64)) {
+        let doc = record.submission.doc.clone();
+        metrics::counter!("tandem_sequencer_late_ops_total").increment(1);
+        self.held.insert(doc.clone(), Held { records: VecDeque::from([record]), need });
+        self.held_order.push_back(doc);
+    }
+
+    /// Reads one page of history for the late op of `doc` and decides it if that was the last page;
+    /// then decides the ops behind it until one is late again or none is left.
+    ///
+    /// While more than a batch of ops waits behind late ops of the document (a stream of late ops
+    /// on one document), it reads further pages in the same round, as the loop did before pages
+    /// existed: what waits stays bounded, and one late op still costs at most `max_base_lag` events.
+    async fn advance_held(&mut self, doc: DocId, decided: &mut Decided) -> Result<(), PartitionError> {
+        let Some(mut held) = self.held.remove(&doc) else { return Ok(()) };
+        loop {
+            let (after, up_to) = held.need;
+            let limit = (up_to - after) as usize;
+            let page = retry(self.partition, || self.store.read_events(&doc, after, up_to, limit)).await?;
+            let mut page = Some(page);
+            let mut late_again = false;
+            while let Some(record) = held.records.pop_front() {
+                if let Some(need) = self.decide_record(&record, page.take().as_deref(), decided).await? {
+                    held.records.push_front(record);
+                    held.need = need;
+                    late_again = true;
+                    break;
+                }
+            }
+            if !late_again {
+                return Ok(());
+            }
+            if held.records.len() <= self.config.max_batch {
+                self.held.insert(doc.clone(), held);
+                self.held_order.push_back(doc);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Decides one op (with a page of history for a late op), adding the decision to `decided`;
+    /// returns the page of history it needs instead when it needs one.
+    async fn decide_record(
+        &mut self,
+        record: &SubmissionRecord,
+        page: Option<&[CommittedEvent]>,
+        decided: &mut Decided,
+    ) -> Result<Option<(u64, u64)>, PartitionError> {
+        let sub = &record.submission;
+        let (decision, context) = match op_trace::decide_span(record) {
+            Some(span) => {
+                let decision = self.decide(sub, page).instrument(span.clone()).await?;
+                let context = op_trace::close_decide(span, &decision);
+                (decision, Some(context))
+            }
+            None => (self.decide(sub, page).await?, None),
+        };
+        if let Decision::NeedHistory { after, up_to } = decision {
+            return Ok(Some((after, up_to)));
+        }
+        if let Some(context) = context {
+            decided.traced.push((decided.records.len(), context));
+        }
+        decided.push(sub, decision);
+        Ok(None)
+    }
+
+    /// Runs the state machine, fetching from the store what it asks for, except history: a
+    /// `NeedHistory` is returned, and the op is held (see [`PartitionOwner::advance_held`]).
+    async fn decide(
+        &mut self,
+        sub: &Submission,
+        page: Option<&[CommittedEvent]>,
+    ) -> Result<Decision, PartitionError> {
         self.load(&sub.doc).await?;
         let limits = &self.config.limits;
         let doc = &mut self.docs.get_mut(&sub.doc).expect("loaded just above").state;
-        let decision = match doc.decide(sub, limits, Fetched::Nothing) {
-            // Retried like every other store call: the op in hand cannot be skipped, so one
-            // transient read error must not end the partition.
-            Decision::NeedHistory { after, up_to } => {
-                let limit = (up_to - after) as usize;
-                let history =
-                    retry(self.partition, || self.store.read_events(&sub.doc, after, up_to, limit)).await?;
-                doc.decide(sub, limits, Fetched::History(&history))
-            }
-            Decision::NeedOutcome => {
-                let outcome =
-                    retry(self.partition, || self.store.find_outcome(&sub.doc, &sub.client, sub.seq)).await?;
-                doc.decide(sub, limits, Fetched::Outcome(outcome.as_ref()))
-            }
-            decision => decision,
-        };
-        Ok(decision)
+        let mut decision = doc.decide(sub, limits, page.map_or(Fetched::Nothing, Fetched::History));
+        // Retried like every other store call: the op in hand cannot be skipped, so one transient
+        // read error must not end the partition. Each is one indexed read.
+        loop {
+            decision = match decision {
+                Decision::NeedClient => {
+                    let record =
+                        retry(self.partition, || self.store.last_outcome(&sub.doc, &sub.client)).await?;
+                    // The page, if any, was not used yet: the client is looked up before history.
+                    match doc.decide(sub, limits, Fetched::Client(record.as_ref())) {
+                        Decision::NeedHistory { .. } if page.is_some() => {
+                            doc.decide(sub, limits, page.map_or(Fetched::Nothing, Fetched::History))
+                        }
+                        decision => decision,
+                    }
+                }
+                Decision::NeedOutcome => {
+                    let outcome =
+                        retry(self.partition, || self.store.find_outcome(&sub.doc, &sub.client, sub.seq))
+                            .await?;
+                    doc.decide(sub, limits, Fetched::Outcome(outcome.as_ref()))
+                }
+                decision => return Ok(decision),
+            };
+        }
     }
 
     async fn load(&mut self, doc: &DocId) -> Result<(), PartitionError> {
@@ -438,17 +607,32 @@ impl PartitionOwner {
 
     fn after_commit(&mut self, batch: &CommitBatch) {
         let limits = &self.config.limits;
-        for event in &batch.events {
-            if let Some(cached) = self.docs.get_mut(&event.doc) {
-                cached.state.mark_durable(event.version, limits);
+        // Everything decided so far is in the store now: windows may shrink, and clients beyond the
+        // limit may be forgotten (the store answers for them).
+        let touched = batch.events.iter().map(|e| &e.doc).chain(batch.rejections.iter().map(|r| &r.doc));
+        for doc in touched {
+            if let Some(cached) = self.docs.get_mut(doc) {
+                cached.state.all_durable(limits);
             }
         }
         for event in &batch.events {
+            if self.config.snapshot_every == 0 {
+                break;
+            }
             let Some(cached) = self.docs.get_mut(&event.doc) else { continue };
+            let mut writing = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
+            // Bounded: one write per document, a few in all. Skipped, not queued: the snapshot stays
+            // due and is taken after the document's next commit.
+            if writing.contains(&event.doc) || writing.len() >= self.config.snapshot_writes {
+                continue;
+            }
             if let Some(snapshot) = cached.state.snapshot_due(self.config.snapshot_every) {
+                writing.insert(event.doc.clone());
+                let guard = SnapshotWrite { writing: self.snapshots.clone(), doc: event.doc.clone() };
                 let store = self.store.clone();
                 // Off the hot path: a snapshot is only a read cache, so a failure costs nothing but time.
                 tokio::spawn(async move {
+                    let _guard = guard;
                     if let Err(e) = store.write_snapshot(&snapshot).await {
                         warn!(doc = %snapshot.doc, version = snapshot.version, error = %e, "snapshot failed");
                     }
@@ -458,15 +642,16 @@ impl PartitionOwner {
         self.evict();
     }
 
-    /// Drops the least recently used documents beyond the count and character budgets. Documents
-    /// used by the batch just committed are kept: they are the ones most likely to get the next op.
+    /// Drops the least recently used documents beyond the count and memory budgets. Documents
+    /// used by the batch just committed are kept: they are the ones most likely to get the next op;
+    /// so are documents with held ops (their late op's progress is in their state).
     fn evict(&mut self) {
-        let chars: usize = self.docs.values().map(|c| c.state.text().len_chars()).sum();
+        let chars: usize = self.docs.values().map(|c| c.state.memory_chars()).sum();
         if self.docs.len() <= self.config.cached_documents && chars <= self.config.cached_chars {
             return;
         }
         let mut by_age: Vec<(u64, usize, DocId)> =
-            self.docs.iter().map(|(d, c)| (c.last_used, c.state.text().len_chars(), d.clone())).collect();
+            self.docs.iter().map(|(d, c)| (c.last_used, c.state.memory_chars(), d.clone())).collect();
         by_age.sort_unstable_by_key(|(used, _, _)| *used);
         let (mut count, mut chars) = (self.docs.len(), chars);
         for (used, len, doc) in by_age {
@@ -474,6 +659,9 @@ impl PartitionOwner {
                 || used == self.tick
             {
                 break;
+            }
+            if self.held.contains_key(&doc) {
+                continue;
             }
             self.docs.remove(&doc);
             count -= 1;

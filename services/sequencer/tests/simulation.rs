@@ -29,12 +29,14 @@ struct Server {
 
 impl Server {
     fn submit(&mut self, sub: &Submission) -> SequencedRecord {
-        let decision = match self.state.decide(sub, &self.limits, Fetched::Nothing) {
-            Decision::NeedHistory { after, up_to } => {
-                let history: Vec<_> =
-                    self.log.iter().filter(|e| e.version > after && e.version <= up_to).cloned().collect();
-                self.state.decide(sub, &self.limits, Fetched::History(&history))
-            }
+        let mut decision = self.state.decide(sub, &self.limits, Fetched::Nothing);
+        // Older history comes a page at a time.
+        while let Decision::NeedHistory { after, up_to } = decision {
+            let history: Vec<_> =
+                self.log.iter().filter(|e| e.version > after && e.version <= up_to).cloned().collect();
+            decision = self.state.decide(sub, &self.limits, Fetched::History(&history));
+        }
+        let decision = match decision {
             Decision::NeedOutcome => {
                 let outcome = self.outcome_of(sub);
                 self.state.decide(sub, &self.limits, Fetched::Outcome(outcome.as_ref()))

@@ -45,7 +45,7 @@ struct Config {
     #[arg(long, env = "TANDEM_MAX_OP_CHARS", default_value_t = 1_000_000)]
     max_op_chars: usize,
     /// Oldest `base` accepted, in versions behind the document.
-    #[arg(long, env = "TANDEM_MAX_BASE_LAG", default_value_t = 100_000)]
+    #[arg(long, env = "TANDEM_MAX_BASE_LAG", default_value_t = tandem_sequencer::Limits::default().max_base_lag)]
     max_base_lag: u64,
     /// Authentication, browser safety and per-connection limits.
     #[command(flatten)]

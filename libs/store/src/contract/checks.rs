@@ -180,6 +180,33 @@ pub async fn find_outcome_answers(store: &dyn EventStore, ns: &Namespace) {
     assert_eq!(store.find_outcome(&ns.doc("outcome-other"), &kim, 1).await.unwrap(), None);
 }
 
+/// `last_outcome` answers a client's highest seq over its events and rejections, with that seq's
+/// outcome, and `None` for a client that never wrote the document.
+pub async fn last_outcome_answers(store: &dyn EventStore, ns: &Namespace) {
+    let doc = ns.doc("last-outcome");
+    let (kim, leo, max) = (client("kim"), client("leo"), client("max"));
+    let p = ns.partition(30);
+    let epoch = claim(store, p).await;
+    let refused = Rejection { message: "seq 9 skips ahead".into(), ..rejection(&doc, &kim, 9, 2) };
+    let events = vec![event(&doc, 1, &kim, 1), event(&doc, 2, &kim, 2), event(&doc, 3, &leo, 4)];
+    store.commit(&batch(p, epoch, events, vec![refused.clone()])).await.unwrap();
+    store.commit(&batch(p, epoch, vec![], vec![rejection(&doc, &leo, 2, 3)])).await.unwrap();
+
+    assert_eq!(
+        store.last_outcome(&doc, &kim).await.unwrap(),
+        Some(ClientRecord {
+            seq: 9,
+            outcome: Outcome::Rejected { code: refused.code, message: refused.message.clone() }
+        })
+    );
+    assert_eq!(
+        store.last_outcome(&doc, &leo).await.unwrap(),
+        Some(ClientRecord { seq: 4, outcome: Outcome::Committed { version: 3 } })
+    );
+    assert_eq!(store.last_outcome(&doc, &max).await.unwrap(), None);
+    assert_eq!(store.last_outcome(&ns.doc("last-outcome-other"), &kim).await.unwrap(), None);
+}
+
 /// Each claim returns a higher epoch; a commit of any other epoch is fenced and writes nothing. A
 /// partition must be claimed before it is committed to: epoch 0 is never accepted.
 pub async fn claim_bumps_epoch_and_fences(store: &dyn EventStore, ns: &Namespace) {

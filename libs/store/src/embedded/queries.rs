@@ -23,6 +23,11 @@ const INSERT_REJECTION: &str = r#"INSERT INTO rejections
                                   (doc, client, seq, code, message, at_version, "partition", commit_seq)
                                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"#;
 const EVENT_VERSION_OF_SEQ: &str = "SELECT version FROM events WHERE doc = ?1 AND client = ?2 AND seq = ?3";
+/// The highest seq of a client on a document, over events and rejections (NULL for none): each
+/// half is one look-up in the (doc, client, seq) key.
+const LAST_SEQ: &str = "SELECT max(seq) FROM ( \
+       SELECT max(seq) AS seq FROM events WHERE doc = ?1 AND client = ?2 \
+       UNION ALL SELECT max(seq) FROM rejections WHERE doc = ?1 AND client = ?2)";
 const REJECTION_OF_SEQ: &str =
     "SELECT code, message FROM rejections WHERE doc = ?1 AND client = ?2 AND seq = ?3";
 const PARTITION_STATE: &str =
@@ -389,6 +394,20 @@ pub(super) fn find_outcome(
     };
     tx.finish()?;
     Ok(outcome)
+}
+
+pub(super) fn last_outcome(
+    conn: &mut Connection,
+    doc: &DocId,
+    client: &ClientId,
+) -> Result<Option<ClientRecord>, StoreError> {
+    let seq: Option<i64> =
+        conn.prepare_cached(LAST_SEQ)?.query_row(params![doc.as_str(), client.as_str()], |row| row.get(0))?;
+    let Some(seq) = seq else { return Ok(None) };
+    let seq = stored_u64(seq, || format!("last seq of {client} on document {doc}"))?;
+    let outcome = find_outcome(conn, doc, client, seq)?
+        .ok_or_else(|| StoreError::Corrupt(format!("seq {seq} of {client} on document {doc} vanished")))?;
+    Ok(Some(ClientRecord { seq, outcome }))
 }
 
 /// commit_seq, kind (0 event, 1 rejection), doc, version or at_version, client, seq, op or code,

@@ -12,7 +12,9 @@ use super::codec::{
     stored_client, stored_code, stored_u64, version_to_sql,
 };
 use crate::outbox::{self, OutboxRow, Page};
-use crate::{PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument, UnpublishedCommit};
+use crate::{
+    ClientRecord, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument, UnpublishedCommit,
+};
 
 const CLAIM_PARTITION: &str = r#"INSERT INTO partitions ("partition", epoch, next_offset) VALUES ($1, 1, NULL)
      ON CONFLICT ("partition") DO UPDATE SET epoch = partitions.epoch + 1
@@ -58,6 +60,12 @@ const FIND_OUTCOME: &str =
      UNION ALL \
      SELECT NULL::bigint, code, message FROM rejections WHERE doc = $1 AND client = $2 AND seq = $3 \
      LIMIT 1";
+
+/// The highest seq of a client on a document, over events and rejections (NULL for none): each
+/// half is one look-up in the (doc, client, seq) key; `greatest` ignores a NULL half.
+const LAST_SEQ: &str = "SELECT greatest( \
+       (SELECT max(seq) FROM events WHERE doc = $1 AND client = $2), \
+       (SELECT max(seq) FROM rejections WHERE doc = $1 AND client = $2))";
 
 /// Bumps the partition's epoch (creating its row at epoch 1) and returns it with the stored offset
 /// and outbox position. The update waits for a commit holding the row, so the claim is ordered
@@ -299,6 +307,25 @@ pub(super) async fn write_snapshot(client: &mut Client, snapshot: &Snapshot) -> 
     tx.execute(&stmt, &[&doc.as_str()]).await.map_err(fail("drop old snapshots"))?;
     tx.commit().await.map_err(fail("commit the snapshot"))?;
     Ok(())
+}
+
+pub(super) async fn last_outcome(
+    client: &Client,
+    doc: &DocId,
+    who: &ClientId,
+) -> Result<Option<ClientRecord>, StoreError> {
+    let stmt = client.prepare_cached(LAST_SEQ).await.map_err(|e| pg_error(e, "prepare the last seq read"))?;
+    let row = client
+        .query_one(&stmt, &[&doc.as_str(), &who.as_str()])
+        .await
+        .map_err(|e| pg_error(e, "read the last seq"))?;
+    let seq: Option<i64> = column(&row, 0, "last seq")?;
+    let Some(seq) = seq else { return Ok(None) };
+    let seq = stored_u64(seq, || format!("last seq of {who} on document {doc}"))?;
+    let outcome = find_outcome(client, doc, who, seq)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("seq {seq} of {who} on document {doc} vanished")))?;
+    Ok(Some(ClientRecord { seq, outcome }))
 }
 
 pub(super) async fn find_outcome(

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tandem_protocol::records::{CommittedEvent, Outcome};
 use tandem_protocol::{ClientId, DocId};
 use tandem_store::{
-    CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
+    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
     UnpublishedCommit,
 };
 use tokio::time::Instant;
@@ -127,6 +127,10 @@ impl EventStore for ObservedStore {
         self.observe(self.inner.unpublished(partition, after, limit).await)
     }
 
+    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        self.observe(self.inner.last_outcome(doc, client).await)
+    }
+
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
         self.observe(self.inner.latest_version(doc).await)
     }
@@ -187,6 +191,9 @@ mod tests {
             _: usize,
         ) -> Result<Vec<UnpublishedCommit>, StoreError> {
             unreachable!()
+        }
+        async fn last_outcome(&self, _: &DocId, _: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+            Ok(None)
         }
         async fn latest_version(&self, _: &DocId) -> Result<u64, StoreError> {
             match self.0.load(Ordering::SeqCst) {

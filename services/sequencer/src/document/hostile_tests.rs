@@ -26,8 +26,13 @@ use tandem_store::{ClientRecord, Snapshot, StoredDocument};
 
 use super::{Decision, DocumentState, Fetched, Limits};
 
-const LIMITS: Limits =
-    Limits { max_document_chars: 16, max_op_insert_chars: 8, history_window: 3, max_base_lag: 6 };
+const LIMITS: Limits = Limits {
+    max_document_chars: 16,
+    max_op_insert_chars: 8,
+    history_window: 3,
+    max_base_lag: 6,
+    max_clients: 1_000,
+};
 
 /// Characters that make counting go wrong when a layer counts bytes, UTF-16 units or graphemes.
 const PIECES: &[&str] =
@@ -58,7 +63,7 @@ fn view(state: &DocumentState) -> View {
         window: state.window.iter().map(|e| (e.client.clone(), e.seq, e.op.clone())).collect(),
         window_start: state.window_start,
         durable_version: state.durable_version,
-        clients: state.clients.iter().map(|(c, r)| (c.clone(), r.clone())).collect(),
+        clients: state.clients.iter().map(|(c, r)| (c.clone(), r.record.clone())).collect(),
         snapshot_version: state.snapshot_version,
     }
 }
@@ -463,12 +468,16 @@ fn check(
         }
         Decision::NeedHistory { after: from, up_to } => {
             prop_assert_eq!(after, before, "asking for history changed the state");
-            prop_assert_eq!((*from, *up_to), (sub.base, before.window_start));
-            prop_assert!(from < up_to);
+            // One page at a time, from the base or from where the pages before it ended.
+            prop_assert!(*from >= sub.base && from < up_to && *up_to <= before.window_start);
+            prop_assert!(up_to - from <= LIMITS.history_window as u64);
         }
         Decision::NeedOutcome => {
             prop_assert_eq!(after, before, "asking for an outcome changed the state");
             prop_assert!(sub.seq < last);
+        }
+        Decision::NeedClient => {
+            return Err(TestCaseError::fail("a document that forgot no client asked for one"));
         }
     }
     Ok(())
@@ -503,7 +512,7 @@ fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
             }
         };
         let client = clients[client].clone();
-        let last = state.clients.get(&client).map_or(0, |r| r.seq);
+        let last = state.clients.get(&client).map_or(0, |r| r.record.seq);
         let base = base.resolve(state.version());
         let len = match fit {
             Fit::Base => Some(log.lengths.get(base as usize).copied().unwrap_or(state.text().len_chars())),
@@ -522,9 +531,18 @@ fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
         let decision = match first {
             Decision::NeedHistory { .. } | Decision::NeedOutcome => {
                 honest &= matches!(answer, Answer::Honest);
-                let second = decide_with(&mut state, &sub, &log, Some(&first), answer);
-                check(&before, &view(&state), &sub, &second, &log, honest, fit)?;
-                second
+                // History comes a page at a time: answer until decided (a few pages at most).
+                let mut request = first;
+                let mut pages = 0;
+                loop {
+                    let next = decide_with(&mut state, &sub, &log, Some(&request), answer);
+                    check(&before, &view(&state), &sub, &next, &log, honest, fit)?;
+                    pages += 1;
+                    match next {
+                        Decision::NeedHistory { .. } if pages < 8 => request = next,
+                        next => break next,
+                    }
+                }
             }
             decided => decided,
         };

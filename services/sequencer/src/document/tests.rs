@@ -23,7 +23,13 @@ fn sub(client: &str, seq: u64, base: u64, o: serde_json::Value) -> Submission {
 }
 
 fn limits() -> Limits {
-    Limits { max_document_chars: 20, max_op_insert_chars: 10, history_window: 1000, max_base_lag: 100 }
+    Limits {
+        max_document_chars: 20,
+        max_op_insert_chars: 10,
+        history_window: 1000,
+        max_base_lag: 100,
+        max_clients: 1_000,
+    }
 }
 
 fn commit(state: &mut DocumentState, s: &Submission) -> CommittedEvent {
@@ -314,7 +320,7 @@ mod properties {
         fn arbitrary_submissions_never_panic_and_rejections_change_nothing(
             steps in proptest::collection::vec((0usize..3, 0u64..6, 0u64..8, arbitrary_op()), 1..40)
         ) {
-            let limits = Limits { max_document_chars: 30, max_op_insert_chars: 6, history_window: 3, max_base_lag: 5 };
+            let limits = Limits { max_document_chars: 30, max_op_insert_chars: 6, history_window: 3, max_base_lag: 5, max_clients: 1_000 };
             let mut state = DocumentState::new(doc());
             for (client, seq, base, o) in steps {
                 let s = Submission {
@@ -345,4 +351,67 @@ mod properties {
             }
         }
     }
+}
+
+/// Issue "one stale op stalls a partition": the default lag bound is what one op may cost the
+/// partition, and an op past it is refused before any history is read.
+#[test]
+fn the_default_lag_bound_refuses_a_far_stale_op_before_reading_history() {
+    let limits = Limits { max_document_chars: 100_000, ..Limits::default() };
+    let mut state = DocumentState::new(doc());
+    for seq in 1..=20_001u64 {
+        let len = seq as usize - 1;
+        let s = Submission {
+            doc: doc(),
+            client: ClientId::parse("busy").unwrap(),
+            seq,
+            base: seq - 1,
+            op: Operation::from_patch(len, len, 0, "a").unwrap(),
+        };
+        assert!(matches!(state.decide(&s, &limits, Fetched::Nothing), Decision::Commit(_)));
+        state.mark_durable(seq, &limits);
+    }
+    let stale = sub("late", 1, 0, json!(["b"]));
+    match state.decide(&stale, &limits, Fetched::Nothing) {
+        Decision::Reject { rejection, new } => {
+            assert!(new);
+            assert_eq!(rejection.code, ErrorCode::InvalidOp);
+            assert!(rejection.message.contains("reload the document"), "{}", rejection.message);
+        }
+        other => panic!("expected invalid_op before reading any history, got {other:?}"),
+    }
+}
+
+/// A late op reads its history a window's worth at a time, never all of it at once, and the
+/// result is the same as transforming against the whole history.
+#[test]
+fn a_late_op_asks_for_its_history_one_window_at_a_time() {
+    let small = Limits { history_window: 2, ..limits() };
+    let mut full = DocumentState::new(doc());
+    let mut windowed = DocumentState::new(doc());
+    let mut log = Vec::new();
+    for seq in 1..=9u64 {
+        let s = sub("a", seq, seq - 1, json!([seq as usize - 1, "a"]));
+        log.push(commit(&mut full, &s));
+        let Decision::Commit(_) = windowed.decide(&s, &small, Fetched::Nothing) else { panic!() };
+        windowed.mark_durable(seq, &small);
+    }
+    let late = sub("b", 1, 1, json!(["b", 1]));
+    let mut fetched: Option<Vec<CommittedEvent>> = None;
+    let mut asked = Vec::new();
+    let decision = loop {
+        let given = fetched.as_deref().map_or(Fetched::Nothing, Fetched::History);
+        match windowed.decide(&late, &small, given) {
+            Decision::NeedHistory { after, up_to } => {
+                asked.push((after, up_to));
+                assert!(asked.len() < 10, "no progress: {asked:?}");
+                fetched =
+                    Some(log.iter().filter(|e| e.version > after && e.version <= up_to).cloned().collect());
+            }
+            decision => break decision,
+        }
+    };
+    assert_eq!(asked, [(1, 3), (3, 5), (5, 7)], "pages of at most the window's length");
+    assert_eq!(decision, full.decide(&late, &limits(), Fetched::Nothing));
+    assert_eq!(windowed.text(), full.text());
 }
