@@ -657,6 +657,16 @@ export class TandemClient {
   }
 
   _onSnapshot(handle, msg) {
+    if (handle.phase === 'catching_up') {
+      // A reopen further behind than the server's catch-up limit: the server answers with the whole
+      // document instead of every version since (PROTOCOL.md, "Reconnect"), then `opened` at its
+      // version. Start over from it as after invalid_op: unacknowledged edits are dropped, not resent,
+      // and seq continues.
+      const oldText = handle.text;
+      handle.state.reset(msg.text, msg.version);
+      handle.callbacks.onChange?.({ op: fromDiff(oldText, msg.text), text: msg.text, version: msg.version, reset: true });
+      return;
+    }
     // Messages of an older subscription (before close + open) come before the snapshot: only a snapshot
     // for an open without `since` counts.
     if (handle.phase !== 'opening') return;

@@ -167,6 +167,35 @@ test('reconnect: an op acknowledged in the catch-up is not resent; the buffer go
   client.close();
 });
 
+test('reconnect past the catch-up limit: snapshot then opened; pending edits dropped, not resent; seq continues', async () => {
+  const { client, ws } = newClient();
+  const errors = [];
+  const changes = [];
+  const h = client.open('doc', { onError: (e) => errors.push(e), onChange: (c) => changes.push(c) });
+  welcome(ws);
+  ws.take();
+  ws.recv({ type: 'snapshot', doc: 'doc', version: 3, text: 'ab' });
+  h.edit([1, 'X', 1]);
+  ws.take();
+  ws.close(1006);
+  await sleep(0);
+  h.edit([3, 'Y']); // buffered offline
+  const ws2 = await waitSocket(2);
+  welcome(ws2);
+  assert.deepEqual(ws2.take(), [{ type: 'open', doc: 'doc', since: 3 }]);
+  // PROTOCOL.md, "Reconnect": too far behind, the server answers with the whole document.
+  ws2.recv({ type: 'snapshot', doc: 'doc', version: 20000, text: 'aXb and more' });
+  ws2.recv({ type: 'opened', doc: 'doc', version: 20000 });
+  assert.deepEqual(errors, [], 'no protocol violation, no reload');
+  assert.equal(h.text, 'aXb and more');
+  assert.equal(h.version, 20000);
+  assert.equal(changes.at(-1).reset, true);
+  assert.deepEqual(ws2.take(), [], 'the dropped edits are not resent');
+  h.edit([12, '!']);
+  assert.deepEqual(ws2.take(), [{ type: 'op', doc: 'doc', seq: 2, base: 20000, op: [12, '!'] }], 'seq continues');
+  client.close();
+});
+
 test('invalid_op: pending edits dropped, close + fresh open, stale messages ignored, seq continues', async () => {
   const { client, ws } = newClient();
   const changes = [];

@@ -59,6 +59,10 @@ pub struct EdgeArgs {
     /// Ops of one connection waiting for the op log before further ones are answered `unavailable`.
     #[arg(long, env = "TANDEM_SUBMIT_QUEUE", default_value_t = 64)]
     pub submit_queue: usize,
+    /// Versions an `open` with `since` may be behind the document and still get a replay of every
+    /// version; further behind, it gets a `snapshot` (then `opened`).
+    #[arg(long, env = "TANDEM_CATCH_UP_LIMIT", default_value_t = 10_000)]
+    pub catch_up_limit: u64,
     /// Seconds from connecting to the `hello` frame.
     #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
@@ -102,6 +106,7 @@ impl EdgeArgs {
             write_timeout: Duration::from_secs(self.write_timeout),
             max_open_documents: self.max_open_documents,
             submit_queue: self.submit_queue,
+            catch_up_limit: self.catch_up_limit,
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
             drain_grace: Duration::from_secs(self.drain_grace_seconds),

@@ -49,6 +49,20 @@ pub struct GatewayConfig {
     pub document_queue: usize,
     /// Events read from the store per page during catch-up and gap repair.
     pub catch_up_page: usize,
+    /// How many versions behind the document an `open` with `since` may be and still be answered
+    /// by a replay of every version after `since`; further behind, it is answered by a `snapshot`
+    /// (then `opened`). The default is the sequencer's default `max_base_lag` (10,000), and it
+    /// should not be lower: a client further behind than that cannot have its unacknowledged op
+    /// accepted anyway (`invalid_op`, reload), so the snapshot costs it nothing a replay would keep.
+    pub catch_up_limit: u64,
+    /// Rejections a document task could not take at once (its queue full) that wait for room, over
+    /// the whole gateway. Past it, the rejected op's author is closed as `overloaded` (4408): it
+    /// reconnects, resends the op and gets its rejection again.
+    pub max_spilled_rejections: usize,
+    /// Resubmissions (see `resubmit_after`) in flight at once, over the whole gateway. An op due
+    /// while this many are in flight is not resubmitted this time; it stays tracked and is tried
+    /// again at its next due time (each time counts as one of its `max_resubmissions`).
+    pub max_resubmissions_in_flight: usize,
     /// How long the gateway waits for the record of an op it forwarded before submitting it again
     /// (doubling after each attempt); resubmission is safe, the sequencer deduplicates.
     pub resubmit_after: Duration,
@@ -81,6 +95,9 @@ impl Default for GatewayConfig {
             catch_up_send_timeout: Duration::from_secs(10),
             document_queue: 4096,
             catch_up_page: 1000,
+            catch_up_limit: 10_000,
+            max_spilled_rejections: 1024,
+            max_resubmissions_in_flight: 256,
             resubmit_after: Duration::from_secs(3),
             max_resubmissions: 4,
             drain_grace: Duration::from_secs(10),

@@ -75,10 +75,11 @@ pub(crate) async fn serve(
         outbound,
         submits,
         open: HashSet::new(),
+        opening: None,
         state: state.clone(),
     };
     let end = session.run(&mut socket, &mut inbound).await;
-    for doc in &session.open {
+    for doc in session.open.iter().chain(&session.opening) {
         state.hubs.unsubscribe(doc, conn).await;
     }
     if let Some((code, reason)) = end {
@@ -240,6 +241,9 @@ struct Session {
     /// This connection's ops on their way to the sequencer, in order.
     submits: SubmitQueue,
     open: HashSet<DocId>,
+    /// The document being opened, while the connection ends in the middle of its catch-up: its
+    /// subscription is registered already and must be ended too.
+    opening: Option<DocId>,
     state: Arc<GatewayState>,
 }
 
@@ -352,8 +356,9 @@ impl Session {
         Some((close_code::OVERLOADED, "overloaded"))
     }
 
-    /// Opens a document while still writing queued frames: the catch-up of a long history goes through
-    /// this connection's own queue, which must keep draining for the open to finish.
+    /// Opens a document while still writing queued frames: the catch-up of a long history is read
+    /// from the store in this task (see [`crate::hub::Hubs::subscribe`]) and goes through this
+    /// connection's own queue, which must keep draining for the open to finish.
     async fn open_while_writing(
         &mut self,
         socket: &mut WebSocket,
@@ -362,6 +367,22 @@ impl Session {
         since: Option<u64>,
     ) -> Result<Option<ServerMessage>, End> {
         let write_timeout = self.state.config.write_timeout;
+        self.opening = Some(doc.clone());
+        let result = self.open_writing(socket, inbound, doc, since, write_timeout).await;
+        if result.is_ok() {
+            self.opening = None;
+        }
+        result
+    }
+
+    async fn open_writing(
+        &mut self,
+        socket: &mut WebSocket,
+        inbound: &mut Inbound,
+        doc: DocId,
+        since: Option<u64>,
+        write_timeout: Duration,
+    ) -> Result<Option<ServerMessage>, End> {
         let open = self.open(doc, since);
         tokio::pin!(open);
         loop {

@@ -7,10 +7,24 @@
 //! store, never its history) and the
 //! version it has fanned out; a record that skips ahead, a shed record or a lagging stream makes it
 //! read the missing versions from the event store before delivering anything after them.
+//!
+//! The task never waits for one subscriber. An `open` with `since` is answered from the task only
+//! with its starting point: the task registers the subscriber at the version it has fanned out and
+//! holds back the live frames for it, while the opening connection reads the versions from `since`
+//! up to that point from the store in its own task, queues them, then takes the held frames until
+//! none is left and the subscriber is live (`Command::Release`). An `open` further behind than
+//! [`GatewayConfig::catch_up_limit`] gets a `snapshot` from the task's text instead.
+//!
+//! Nothing the hub spawns is unbounded: a rejection that finds its document's queue full waits in a
+//! task of its own only up to [`GatewayConfig::max_spilled_rejections`] over the gateway (past it,
+//! its author is closed as `overloaded`, reconnects and resends), resubmissions in flight are
+//! limited by [`GatewayConfig::max_resubmissions_in_flight`], and a failed gap repair is retried
+//! by the task's own timer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use ropey::Rope;
@@ -19,7 +33,8 @@ use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submi
 use tandem_protocol::ws::ServerMessage;
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError};
 use tandem_store::{EventStore, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, warn, Span};
 
 use crate::delivery_trace;
@@ -30,6 +45,9 @@ use crate::GatewayConfig;
 /// Identifies one WebSocket connection within this gateway.
 pub type ConnId = u64;
 
+/// The pause before a failed gap repair is tried again.
+const REPAIR_RETRY: Duration = Duration::from_millis(200);
+
 /// What a document task is asked to do.
 enum Command {
     Subscribe {
@@ -37,7 +55,13 @@ enum Command {
         client: ClientId,
         outbound: Outbound,
         since: Option<u64>,
-        reply: oneshot::Sender<Result<(), ProtocolError>>,
+        reply: oneshot::Sender<Result<Opening, ProtocolError>>,
+    },
+    /// The connection has queued its catch-up: hand it the live frames held back meanwhile, or,
+    /// when none is left, make the subscriber live. `None`: the subscriber is gone (overloaded).
+    Release {
+        conn: ConnId,
+        reply: oneshot::Sender<Option<Vec<Utf8Bytes>>>,
     },
     Unsubscribe {
         conn: ConnId,
@@ -55,10 +79,54 @@ enum Command {
     Wake,
 }
 
+/// How a subscription starts, as the document task answers it.
+enum Opening {
+    /// The `snapshot` (or `opened`) is queued; the subscriber is live.
+    Done,
+    /// The subscriber is registered at `up_to`, its live frames held back: the connection queues
+    /// the versions after `after` up to `up_to` from the store, then `opened`, then releases it.
+    CatchUp { after: u64, up_to: u64 },
+}
+
+/// Authors of rejections that could neither be queued for their document nor wait for room (see
+/// [`GatewayConfig::max_spilled_rejections`]): the document task closes their connections as
+/// `overloaded`. At most `capacity` authors are remembered; past that, every subscriber is closed.
+struct LostRejections {
+    any: AtomicBool,
+    authors: Mutex<(HashSet<ClientId>, bool)>,
+    capacity: usize,
+}
+
+impl LostRejections {
+    fn new(capacity: usize) -> Self {
+        Self { any: AtomicBool::new(false), authors: Mutex::new((HashSet::new(), false)), capacity }
+    }
+
+    fn record(&self, author: &ClientId) {
+        let mut authors = self.authors.lock().expect("lost rejections lock");
+        if authors.0.len() < self.capacity {
+            authors.0.insert(author.clone());
+        } else {
+            authors.1 = true;
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// The authors recorded since the last call, and whether some could not be named.
+    fn take(&self) -> Option<(HashSet<ClientId>, bool)> {
+        if !self.any.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let mut authors = self.authors.lock().expect("lost rejections lock");
+        Some(std::mem::take(&mut *authors))
+    }
+}
+
 struct Handle {
     tx: mpsc::Sender<Command>,
     /// Set when a record for this document was shed; the task repairs from the store.
     lagged: Arc<AtomicBool>,
+    lost: Arc<LostRejections>,
 }
 
 /// The registry of document tasks on this gateway.
@@ -67,6 +135,10 @@ pub struct Hubs {
     store: Arc<dyn EventStore>,
     submitter: Arc<dyn OpSubmitter>,
     config: GatewayConfig,
+    /// Room for rejections waiting for their document's queue, over the gateway.
+    spilled_rejections: Arc<Semaphore>,
+    /// Room for resubmissions in flight, over the gateway.
+    resubmissions: Arc<Semaphore>,
 }
 
 impl Hubs {
@@ -75,7 +147,14 @@ impl Hubs {
         submitter: Arc<dyn OpSubmitter>,
         config: GatewayConfig,
     ) -> Arc<Self> {
-        Arc::new(Self { docs: Mutex::new(HashMap::new()), store, submitter, config })
+        Arc::new(Self {
+            docs: Mutex::new(HashMap::new()),
+            store,
+            submitter,
+            spilled_rejections: Arc::new(Semaphore::new(config.max_spilled_rejections)),
+            resubmissions: Arc::new(Semaphore::new(config.max_resubmissions_in_flight)),
+            config,
+        })
     }
 
     /// Waits for the record of an op about to be submitted and submits it again if it does not come
@@ -99,8 +178,10 @@ impl Hubs {
         }
     }
 
-    /// Subscribes a connection to a document: the document's task sends the `snapshot` (or the
-    /// catch-up and `opened`) to `outbound`, then every later version.
+    /// Subscribes a connection to a document: the document's task sends the `snapshot` (or, with
+    /// `since`, registers the subscriber and this caller queues the catch-up and `opened`), then
+    /// every later version. The catch-up is read from the store here, in the caller's task (the
+    /// connection's), never in the document's task, which goes on delivering to everyone else.
     pub async fn subscribe(
         self: &Arc<Self>,
         doc: &DocId,
@@ -115,15 +196,78 @@ impl Hubs {
             let (reply, answer) = oneshot::channel();
             let command =
                 Command::Subscribe { conn, client: client.clone(), outbound: outbound.clone(), since, reply };
-            if self.handle(doc).send(command).await.is_err() {
+            let tx = self.handle(doc);
+            if tx.send(command).await.is_err() {
                 continue;
             }
-            if let Ok(result) = answer.await {
-                return result;
+            match answer.await {
+                Err(_) => continue,
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Opening::Done)) => return Ok(()),
+                Ok(Ok(Opening::CatchUp { after, up_to })) => {
+                    let caught_up = self.catch_up(doc, conn, &client, &outbound, &tx, after, up_to).await;
+                    if caught_up.is_err() {
+                        let _ = tx.send(Command::Unsubscribe { conn }).await;
+                    }
+                    return caught_up;
+                }
             }
         }
-        Err(ProtocolError::new(ErrorCode::Internal, "the document could not be opened; try again")
-            .with_doc(doc.clone()))
+        Err(could_not_open(doc))
+    }
+
+    /// Queues the versions after `after` up to `up_to` (read from the store), then `opened`, then
+    /// the live frames the document task held back meanwhile, until the subscriber is live.
+    #[allow(clippy::too_many_arguments)]
+    async fn catch_up(
+        &self,
+        doc: &DocId,
+        conn: ConnId,
+        client: &ClientId,
+        outbound: &Outbound,
+        tx: &mpsc::Sender<Command>,
+        after: u64,
+        up_to: u64,
+    ) -> Result<(), ProtocolError> {
+        let timeout = self.config.catch_up_send_timeout;
+        let unavailable = |e: StoreError| {
+            warn!(%doc, error = %e, "catch-up failed");
+            ProtocolError::new(ErrorCode::Unavailable, "the document cannot be read now; try again")
+                .with_doc(doc.clone())
+        };
+        let mut next = after;
+        while next < up_to {
+            let events = self
+                .store
+                .read_events(doc, next, up_to, self.config.catch_up_page)
+                .await
+                .map_err(unavailable)?;
+            if events.is_empty() {
+                return Err(unavailable(StoreError::Corrupt(format!("versions after {next} are missing"))));
+            }
+            for event in &events {
+                if event.version != next + 1 {
+                    let why = format!("version {} follows {next}", event.version);
+                    return Err(unavailable(StoreError::Corrupt(why)));
+                }
+                next = event.version;
+                let message = if &event.client == client { ack(event) } else { op(event) };
+                outbound.push_waiting(frame(&message), timeout).await.map_err(|_| overloaded(doc))?;
+            }
+        }
+        let opened = ServerMessage::Opened { doc: doc.clone(), version: up_to };
+        outbound.push_waiting(frame(&opened), timeout).await.map_err(|_| overloaded(doc))?;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Command::Release { conn, reply }).await.map_err(|_| could_not_open(doc))?;
+            let held = answer.await.map_err(|_| could_not_open(doc))?.ok_or_else(|| overloaded(doc))?;
+            if held.is_empty() {
+                return Ok(());
+            }
+            for frame in held {
+                outbound.push_waiting(frame, timeout).await.map_err(|_| overloaded(doc))?;
+            }
+        }
     }
 
     pub async fn unsubscribe(&self, doc: &DocId, conn: ConnId) {
@@ -135,20 +279,38 @@ impl Hubs {
 
     /// Routes one record from the stream to its document's task, if the document is open here.
     /// Never waits: a full task queue sheds the record and flags the task to repair from the store.
+    /// A rejection cannot be repaired from the store's events: it waits for room in a task of its
+    /// own, up to [`GatewayConfig::max_spilled_rejections`] of them; past that its author is closed
+    /// as `overloaded` (it reconnects, resends the op and hears the rejection then).
     pub fn dispatch(&self, record: Arc<SequencedRecord>, traceparent: Option<Arc<str>>) {
         let docs = self.docs.lock().expect("hub registry lock");
         let Some(handle) = docs.get(record.doc()) else { return };
-        if let Err(mpsc::error::TrySendError::Full(command)) =
+        let Err(mpsc::error::TrySendError::Full(command)) =
             handle.tx.try_send(Command::Record(record, traceparent))
-        {
-            if matches!(&command, Command::Record(r, _) if matches!(**r, SequencedRecord::Rejected(_))) {
-                // A rejection cannot be repaired from the store's events: deliver it late, not never.
+        else {
+            return;
+        };
+        let Command::Record(record, _) = &command else { unreachable!("a record was sent") };
+        let SequencedRecord::Rejected(rejection) = &**record else {
+            handle.lagged.store(true, Ordering::Release);
+            return;
+        };
+        match self.spilled_rejections.clone().try_acquire_owned() {
+            Ok(permit) => {
                 let tx = handle.tx.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(command).await;
+                    drop(permit);
                 });
-            } else {
-                handle.lagged.store(true, Ordering::Release);
+            }
+            Err(_) => {
+                metrics::counter!("tandem_gateway_rejections_lost_total").increment(1);
+                debug!(doc = %rejection.doc, client = %rejection.client, seq = rejection.seq,
+                    "rejection could not wait for its document; closing its author as overloaded");
+                handle.lost.record(&rejection.client);
+                // The queue is full, so the task is busy and looks at `lost` after its next command;
+                // if it has emptied meanwhile, this wakes it.
+                let _ = handle.tx.try_send(Command::Wake);
             }
         }
     }
@@ -174,14 +336,16 @@ impl Hubs {
         }
         let (tx, rx) = mpsc::channel(self.config.document_queue);
         let lagged = Arc::new(AtomicBool::new(false));
-        docs.insert(doc.clone(), Handle { tx: tx.clone(), lagged: lagged.clone() });
+        let lost = Arc::new(LostRejections::new(self.config.document_queue));
+        docs.insert(doc.clone(), Handle { tx: tx.clone(), lagged: lagged.clone(), lost: lost.clone() });
         let task = DocTask {
             doc: doc.clone(),
             hubs: self.clone(),
             loaded: None,
             subscribers: HashMap::new(),
             lagged,
-            retry_pending: Arc::new(AtomicBool::new(false)),
+            lost,
+            repair_due: None,
             pending: PendingOps::new(
                 self.config.resubmit_after,
                 self.config.max_resubmissions,
@@ -196,6 +360,35 @@ impl Hubs {
 struct Subscriber {
     client: ClientId,
     outbound: Outbound,
+    /// Live frames held back while the connection queues its catch-up; `None` once it is live.
+    held: Option<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+}
+
+impl Subscriber {
+    /// Queues a frame for the subscriber, or holds it back while it catches up. False when the
+    /// connection is gone or overloaded (its queue full, or more held back than its queue holds):
+    /// the subscriber is dropped, its connection closed, and the client catches up by version.
+    fn send(&mut self, frame: Utf8Bytes, config: &GatewayConfig) -> bool {
+        let Some(held) = self.held.as_mut() else { return self.outbound.push(frame).is_ok() };
+        if self.outbound.is_closed() {
+            return false;
+        }
+        if held.frames.len() >= config.outbound_queue
+            || (held.bytes + frame.len() > config.outbound_queue_bytes && !held.frames.is_empty())
+        {
+            self.outbound.overload();
+            return false;
+        }
+        held.bytes += frame.len();
+        held.frames.push_back(frame);
+        true
+    }
 }
 
 /// The document as this gateway has fanned it out.
@@ -211,8 +404,9 @@ struct DocTask {
     loaded: Option<Loaded>,
     subscribers: HashMap<ConnId, Subscriber>,
     lagged: Arc<AtomicBool>,
-    /// A repair retry is scheduled: at most one timer per document while the store is down.
-    retry_pending: Arc<AtomicBool>,
+    lost: Arc<LostRejections>,
+    /// When a failed repair is tried again (the store was down).
+    repair_due: Option<Instant>,
     /// Ops of this document's subscribers on their way through the sequencer.
     pending: PendingOps,
 }
@@ -221,14 +415,20 @@ impl DocTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
             let next_due = self.pending.next_due();
+            let repair_due = self.repair_due;
             let command = tokio::select! {
                 command = rx.recv() => match command {
                     Some(command) => command,
                     None => return,
                 },
-                _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
                     self.resubmit_due();
                     continue;
+                }
+                _ = tokio::time::sleep_until(repair_due.unwrap_or_else(Instant::now)), if repair_due.is_some() => {
+                    self.repair_due = None;
+                    self.lagged.store(true, Ordering::Release);
+                    Command::Wake
                 }
             };
             self.handle(command).await;
@@ -236,23 +436,19 @@ impl DocTask {
                 metrics::counter!("tandem_gateway_gap_repairs_total").increment(1);
                 if let Err(e) = self.catch_up_with_store(None).await {
                     warn!(doc = %self.doc, error = %e, "gap repair failed; retrying");
-                    self.lagged.store(true, Ordering::Release);
-                    let tx = self
-                        .hubs
-                        .docs
-                        .lock()
-                        .expect("hub registry lock")
-                        .get(&self.doc)
-                        .map(|h| h.tx.clone());
-                    if let Some(tx) = tx.filter(|_| !self.retry_pending.swap(true, Ordering::AcqRel)) {
-                        let pending = self.retry_pending.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                            pending.store(false, Ordering::Release);
-                            let _ = tx.send(Command::Wake).await;
-                        });
-                    }
+                    // Retried by this task's own timer: nothing is spawned per failure.
+                    self.repair_due.get_or_insert_with(|| Instant::now() + REPAIR_RETRY);
                 }
+            }
+            if let Some((authors, unnamed)) = self.lost.take() {
+                // Their rejection was lost: closed as overloaded, they reconnect and resend the op.
+                self.subscribers.retain(|_, sub| {
+                    let lost = unnamed || authors.contains(&sub.client);
+                    if lost {
+                        sub.outbound.overload();
+                    }
+                    !lost
+                });
             }
             if self.subscribers.is_empty() {
                 // Leave the registry only if nothing is queued: a command sent meanwhile must be served.
@@ -271,6 +467,19 @@ impl DocTask {
                 let result = self.subscribe(conn, client, outbound, since).await;
                 let _ = reply.send(result);
             }
+            Command::Release { conn, reply } => {
+                let held = self.subscribers.get_mut(&conn).map(|sub| match sub.held.as_mut() {
+                    Some(held) if !held.frames.is_empty() => {
+                        held.bytes = 0;
+                        held.frames.drain(..).collect()
+                    }
+                    _ => {
+                        sub.held = None;
+                        Vec::new()
+                    }
+                });
+                let _ = reply.send(held);
+            }
             Command::Unsubscribe { conn } => {
                 self.subscribers.remove(&conn);
             }
@@ -280,15 +489,23 @@ impl DocTask {
                     self.lagged.store(true, Ordering::Release);
                 }
             }
-            Command::Track(submission) => self.pending.track(submission, tokio::time::Instant::now()),
+            Command::Track(submission) => self.pending.track(submission, Instant::now()),
             Command::Untrack { client, seq } => self.pending.resolve(&client, seq),
             Command::Wake => {}
         }
     }
 
-    /// Submits again the ops whose records did not come back in time.
+    /// Submits again the ops whose records did not come back in time, as many as there is room for
+    /// ([`GatewayConfig::max_resubmissions_in_flight`] over the gateway). One without room is not
+    /// submitted this time; it stays tracked and is tried again at its next due time.
     fn resubmit_due(&mut self) {
-        for submission in self.pending.take_due(tokio::time::Instant::now()) {
+        for submission in self.pending.take_due(Instant::now()) {
+            let Ok(permit) = self.hubs.resubmissions.clone().try_acquire_owned() else {
+                metrics::counter!("tandem_gateway_resubmissions_deferred_total").increment(1);
+                debug!(doc = %submission.doc, client = %submission.client, seq = submission.seq,
+                    "too many resubmissions in flight; this one waits for its next turn");
+                continue;
+            };
             debug!(doc = %submission.doc, client = %submission.client, seq = submission.seq, "resubmitting");
             metrics::counter!("tandem_gateway_resubmissions_total").increment(1);
             let submitter = self.hubs.submitter.clone();
@@ -296,17 +513,22 @@ impl DocTask {
                 if let Err(e) = submitter.submit(submission).await {
                     debug!(error = %e, "resubmission failed; will try again");
                 }
+                drop(permit);
             });
         }
     }
 
+    /// Starts a subscription. Without `since`, or with one further behind than the catch-up limit,
+    /// the `snapshot` (then, with `since`, `opened`) is queued from the text in memory. With a
+    /// nearer `since`, the subscriber is registered with its live frames held back and the caller
+    /// is told what to read (see [`Hubs::subscribe`]): the task reads nothing for it.
     async fn subscribe(
         &mut self,
         conn: ConnId,
         client: ClientId,
         outbound: Outbound,
         since: Option<u64>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Opening, ProtocolError> {
         let doc = self.doc.clone();
         let unavailable = |e: StoreError| {
             warn!(doc = %doc, error = %e, "open failed");
@@ -316,46 +538,35 @@ impl DocTask {
         self.catch_up_with_store(None).await.map_err(unavailable)?;
         let loaded = self.loaded.as_ref().expect("caught up above");
         let version = loaded.version;
+        let snapshot =
+            || ServerMessage::Snapshot { doc: self.doc.clone(), version, text: loaded.text.to_string() };
+        let opened = ServerMessage::Opened { doc: self.doc.clone(), version };
+        let mut held = None;
         match since {
-            None => {
-                let snapshot =
-                    ServerMessage::Snapshot { doc: self.doc.clone(), version, text: loaded.text.to_string() };
-                outbound.push(frame(&snapshot)).map_err(|_| overloaded(&self.doc))?;
-            }
+            None => outbound.push(frame(&snapshot())).map_err(|_| overloaded(&self.doc))?,
             Some(since) if since > version => {
                 return Err(ProtocolError::bad_request(format!(
                     "since {since} is ahead of the document, which is at version {version}"
                 ))
                 .with_doc(self.doc.clone()));
             }
-            Some(since) => {
-                let store = self.hubs.store.clone();
-                let page = self.hubs.config.catch_up_page;
-                let timeout = self.hubs.config.catch_up_send_timeout;
-                let mut after = since;
-                while after < version {
-                    let events =
-                        store.read_events(&self.doc, after, version, page).await.map_err(unavailable)?;
-                    let Some(last) = events.last() else {
-                        return Err(unavailable(StoreError::Corrupt(format!(
-                            "versions after {after} are missing"
-                        ))));
-                    };
-                    after = last.version;
-                    for event in &events {
-                        let message = if event.client == client { ack(event) } else { op(event) };
-                        outbound
-                            .push_waiting(frame(&message), timeout)
-                            .await
-                            .map_err(|_| overloaded(&self.doc))?;
-                    }
-                }
-                let opened = ServerMessage::Opened { doc: self.doc.clone(), version };
-                outbound.push_waiting(frame(&opened), timeout).await.map_err(|_| overloaded(&self.doc))?;
+            Some(since) if version - since > self.hubs.config.catch_up_limit => {
+                metrics::counter!("tandem_gateway_catch_up_snapshots_total").increment(1);
+                debug!(doc = %self.doc, since, version, "too far behind for a catch-up; sending a snapshot");
+                outbound.push(frame(&snapshot())).map_err(|_| overloaded(&self.doc))?;
+                outbound.push(frame(&opened)).map_err(|_| overloaded(&self.doc))?;
             }
+            Some(since) if since == version => {
+                outbound.push(frame(&opened)).map_err(|_| overloaded(&self.doc))?;
+            }
+            Some(since) => held = Some((since, Held::default())),
         }
-        self.subscribers.insert(conn, Subscriber { client, outbound });
-        Ok(())
+        let opening = match &held {
+            Some((after, _)) => Opening::CatchUp { after: *after, up_to: version },
+            None => Opening::Done,
+        };
+        self.subscribers.insert(conn, Subscriber { client, outbound, held: held.map(|(_, held)| held) });
+        Ok(opening)
     }
 
     async fn on_record(
@@ -444,13 +655,14 @@ impl DocTask {
         loaded.version = event.version;
         self.pending.resolve(&event.client, event.seq);
         let mut shared_op: Option<Utf8Bytes> = None;
+        let config = &self.hubs.config;
         self.subscribers.retain(|_, sub| {
             // A full queue marks the connection overloaded; it is closed and catches up by version.
             if sub.client == event.client {
                 let _ack = trace.map(|deliver| delivery_trace::ack_span(deliver, event).entered());
-                sub.outbound.push(frame(&ack(event))).is_ok()
+                sub.send(frame(&ack(event)), config)
             } else {
-                sub.outbound.push(shared_op.get_or_insert_with(|| frame(&op(event))).clone()).is_ok()
+                sub.send(shared_op.get_or_insert_with(|| frame(&op(event))).clone(), config)
             }
         });
         Ok(())
@@ -465,8 +677,8 @@ impl DocTask {
         };
         crate::error_counts::count(&message);
         let frame = frame(&message);
-        self.subscribers
-            .retain(|_, sub| sub.client != rejection.client || sub.outbound.push(frame.clone()).is_ok());
+        let config = &self.hubs.config;
+        self.subscribers.retain(|_, sub| sub.client != rejection.client || sub.send(frame.clone(), config));
     }
 }
 
@@ -528,6 +740,15 @@ fn overloaded(doc: &DocId) -> ProtocolError {
     )
         .with_doc(doc.clone())
 }
+
+fn could_not_open(doc: &DocId) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Internal, "the document could not be opened; try again")
+        .with_doc(doc.clone())
+}
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod bound_tests;
 
 #[cfg(test)]
 mod tests {

@@ -135,6 +135,9 @@ fn export_rare_counters() {
         "tandem_gateway_connections_refused_total",
         "tandem_gateway_resubmissions_total",
         "tandem_gateway_gap_repairs_total",
+        "tandem_gateway_catch_up_snapshots_total",
+        "tandem_gateway_rejections_lost_total",
+        "tandem_gateway_resubmissions_deferred_total",
     ] {
         metrics::counter!(name).increment(0);
     }

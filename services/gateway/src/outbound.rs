@@ -66,6 +66,12 @@ impl Outbound {
         }
     }
 
+    /// Marks the connection overloaded without queueing anything: it is closed with `overloaded`
+    /// (4408), and the client reconnects and catches up by version.
+    pub fn overload(&self) {
+        self.overloaded.cancel();
+    }
+
     /// True once the connection has ended and nothing queued will be written any more.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

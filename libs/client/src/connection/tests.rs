@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +71,11 @@ struct Fake {
     lose_acks: AtomicBool,
     /// The next op is refused with `invalid_op`.
     reject_next: AtomicBool,
+    /// Clients whose connections are sent nothing: their frames are lost.
+    deaf: Mutex<Vec<ClientId>>,
+    /// An `open` with a `since` more than this many versions behind gets `snapshot` and `opened`
+    /// instead of the versions since, like the gateway's catch-up limit; 0: no limit.
+    catch_up_limit: AtomicU64,
 }
 
 impl Fake {
@@ -196,8 +201,9 @@ impl Fake {
         }
         let mut guard = self.state.lock().unwrap();
         let state = &mut *guard;
+        let deaf = self.deaf.lock().unwrap().clone();
         let send = |state: &FakeState, to: u64, m: ServerMessage| {
-            if let Some((_, _, tx)) = state.conns.get(&to) {
+            if let Some((_, _, tx)) = state.conns.get(&to).filter(|(c, _, _)| !deaf.contains(c)) {
                 let _ = tx.send(m.to_json());
             }
         };
@@ -220,7 +226,13 @@ impl Fake {
                 let d = state.docs.entry(doc.clone()).or_default();
                 let version = d.history.len() as u64;
                 let mut replies = Vec::new();
+                let limit = self.catch_up_limit.load(Ordering::SeqCst);
+                let too_far = since.is_some_and(|since| limit > 0 && version.saturating_sub(since) > limit);
                 match since {
+                    Some(_) if too_far => {
+                        replies.push(ServerMessage::Snapshot { doc: doc.clone(), version, text: d.text.clone() });
+                        replies.push(ServerMessage::Opened { doc: doc.clone(), version });
+                    }
                     None => replies.push(ServerMessage::Snapshot {
                         doc: doc.clone(),
                         version,
@@ -290,7 +302,7 @@ impl Fake {
                 let version = d.history.len() as u64;
                 let lose_acks = self.lose_acks.load(Ordering::SeqCst);
                 for (id, (who, docs, tx)) in &state.conns {
-                    if !docs.contains(&doc) {
+                    if !docs.contains(&doc) || deaf.contains(who) {
                         continue;
                     }
                     let m = if who == client {
@@ -425,6 +437,42 @@ async fn an_ack_lost_with_the_connection_arrives_in_the_catch_up() {
     let stats = a.stats();
     assert_eq!((stats.reconnects, stats.resubmissions, stats.acks), (1, 0, 1), "{stats:?}");
     assert_eq!((da.version(), da.text().as_str()), (1, "x"));
+    assert!(a.errors().is_empty(), "{:?}", a.errors());
+}
+
+/// PROTOCOL.md, "Reconnect": a reopen further behind than the server's catch-up limit gets `snapshot`
+/// then `opened`; the client starts over from the snapshot, without a protocol violation or a
+/// reload, and its `seq` continues.
+#[tokio::test]
+async fn a_reopen_past_the_catch_up_limit_starts_over_from_the_snapshot() {
+    let (fake, url) = Fake::start(None).await;
+    fake.catch_up_limit.store(2, Ordering::SeqCst);
+    let a = Client::connect(&url, options()).await.unwrap();
+    let b = Client::connect(&url, options()).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    let db = b.open(&doc()).await.unwrap();
+    // a hears nothing more: its op is committed but not acknowledged, and b's next three versions
+    // do not reach it either.
+    fake.deaf.lock().unwrap().push(a.client_id().clone());
+    da.insert(0, "a").unwrap();
+    db.wait_version(1, WAIT).await.unwrap();
+    for (i, s) in ["x", "y", "z"].iter().enumerate() {
+        db.insert(1 + i, s).unwrap();
+        db.wait_synced(WAIT).await.unwrap();
+    }
+    assert_eq!(da.version(), 0);
+    // a reopens with since 0, four versions behind a limit of 2: the snapshot answers.
+    fake.deaf.lock().unwrap().clear();
+    a.drop_connection().await.unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    da.wait_version(4, WAIT).await.unwrap();
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!((da.text().as_str(), da.version()), ("axyz", 4));
+    assert!(a.errors().is_empty(), "no violation, no reload: {:?}", a.errors());
+    assert_eq!(a.stats().resyncs, 0, "{:?}", a.stats());
+    da.insert(4, "!").unwrap(); // seq 2: a reused seq 1 or a gap would be refused
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!((fake.text(&doc()).as_str(), da.version()), ("axyz!", 5));
     assert!(a.errors().is_empty(), "{:?}", a.errors());
 }
 
