@@ -327,7 +327,8 @@ impl Task {
                     entry.doc.reset(version, &text);
                     entry.phase = Phase::Open;
                     entry.unsent = false;
-                } else if let Some(entry) = state.docs.get_mut(&doc).filter(|e| e.phase == Phase::CatchingUp) {
+                } else if let Some(entry) = state.docs.get_mut(&doc).filter(|e| e.phase == Phase::CatchingUp)
+                {
                     // A reopen further behind than the server's catch-up limit: the whole document
                     // instead of every version since, then `opened` at its version (PROTOCOL.md,
                     // "Reconnect"). Start over from it as after `invalid_op`: unacknowledged edits

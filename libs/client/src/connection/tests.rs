@@ -230,7 +230,11 @@ impl Fake {
                 let too_far = since.is_some_and(|since| limit > 0 && version.saturating_sub(since) > limit);
                 match since {
                     Some(_) if too_far => {
-                        replies.push(ServerMessage::Snapshot { doc: doc.clone(), version, text: d.text.clone() });
+                        replies.push(ServerMessage::Snapshot {
+                            doc: doc.clone(),
+                            version,
+                            text: d.text.clone(),
+                        });
                         replies.push(ServerMessage::Opened { doc: doc.clone(), version });
                     }
                     None => replies.push(ServerMessage::Snapshot {
