@@ -270,9 +270,6 @@ impl EventStore for FailsFirst {
     ) -> Result<Vec<UnpublishedCommit>, StoreError> {
         self.inner.unpublished(partition, after, limit).await
     }
-    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        self.inner.last_outcome(doc, client).await
-    }
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
         self.inner.latest_version(doc).await
     }
@@ -572,9 +569,6 @@ impl EventStore for Instrumented {
         limit: usize,
     ) -> Result<Vec<UnpublishedCommit>, StoreError> {
         self.inner.unpublished(partition, after, limit).await
-    }
-    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        self.inner.last_outcome(doc, client).await
     }
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
         self.inner.latest_version(doc).await
