@@ -207,8 +207,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     let handle = tokio::spawn(async move {
                         match run_partition(consumer, store, publisher, config, owner_stop).await {
                             Ok(()) => info!(partition, "partition loop ended"),
-                            // Another owner has it now; the group revokes it from this member.
-                            Err(e @ PartitionError::Fenced { .. }) => warn!(partition, error = %e, "partition lost"),
+                            // Fenced by another owner, or revoked by the group: not a failure (the
+                            // chaos soak saw a broker restart end a sequencer this way).
+                            Err(e) if e.is_lost_ownership() => warn!(partition, error = %e, "partition lost"),
                             Err(e) => {
                                 error!(partition, error = %e, "partition loop failed");
                                 let _ = failed_tx.send((partition, e)).await;

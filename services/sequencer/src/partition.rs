@@ -76,6 +76,16 @@ pub enum PartitionError {
     Bus(#[from] BusError),
 }
 
+impl PartitionError {
+    /// Whether the loop ended because this member no longer owns the partition, rather than failed:
+    /// another owner fenced it, or the op log revoked it (its consumer answers `Closed` at once, and
+    /// the revocation itself may reach the service a moment later, as after a broker restart's
+    /// rebalance). Neither is a reason to end the process: the group hands the partition out again.
+    pub fn is_lost_ownership(&self) -> bool {
+        matches!(self, Self::Fenced { .. } | Self::Bus(BusError::Closed))
+    }
+}
+
 impl From<StoreError> for PartitionError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -689,5 +699,20 @@ where
             }
             result => return result,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A revoked or fenced partition ends its loop without ending the sequencer; a store or bus
+    /// failure of another kind still does (the service exits and the group moves its partitions).
+    #[test]
+    fn only_a_lost_ownership_is_not_a_failure() {
+        assert!(PartitionError::Fenced { partition: 3 }.is_lost_ownership());
+        assert!(PartitionError::Bus(BusError::Closed).is_lost_ownership());
+        assert!(!PartitionError::Bus(BusError::Unavailable("broker down".into())).is_lost_ownership());
+        assert!(!PartitionError::Store(StoreError::Corrupt("bad row".into())).is_lost_ownership());
     }
 }
