@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data k8s-validate k8s-test cluster cluster-down cluster-browser-test
+.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data k8s-validate k8s-test cluster cluster-down cluster-browser-test chaos chaos-smoke chaos-smoke-test chaos-checker-tests
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data), without
 ## authentication: for a first look on your own machine (it says so loudly at start).
@@ -34,7 +34,7 @@ $(DEV_SECRET):
 	@mv $(DEV_SECRET).tmp $(DEV_SECRET)
 
 ## Install what the tests need, then run every check and test.
-test: deps infra lint unit-tests k8s-test js-tests browser-tests fuzz-smoke
+test: deps infra lint unit-tests k8s-test js-tests browser-tests fuzz-smoke chaos-checker-tests chaos-smoke-test
 
 deps:
 	@deploy/install-deps.sh
@@ -132,3 +132,34 @@ cluster-browser-test:
 		TANDEM_URL_A="$${TANDEM_URL_A:-http://127.0.0.1:$${TANDEM_GATEWAY_A_PORT:-8081}}" \
 		TANDEM_URL_B="$${TANDEM_URL_B:-http://127.0.0.1:$${TANDEM_GATEWAY_B_PORT:-8082}}" \
 		node --test cluster-demo.test.mjs
+
+## Fault-injection soak: a cluster (own Kafka broker, private Postgres, 3 sequencers, 2 gateways) and a
+## typing load with gateway failover; FAULTS faults (default 1000) from a seeded schedule (SEED=n
+## replays one; random by default, printed first): kill -9 / SIGSTOP of sequencers, kill -9 of a
+## gateway and of the broker, fast and immediate Postgres restarts, a bad network between a sequencer
+## and Postgres. Checked by integration-tests/chaos/check.py; rewrites docs/RELIABILITY.md. Run
+## folder: .tandem/chaos/seed-SEED/ (observations, manifest, checker result, logs, schedule, report).
+FAULTS ?= 1000
+SEED ?= random
+CHAOS_ARGS ?=
+chaos:
+	$(CARGO) build --locked --workspace --all-features --bins
+	@deploy/kafka.sh install >/dev/null
+	$(CARGO_TARGET_DIR)/debug/tandem-chaos --faults $(FAULTS) --seed $(SEED) --write-doc $(CHAOS_ARGS)
+
+## The same with a few dozen faults (a few minutes); does not touch docs/RELIABILITY.md.
+chaos-smoke: FAULTS = 30
+chaos-smoke:
+	$(CARGO) build --locked --workspace --all-features --bins
+	@deploy/kafka.sh install >/dev/null
+	$(CARGO_TARGET_DIR)/debug/tandem-chaos --faults $(FAULTS) --seed $(SEED) --make-target chaos-smoke $(CHAOS_ARGS)
+
+# What `make test` runs of the soak: the smoke on one fixed seed (a schedule known to pass, so a red
+# run means a change broke it; `make chaos-smoke` draws a new seed each time), and the checker's own
+# tests: each property it checks, broken on purpose in real Postgres and Kafka, must make it fail.
+CHAOS_SMOKE_SEED ?= 20261206
+chaos-smoke-test:
+	@$(MAKE) --no-print-directory chaos-smoke SEED=$(CHAOS_SMOKE_SEED)
+
+chaos-checker-tests:
+	@integration-tests/chaos/test.sh

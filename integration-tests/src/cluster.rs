@@ -19,6 +19,7 @@ use std::process::Command;
 pub use crate::kafka::{Broker, Namespace};
 use crate::postgres::PrivatePostgres;
 use crate::process::{binary, ServiceProcess, ServiceSpec};
+use crate::proxy::LoopbackProxy;
 
 /// The Postgres server the tests use (trust auth): `TANDEM_TEST_POSTGRES`, else the local one.
 pub fn postgres_server_url() -> String {
@@ -47,6 +48,17 @@ impl TestDatabase {
     /// `postgres://…/NAME`
     pub fn url(&self) -> String {
         format!("{}/{}", self.server.trim_end_matches('/'), self.name)
+    }
+
+    /// The URL of this database on another address (`HOST:PORT`), e.g. a proxy's in front of the server.
+    pub fn url_via(&self, address: &str) -> String {
+        let (scheme_user, _) = self.server.rsplit_once('@').unwrap_or(("postgres://postgres", ""));
+        format!("{scheme_user}@{address}/{}", self.name)
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Runs one query and returns its rows, fields separated by `|`.
@@ -100,6 +112,10 @@ pub struct ClusterBuilder {
     extra_args: Vec<String>,
     gateway_args: Vec<String>,
     extra_env: Vec<(String, String)>,
+    /// The sequencer that reaches Postgres through a [`LoopbackProxy`] (see [`Cluster::postgres_proxy`]).
+    postgres_proxy_for: Option<usize>,
+    /// Where the services' logs go instead of a temporary folder.
+    logs_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -132,6 +148,20 @@ impl ClusterBuilder {
     /// and restart ([`Cluster::postgres`]).
     pub fn private_postgres(mut self) -> Self {
         self.private_postgres = true;
+        self
+    }
+
+    /// Sequencer `i` reaches Postgres through a loopback proxy the test can turn into a bad network
+    /// ([`Cluster::postgres_proxy`]): dropped or stalled connections between it and the database.
+    pub fn sequencer_postgres_proxy(mut self, i: usize) -> Self {
+        self.postgres_proxy_for = Some(i);
+        self
+    }
+
+    /// Writes the services' logs (`sequencer-N.log`, `gateway-N.log`) into `dir`, which is kept,
+    /// instead of a temporary folder removed with the cluster.
+    pub fn logs_dir(mut self, dir: &std::path::Path) -> Self {
+        self.logs_dir = Some(dir.to_owned());
         self
     }
 
@@ -174,6 +204,20 @@ impl ClusterBuilder {
             None => TestDatabase::create(),
         };
         let logs = tempfile::tempdir().expect("a folder for the services' logs");
+        let logs_path = match &self.logs_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).expect("the logs folder");
+                dir.clone()
+            }
+            None => logs.path().to_owned(),
+        };
+        let postgres_proxy = self.postgres_proxy_for.map(|i| {
+            let server = match &private_postgres {
+                Some(server) => server.address(),
+                None => postgres_server_url().rsplit_once('@').map(|(_, a)| a.to_owned()).unwrap_or_default(),
+            };
+            (i, LoopbackProxy::start(&server))
+        });
         let mut cluster = Cluster {
             config: self,
             sequencer_http: Vec::new(),
@@ -181,9 +225,11 @@ impl ClusterBuilder {
             namespace,
             database,
             private_postgres,
-            logs,
+            _logs: logs,
+            logs_path,
             sequencers: Vec::new(),
             gateways: Vec::new(),
+            postgres_proxy,
         };
         for i in 0..cluster.config.sequencers {
             let http = format!("127.0.0.1:{}", free_port());
@@ -207,11 +253,14 @@ pub struct Cluster {
     /// Each sequencer's HTTP address (`--metrics-listen`: metrics and health).
     sequencer_http: Vec<String>,
     gateways: Vec<ServiceProcess>,
+    postgres_proxy: Option<(usize, LoopbackProxy)>,
     database: TestDatabase,
     private_postgres: Option<PrivatePostgres>,
     broker: Broker,
     namespace: Namespace,
-    logs: tempfile::TempDir,
+    /// The temporary logs folder (unused with [`ClusterBuilder::logs_dir`]), removed on drop.
+    _logs: tempfile::TempDir,
+    logs_path: std::path::PathBuf,
 }
 
 impl Cluster {
@@ -227,6 +276,8 @@ impl Cluster {
             extra_args: Vec::new(),
             gateway_args: Vec::new(),
             extra_env: Vec::new(),
+            postgres_proxy_for: None,
+            logs_dir: None,
         }
     }
 
@@ -252,6 +303,26 @@ impl Cluster {
         self.sequencers.len()
     }
 
+    pub fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// The number of partitions of the cluster's topics (`--partitions`).
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// The proxy between one sequencer and Postgres, and that sequencer's index; only with
+    /// [`ClusterBuilder::sequencer_postgres_proxy`].
+    pub fn postgres_proxy(&self) -> Option<(usize, &LoopbackProxy)> {
+        self.postgres_proxy.as_ref().map(|(i, proxy)| (*i, proxy))
+    }
+
+    /// The folder of the services' logs.
+    pub fn logs_dir(&self) -> &std::path::Path {
+        &self.logs_path
+    }
+
     /// The cluster's own PostgreSQL server; only with [`ClusterBuilder::private_postgres`].
     pub fn postgres(&mut self) -> &mut PrivatePostgres {
         self.private_postgres.as_mut().expect("the cluster was built with .private_postgres()")
@@ -265,6 +336,11 @@ impl Cluster {
     /// or restarted.
     pub fn broker(&mut self) -> &mut Broker {
         &mut self.broker
+    }
+
+    /// `127.0.0.1:PORT` of the cluster's broker.
+    pub fn broker_address(&self) -> String {
+        self.broker.address()
     }
 
     /// The cluster's topics are `NAMESPACE.ops` and `NAMESPACE.events`.
@@ -306,12 +382,16 @@ impl Cluster {
         let mut args = vec!["--grpc-listen".to_owned(), format!("127.0.0.1:{}", free_port())];
         args.extend(["--metrics-listen".to_owned(), http.to_owned()]);
         args.extend(self.common_args(format!("sequencer-{i}")));
+        if let Some((_, proxy)) = self.postgres_proxy.as_ref().filter(|(p, _)| *p == i) {
+            let at = args.iter().position(|a| a == "--postgres-url").expect("--postgres-url") + 1;
+            args[at] = self.database.url_via(proxy.address());
+        }
         ServiceProcess::start(ServiceSpec {
             program: binary("tandem-sequencer", "TANDEM_SEQUENCER_BIN"),
             args,
             env: [vec![("TANDEM_LOG".into(), "info".into())], self.service_env()].concat(),
             ready_marker: "grpc listening on ".into(),
-            log: Some(self.logs.path().join(format!("sequencer-{i}.log"))),
+            log: Some(self.logs_path.join(format!("sequencer-{i}.log"))),
         })
     }
 
@@ -331,7 +411,7 @@ impl Cluster {
             args,
             env: self.service_env(),
             ready_marker: "listening on http://".into(),
-            log: Some(self.logs.path().join(format!("gateway-{i}.log"))),
+            log: Some(self.logs_path.join(format!("gateway-{i}.log"))),
         })
     }
 }

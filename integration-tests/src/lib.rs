@@ -17,11 +17,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod auth;
+pub mod chaos;
 pub mod cluster;
 pub mod jaeger;
 pub mod kafka;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod typists;
 
 pub use process::{binary, ServiceProcess, ServiceSpec};

@@ -51,6 +51,29 @@ impl PrivatePostgres {
         }
     }
 
+    /// Stops the server with a fast shutdown (SIGINT: open transactions are rolled back, clients
+    /// disconnected, a checkpoint written), as an orderly restart by an operator or an orchestrator
+    /// does; [`PrivatePostgres::start_again`] starts it again. Waits up to 60 s for the exit, then
+    /// crashes it.
+    pub fn stop_fast(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill").arg("-QUIT").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+
+    /// `127.0.0.1:PORT` the server listens on.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// Starts the server (again) on the same port and data; waits until it accepts connections.
     pub fn start_again(&mut self) {
         let data = self.dir.path().join("data");

@@ -16,6 +16,10 @@ pub fn binary(name: &str, env_var: &str) -> PathBuf {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("the test binary has a path");
+    // A binary of this crate (tandem-chaos) lives in target/<profile>/ beside the services.
+    if let Some(sibling) = exe.parent().map(|dir| dir.join(name)).filter(|bin| bin.exists()) {
+        return sibling;
+    }
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
     let bin = dir.join(name);
@@ -58,6 +62,25 @@ impl ServiceProcess {
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process runs: started, not killed, and not exited on its own (a process that
+    /// exited is reaped, so [`ServiceProcess::restart`] starts it again).
+    pub fn is_running(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else { return false };
+        match child.try_wait() {
+            Ok(None) => true,
+            _ => {
+                self.child = None;
+                false
+            }
+        }
+    }
+
+    /// The length of the log so far, in bytes (0 without [`ServiceSpec::log`]): where the next
+    /// start's lines begin.
+    pub fn log_len(&self) -> u64 {
+        self.spec.log.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len())
     }
 
     /// Everything the service logged so far (empty without [`ServiceSpec::log`]).
