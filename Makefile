@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Flags for `make run`, e.g. make run ARGS="--listen 127.0.0.1:9000"
 ARGS ?=
 
-.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data k8s-validate k8s-test cluster cluster-down cluster-browser-test chaos chaos-smoke chaos-smoke-test chaos-checker-tests
+.PHONY: run run-auth token security-doc fuzz fuzz-smoke test deps infra lint unit-tests js-tests browser-tests bench vectors fmt clean-data k8s-validate k8s-test cluster cluster-down cluster-browser-test chaos chaos-smoke chaos-smoke-test chaos-checker-tests chaos-broken
 
 ## Start Tandem in single-process mode on http://127.0.0.1:8080/ (data in ./data), without
 ## authentication: for a first look on your own machine (it says so loudly at start).
@@ -163,3 +163,9 @@ chaos-smoke-test:
 
 chaos-checker-tests:
 	@integration-tests/chaos/test.sh
+
+## Shows the soak catches a real bug: builds Tandem with a deliberate break (acks before the commit;
+## integration-tests/chaos/breaks/) in its own target folder, runs the smoke on it, and succeeds only
+## when the independent checker reports the acknowledged ops the break loses.
+chaos-broken:
+	@integration-tests/chaos/broken-build.sh ack-before-commit $(if $(filter random,$(SEED)),20261206,$(SEED)) $(if $(filter 1000,$(FAULTS)),30,$(FAULTS))

@@ -6,7 +6,11 @@
 //! waiting on it, and wakes them when the matching response arrives. When the stream or the
 //! connection breaks, every unanswered caller gets [`BusError::Unavailable`] at once and the worker
 //! reconnects with exponential backoff and jitter; while it is down it fails new ops at once rather
-//! than holding them. Nothing waits longer than [`SubmitterOptions::request_timeout`]: an op that
+//! than holding them. A connected sequencer that stops answering (frozen, or its process paused)
+//! is passed over once it has been silent with requests outstanding for
+//! [`SubmitterOptions::stall_after`]: new ops go to the endpoints that answer, so one frozen
+//! sequencer does not make every gateway wait out the request timeout on a share of its ops.
+//! Nothing waits longer than [`SubmitterOptions::request_timeout`]: an op that
 //! cannot be handed over is reported `unavailable`, never silently dropped. An op the sequencer
 //! refuses for what it is (`forbidden`, `bad_request`) is reported as [`BusError::Refused`] with
 //! that code, since resending it cannot help.
@@ -53,6 +57,11 @@ pub struct SubmitterOptions {
     pub max_in_flight: usize,
     /// HTTP/2 ping interval, to notice a sequencer that vanished without closing the connection.
     pub keepalive_interval: Duration,
+    /// How long a stream may have requests outstanding without any answer before new ops prefer
+    /// the other endpoints (it takes ops again with its next answer, or when no other endpoint
+    /// is connected). Far above a healthy answer's latency (milliseconds: an append to Kafka),
+    /// far below the keepalive's detection of a dead peer.
+    pub stall_after: Duration,
     /// The shared service token, sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
 }
@@ -68,6 +77,7 @@ impl Default for SubmitterOptions {
             queue_capacity: 4096,
             max_in_flight: 64,
             keepalive_interval: Duration::from_secs(10),
+            stall_after: Duration::from_secs(1),
             token: None,
         }
     }
@@ -84,6 +94,7 @@ impl std::fmt::Debug for SubmitterOptions {
             .field("queue_capacity", &self.queue_capacity)
             .field("max_in_flight", &self.max_in_flight)
             .field("keepalive_interval", &self.keepalive_interval)
+            .field("stall_after", &self.stall_after)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -101,6 +112,8 @@ struct Job {
 const CONNECTING: u8 = 0;
 const CONNECTED: u8 = 1;
 const DOWN: u8 = 2;
+/// Connected, but silent with requests outstanding for longer than `stall_after`.
+const STALLED: u8 = 3;
 
 struct EndpointHandle {
     jobs: mpsc::Sender<Job>,
@@ -176,15 +189,19 @@ impl GrpcSubmitter {
         })
     }
 
-    /// Queues `job` on a connected endpoint, round-robin; on a connecting or down one only when none
-    /// is connected (that worker answers quickly: it either connects or fails the op).
+    /// Queues `job` on a connected endpoint that answers, round-robin; on a stalled one only when
+    /// none answers, and on a connecting or down one only when none is connected (that worker
+    /// answers quickly: it either connects or fails the op).
     fn enqueue(&self, mut job: Job) -> Result<(), BusError> {
         let count = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let order = (0..count).map(|i| &self.endpoints[(start + i) % count]);
-        let connected = order.clone().filter(|e| e.state.load(Ordering::Relaxed) == CONNECTED);
-        let others = order.filter(|e| e.state.load(Ordering::Relaxed) != CONNECTED);
-        for endpoint in connected.chain(others) {
+        let in_state =
+            |wanted: fn(u8) -> bool| order.clone().filter(move |e| wanted(e.state.load(Ordering::Relaxed)));
+        let answering = in_state(|state| state == CONNECTED);
+        let stalled = in_state(|state| state == STALLED);
+        let others = in_state(|state| state != CONNECTED && state != STALLED);
+        for endpoint in answering.chain(stalled).chain(others) {
             match endpoint.jobs.try_send(job) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(back) | mpsc::error::TrySendError::Closed(back)) => {
@@ -309,11 +326,17 @@ impl Worker {
         // Callers give up after the request timeout; forget their entries so a request the
         // sequencer never answers cannot grow the map.
         let mut sweep = tokio::time::interval(self.options.request_timeout.max(Duration::from_millis(100)));
+        let mut silence = Silence::new(self.options.stall_after);
+        let mut check = tokio::time::interval((self.options.stall_after / 2).max(Duration::from_millis(10)));
         let ended = loop {
             tokio::select! {
                 biased;
                 message = responses.message() => match message {
-                    Ok(Some(response)) => resolve(&mut pending, response),
+                    Ok(Some(response)) => {
+                        silence.answered();
+                        self.state.store(silence.state(), Ordering::Relaxed);
+                        resolve(&mut pending, response)
+                    }
                     Ok(None) => break Ended::Broken("the sequencer ended the stream".to_owned()),
                     Err(status) => break Ended::Broken(format!("the stream failed: {status}")),
                 },
@@ -348,6 +371,7 @@ impl Worker {
                     debug!(request_id = next_id, ops = replies.len(), "submit request");
                     pending.insert(next_id, replies);
                     permit.send(request);
+                    silence.sent();
                 },
                 job = self.jobs.recv(), if held.is_none() => match job {
                     Some(job) => held = Some(job),
@@ -357,6 +381,7 @@ impl Worker {
                     replies.retain(|reply| !reply.is_closed());
                     !replies.is_empty()
                 }),
+                _ = check.tick() => self.state.store(silence.state(), Ordering::Relaxed),
             }
         };
         if let Ended::Broken(reason) = &ended {
@@ -385,6 +410,43 @@ impl Worker {
                     None => return false,
                 },
             }
+        }
+    }
+}
+
+/// Whether a stream has gone silent: requests outstanding and no answer for `stall_after`. Counts
+/// requests rather than reading `pending`, whose entries are swept once their callers give up: a
+/// request nobody waits for any more is still one the sequencer has not answered.
+struct Silence {
+    stall_after: Duration,
+    /// Requests sent and not answered (responses with unknown ids count as answers too).
+    unanswered: u64,
+    /// The last answer, or the send that made `unanswered` leave zero.
+    since: std::time::Instant,
+}
+
+impl Silence {
+    fn new(stall_after: Duration) -> Self {
+        Self { stall_after, unanswered: 0, since: std::time::Instant::now() }
+    }
+
+    fn sent(&mut self) {
+        if self.unanswered == 0 {
+            self.since = std::time::Instant::now();
+        }
+        self.unanswered += 1;
+    }
+
+    fn answered(&mut self) {
+        self.unanswered = self.unanswered.saturating_sub(1);
+        self.since = std::time::Instant::now();
+    }
+
+    fn state(&self) -> u8 {
+        if self.unanswered > 0 && self.since.elapsed() > self.stall_after {
+            STALLED
+        } else {
+            CONNECTED
         }
     }
 }

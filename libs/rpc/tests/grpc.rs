@@ -304,6 +304,43 @@ async fn a_dead_endpoint_is_skipped_for_a_live_one() {
     server.stop().await;
 }
 
+/// Guards the promise of `GrpcSubmitter` (libs/rpc/src/client.rs): a connected sequencer that stops
+/// answering (a frozen process) is passed over once silent for `stall_after`, so the gateway's ops
+/// go to the sequencers that answer instead of half of them waiting out the request timeout.
+#[tokio::test]
+async fn a_silent_endpoint_is_passed_over_for_one_that_answers() {
+    let (bus, mut consumer) = bus();
+    let live = Server::start(local(), bus, None).await;
+    let frozen = Server::start(local(), Arc::new(Stalled), None).await;
+    let options = SubmitterOptions {
+        request_timeout: Duration::from_millis(1500),
+        stall_after: Duration::from_millis(200),
+        ..options()
+    };
+    let submitter = GrpcSubmitter::new(vec![frozen.uri(), live.uri()], options).expect("valid options");
+    until_accepted(&submitter, submission("doc-a", "c1", 1, "a")).await;
+    // Both streams open; of two ops at once one goes to each (round-robin), so the frozen sequencer
+    // has a request it never answers (unless an earlier attempt reached it already).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (first, second) = tokio::join!(
+        submitter.submit(submission("doc-a", "c1", 2, "b")),
+        submitter.submit(submission("doc-a", "c1", 3, "b")),
+    );
+    let primed = 1 + usize::from(first.is_ok()) + usize::from(second.is_ok());
+    // Round-robin alone would send every other one of these to the frozen sequencer.
+    for seq in 10..30 {
+        submitter
+            .submit(submission("doc-a", "c1", seq, "c"))
+            .await
+            .expect("routed to the sequencer that answers");
+    }
+    let seqs: Vec<u64> =
+        read(&mut consumer, primed + 20).await.iter().map(|s| s.seq).filter(|&seq| seq >= 10).collect();
+    assert_eq!(seqs, (10..30).collect::<Vec<u64>>());
+    live.stop().await;
+    frozen.task.abort();
+}
+
 #[tokio::test]
 async fn the_service_token_is_required() {
     let (bus, mut consumer) = bus();

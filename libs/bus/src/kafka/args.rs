@@ -35,6 +35,10 @@ pub struct KafkaArgs {
     /// Classic protocol: how often a member heartbeats, in milliseconds.
     #[arg(long, env = "TANDEM_KAFKA_HEARTBEAT_MS", default_value_t = default_millis(|c| c.heartbeat_interval))]
     pub kafka_heartbeat_ms: u64,
+    /// Classic protocol: how long a rebalance waits for a member that has not rejoined, in
+    /// milliseconds (`max.poll.interval.ms`; at least the session timeout).
+    #[arg(long, env = "TANDEM_KAFKA_REBALANCE_TIMEOUT_MS", default_value_t = default_millis(|c| c.rebalance_timeout))]
+    pub kafka_rebalance_timeout_ms: u64,
     /// Producer `linger.ms`: how long a record may wait to share a request with later ones.
     #[arg(long, env = "TANDEM_KAFKA_LINGER_MS", default_value_t = default_millis(|c| c.linger))]
     pub kafka_linger_ms: u64,
@@ -67,6 +71,7 @@ impl KafkaArgs {
             group_protocol: self.kafka_group_protocol,
             session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
             heartbeat_interval: Duration::from_millis(self.kafka_heartbeat_ms),
+            rebalance_timeout: Duration::from_millis(self.kafka_rebalance_timeout_ms),
             client_id: client_id.to_owned(),
             linger: Duration::from_millis(self.kafka_linger_ms),
             fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
@@ -79,7 +84,7 @@ impl KafkaArgs {
     pub fn describe(&self) -> String {
         format!(
             "brokers {}, namespace {}, {} partitions, replication {} (min in sync {}), group protocol {} \
-             (session {} ms, heartbeat {} ms), linger {} ms, fetch wait {} ms, fetch min {} bytes",
+             (session {} ms, heartbeat {} ms, rebalance {} ms), linger {} ms, fetch wait {} ms, fetch min {} bytes",
             self.brokers,
             self.kafka_namespace,
             self.partitions,
@@ -88,6 +93,7 @@ impl KafkaArgs {
             self.kafka_group_protocol,
             self.kafka_session_timeout_ms,
             self.kafka_heartbeat_ms,
+            self.kafka_rebalance_timeout_ms,
             self.kafka_linger_ms,
             self.kafka_fetch_wait_ms,
             self.kafka_fetch_min_bytes

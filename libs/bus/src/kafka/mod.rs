@@ -103,6 +103,15 @@ pub struct KafkaConfig {
     /// well under a third of the session timeout, and a rebalance reaches members within half a
     /// second.
     pub heartbeat_interval: Duration,
+    /// Classic protocol: `max.poll.interval.ms`, which is also the group's rebalance timeout: how
+    /// long the coordinator holds a rebalance open for a member that still heartbeats but has not
+    /// rejoined, during which no partition that changes hands has an owner. Kafka's default,
+    /// 5 minutes, is what the fault-injection soak met after a broker restart (every moved
+    /// partition stalled for 300 s). The member's driver polls the group consumer all the time, so
+    /// a healthy member rejoins within milliseconds; past this bound librdkafka leaves the group
+    /// and joins again. Default 15 s: above the longest pause a live process shows (the soak
+    /// freezes sequencers for up to 8 s), far under five minutes. At least `session_timeout`.
+    pub rebalance_timeout: Duration,
     /// Names this process in broker logs and metrics, e.g. `sequencer-0`.
     pub client_id: String,
     /// `linger.ms`: how long the producer holds a record to batch it with later ones. 0: every
@@ -142,6 +151,7 @@ impl Default for KafkaConfig {
             group_id: "tandem-sequencer".to_owned(),
             session_timeout: Duration::from_secs(2),
             heartbeat_interval: Duration::from_millis(500),
+            rebalance_timeout: Duration::from_secs(15),
             client_id: "tandem".to_owned(),
             linger: Duration::ZERO,
             fetch_wait: Duration::from_millis(100),

@@ -87,6 +87,8 @@ impl KafkaOpLog {
                     .set("group.protocol", "classic")
                     .set("session.timeout.ms", millis(config.session_timeout))
                     .set("heartbeat.interval.ms", millis(config.heartbeat_interval))
+                    // librdkafka refuses a poll interval under the session timeout.
+                    .set("max.poll.interval.ms", millis(config.rebalance_timeout.max(config.session_timeout)))
                     // Cooperative: a member joining or leaving moves only the partitions that
                     // change hands; the eager protocol would revoke every partition of every
                     // member, and each owner would reload its documents from the store.
