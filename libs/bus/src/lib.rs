@@ -85,6 +85,17 @@ pub trait OpConsumer: Send + 'static {
     /// Continues reading at `next_offset`: a new owner resumes exactly where the last commit (whose
     /// offset is stored with its events) ended, so no accepted op is skipped or sequenced twice.
     async fn seek(&mut self, next_offset: i64) -> Result<(), BusError>;
+
+    /// Asked after the owner was fenced (another claim of the partition came after its own):
+    /// whether the group has taken the partition from this member, waiting up to `grace` for the
+    /// revocation to arrive. `false` means the partition is still this member's, so whoever fenced
+    /// it claimed late (a member the partition was just revoked from, whose claim was still on its
+    /// way), and the owner must claim it again: nobody else will until the next rebalance. The
+    /// default, `true`, is for a bus without a group (the in-process one), where a fence is final.
+    async fn revoked_within(&mut self, grace: std::time::Duration) -> bool {
+        let _ = grace;
+        true
+    }
 }
 
 /// A record on its way to the record stream, with the trace context it goes out with.

@@ -168,6 +168,13 @@ impl Drop for SnapshotWrite {
 
 /// Owns one partition until the input ends, the owner is fenced, or `shutdown` fires (after
 /// finishing the batch in hand).
+///
+/// Fenced while the group still assigns the partition here, the owner claims it again: the fence
+/// came from a claim that arrived late, from a member the partition had just been revoked from
+/// (the soak saw one after a broker restart, with Postgres slow: the rebalance gave the partition
+/// back within a second, the old member's claim landed after the new owner's, and the partition
+/// had no owner for 100 s until the next rebalance). A member whose partition was revoked learns
+/// it within the grace and stops; the epoch check keeps every commit safe meanwhile.
 pub async fn run_partition(
     mut consumer: impl OpConsumer,
     store: Arc<dyn EventStore>,
@@ -176,12 +183,54 @@ pub async fn run_partition(
     shutdown: CancellationToken,
 ) -> Result<(), PartitionError> {
     let partition = consumer.partition();
+    let mut grace = RECLAIM_GRACE_FIRST;
+    let mut reclaim = false;
+    loop {
+        let owned =
+            own_partition(&mut consumer, &store, &publisher, config.clone(), &shutdown, reclaim).await;
+        match owned {
+            Err(PartitionError::Fenced { .. }) if !shutdown.is_cancelled() => {
+                if consumer.revoked_within(grace).await {
+                    return owned;
+                }
+                warn!(partition, grace = ?grace, "fenced, but the group still assigns the partition here: claiming it again");
+                metrics::counter!("tandem_sequencer_reclaims_total").increment(1);
+                // Doubling: two members that both believe they own it (the group's view and a
+                // late revocation disagreeing) cannot fence each other in a tight loop.
+                grace = (grace * 2).min(RECLAIM_GRACE_MAX);
+                reclaim = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a fenced owner waits for a revocation before it claims its partition again; doubled
+/// after each re-claim up to [`RECLAIM_GRACE_MAX`]. A revocation reaches the member within a
+/// heartbeat (500 ms) of the rebalance.
+const RECLAIM_GRACE_FIRST: Duration = Duration::from_secs(1);
+const RECLAIM_GRACE_MAX: Duration = Duration::from_secs(16);
+
+/// One ownership of the partition: claims it, republishes what the last owner left unpublished,
+/// and sequences until the input ends, the owner is fenced or `shutdown` fires.
+async fn own_partition(
+    consumer: &mut impl OpConsumer,
+    store: &Arc<dyn EventStore>,
+    publisher: &Arc<dyn EventPublisher>,
+    config: PartitionConfig,
+    shutdown: &CancellationToken,
+    reclaim: bool,
+) -> Result<(), PartitionError> {
+    let (store, publisher) = (store.clone(), publisher.clone());
+    let partition = consumer.partition();
     // A claim is safe to repeat (each one bumps the epoch, the last one wins), so a store outage
     // during it is waited out like during any other call, instead of ending the partition.
     let claim = retry(partition, || store.claim_partition(partition)).await?;
-    info!(partition, epoch = claim.epoch, next_offset = ?claim.next_offset, "partition claimed");
+    info!(partition, epoch = claim.epoch, next_offset = ?claim.next_offset, reclaim, "partition claimed");
     // Resume exactly after the last committed batch: nothing accepted is skipped or sequenced twice.
-    if let Some(offset) = claim.next_offset {
+    // Claimed again with nothing ever committed, the consumer has read past ops that were never
+    // sequenced: back to the start (offset 0, or the log's start if that is gone), deduplicated.
+    if let Some(offset) = claim.next_offset.or(reclaim.then_some(0)) {
         consumer.seek(offset).await?;
     }
     let mut owner = PartitionOwner {
@@ -215,7 +264,7 @@ pub async fn run_partition(
         owner.config.max_batch,
         stopping.clone(),
     ));
-    let result = owner.run(&mut consumer, &to_publisher, &shutdown).await;
+    let result = owner.run(consumer, &to_publisher, shutdown).await;
     // Every committed batch handed over is published before the mark is written; a publish still
     // failing gets one last try, so a dead broker cannot hold the shutdown up (the next owner
     // republishes from the mark).

@@ -356,6 +356,14 @@ impl OpConsumer for KafkaPartitionConsumer {
         self.seek_to(next_offset).await
     }
 
+    async fn revoked_within(&mut self, grace: Duration) -> bool {
+        if self.revoked.has_changed().is_err() {
+            return true;
+        }
+        // No value is ever sent: `changed` resolves only when the switch is dropped (revocation).
+        tokio::time::timeout(grace, self.revoked.changed()).await.is_ok()
+    }
+
     /// Waits for one record, then takes whatever else is already fetched, up to `max`, without
     /// waiting. Undecodable records are skipped (and do not count as the one record).
     async fn next_batch(&mut self, max: usize) -> Result<Vec<SubmissionRecord>, BusError> {
