@@ -6,8 +6,9 @@
 // for..of / Array.from and never with String#length.
 //
 // The semantics are those of ot.js `TextOperation` (apply, compose, transform with "a's insert goes
-// first" on ties, transformIndex of ot.js's Selection), matching the Rust crate `libs/ot`; both are held
-// to the shared vectors in `libs/ot/vectors/ot-vectors.json`.
+// first" on ties, invert, transformIndex of ot.js's Selection), matching the Rust crate `libs/ot`; both
+// are held to the shared vectors in `libs/ot/vectors/ot-vectors.json`. At the end, `UndoHistory`: the
+// undo and redo stacks of ot.js's `UndoManager`, as the Rust client keeps them (`libs/client/src/undo.rs`).
 
 /** Largest retain or delete count accepted, as in the Rust crate: larger counts can never fit a document. */
 export const MAX_COUNT = 2 ** 40;
@@ -382,6 +383,40 @@ export function transform(a, b) {
 }
 
 /**
+ * The operation that undoes `op` on `text`: apply(apply(text, op), invert(text, op)) === text. Retains
+ * stay, inserts become deletes and deletes become inserts of the text they removed (ot.js
+ * `TextOperation.invert`), which is why the text is needed. Throws `base_length_mismatch` unless `op`
+ * applies to `text`.
+ * @param {string} text
+ * @param {Array<number|string>} op
+ * @returns {Array<number|string>}
+ */
+export function invert(text, op) {
+  const b = parse(op);
+  const chars = Array.from(text);
+  if (b.base !== chars.length) {
+    throw new OtError(
+      'base_length_mismatch',
+      `operation expects a base text of ${b.base} characters, but the text has ${chars.length}`,
+    );
+  }
+  const out = new Builder();
+  let pos = 0;
+  for (const o of b.ops) {
+    if (o.k === R) {
+      out.retain(o.n);
+      pos += o.n;
+    } else if (o.k === I) {
+      out.delete(o.n);
+    } else {
+      out.insert(chars.slice(pos, pos + o.n));
+      pos += o.n;
+    }
+  }
+  return out.toWire();
+}
+
+/**
  * Moves a position (a cursor, counted in code points) of the op's base text to the matching position of
  * its result, as ot.js does for selections: an insert at the cursor pushes it right, a deletion around it
  * pulls it to the deletion's start. Lets an editor keep the caret in place when a remote change arrives.
@@ -440,4 +475,150 @@ export function fromDiff(oldText, newText, cursor) {
   out.delete(a.length - prefix - suffix);
   out.retain(suffix);
   return out.toWire();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Undo history: the stacks of ot.js `UndoManager`, the same as the Rust client's (libs/client/src/undo.rs;
+// the two are held to the shared scenarios of libs/client/vectors/undo-vectors.json). Pure: the time of an
+// edit is an argument. `DocumentState` (tandem-client.js) keeps one per document; the rules are in README.md.
+
+/** Undo steps kept per document by default; the oldest goes first. */
+export const UNDO_DEPTH = 500;
+/** Longest pause, in milliseconds, between two local edits of one typing run (one undo step). */
+export const UNDO_WINDOW_MS = 1000;
+
+/** `[retain start, insert or delete, retain rest]` (parts optional) as {insert, start, len}, else null. */
+function simpleOp(op) {
+  let parts = op;
+  let start = 0;
+  if (typeof parts[0] === 'number' && parts[0] > 0) {
+    start = parts[0];
+    parts = parts.slice(1);
+  }
+  const last = parts[parts.length - 1];
+  if (typeof last === 'number' && last > 0) parts = parts.slice(0, -1);
+  if (parts.length !== 1) return null;
+  const p = parts[0];
+  if (typeof p === 'string') return { insert: true, start, len: cpLength(p) };
+  return p < 0 ? { insert: false, start, len: -p } : null;
+}
+
+/**
+ * Whether the edit whose inverse is `next` continues the step whose inverse is `top` (ot.js
+ * `shouldBeComposedWithInverted`): typing on (the inverses delete side by side), Backspace (the new
+ * inverse inserts right before the step's) or Delete (at the same place).
+ */
+function continues(next, top) {
+  const a = simpleOp(next);
+  const b = simpleOp(top);
+  if (!a || !b || a.insert !== b.insert) return false;
+  return a.insert ? a.start + a.len === b.start || a.start === b.start : b.start + b.len === a.start;
+}
+
+/** Transforms a stack (oldest first) against `remote`, top first, dropping entries left without effect. */
+function transformStack(stack, remote) {
+  const out = [];
+  let op = remote;
+  for (let i = stack.length - 1; i >= 0; i--) {
+    const [entry, moved] = transform(stack[i], op);
+    if (!isNoop(entry)) out.push(entry);
+    op = moved;
+  }
+  return out.reverse();
+}
+
+/**
+ * The undo and redo stacks of one document: inverses of this client's own edits, never of others'.
+ * A local edit's inverse joins the top step when the step is open (no undo, redo or breakGroup since it
+ * began), the edit comes at most `windowMs` after the previous one, and it continues the step (typing
+ * on, Backspace, Delete); otherwise it starts a new step. Remote ops transform every entry.
+ */
+export class UndoHistory {
+  /** @param {{depth?: number, windowMs?: number}} [options] */
+  constructor({ depth = UNDO_DEPTH, windowMs = UNDO_WINDOW_MS } = {}) {
+    this.depth = depth;
+    this.windowMs = windowMs;
+    /** Inverses, oldest first; the last applies to the current text. */
+    this.undoStack = [];
+    this.redoStack = [];
+    /** Time of the last local edit while the top step is open, else null. */
+    this.openSince = null;
+  }
+
+  canUndo() {
+    return this.undoStack.length > 0;
+  }
+
+  canRedo() {
+    return this.redoStack.length > 0;
+  }
+
+  /** Takes the inverse of a local edit made at `at` (ms); clears the redo stack. No-ops are ignored. */
+  record(inverse, at) {
+    if (this.depth === 0 || isNoop(inverse)) return;
+    const top = this.undoStack[this.undoStack.length - 1];
+    const within = this.openSince !== null && at - this.openSince <= this.windowMs;
+    let joined = null;
+    if (top && within && continues(inverse, top)) {
+      try {
+        joined = compose(inverse, top);
+      } catch {
+        joined = null; // cannot happen (the lengths fit by construction); the edit gets its own step
+      }
+    }
+    if (joined) this.undoStack[this.undoStack.length - 1] = joined;
+    else this.#push(inverse);
+    this.redoStack = [];
+    this.openSince = at;
+  }
+
+  /** The inverse undo applies next, or undefined. */
+  nextUndo() {
+    return this.undoStack[this.undoStack.length - 1];
+  }
+
+  /** The inverse redo applies next, or undefined. */
+  nextRedo() {
+    return this.redoStack[this.redoStack.length - 1];
+  }
+
+  /** The top undo step was applied; `inverse` (which reverts that) becomes the top redo step. */
+  undone(inverse) {
+    this.undoStack.pop();
+    this.redoStack.push(inverse);
+    this.openSince = null;
+  }
+
+  /** The top redo step was applied; `inverse` becomes the top undo step. The rest of the redo stack stays. */
+  redone(inverse) {
+    this.redoStack.pop();
+    this.#push(inverse);
+    this.openSince = null;
+  }
+
+  /** The next local edit starts a new step. */
+  breakGroup() {
+    this.openSince = null;
+  }
+
+  /** Forgets everything (a snapshot replaced the text). */
+  clear() {
+    this.undoStack = [];
+    this.redoStack = [];
+    this.openSince = null;
+  }
+
+  /** A copy transformed against another client's op as applied to the local text; `this` is unchanged. */
+  transformed(remote) {
+    const next = new UndoHistory({ depth: this.depth, windowMs: this.windowMs });
+    next.openSince = this.openSince;
+    next.undoStack = isNoop(remote) ? this.undoStack.slice() : transformStack(this.undoStack, remote);
+    next.redoStack = isNoop(remote) ? this.redoStack.slice() : transformStack(this.redoStack, remote);
+    return next;
+  }
+
+  #push(inverse) {
+    this.undoStack.push(inverse);
+    if (this.undoStack.length > this.depth) this.undoStack.splice(0, this.undoStack.length - this.depth);
+  }
 }

@@ -4,7 +4,7 @@
 // Import it in a browser with `import { TandemClient } from '/tandem-client.js'` (it loads `./ot.js`
 // next to itself), in Node 20 with `--experimental-websocket` or by passing a WebSocket constructor.
 
-import { apply, compose, fromDiff, transform, isNoop, normalize } from './ot.js';
+import { apply, compose, fromDiff, invert, transform, isNoop, normalize, UndoHistory } from './ot.js';
 
 export * from './ot.js';
 
@@ -31,14 +31,18 @@ export class ProtocolViolation extends Error {
  * States: synced (nothing pending); awaiting ack (one op in flight); awaiting with buffer (one op in flight,
  * later local edits composed into `buffer`). `text` is always the local view: the server text at `version`
  * with the in-flight op and the buffer applied.
+ *
+ * Undo and redo (`undo`, `redo`) revert this client's own edits only, with ot.js `UndoManager`
+ * semantics: see `UndoHistory` in ot.js and "Undo and redo" in README.md.
  */
 export class DocumentState {
   /**
    * @param {string} doc document id
-   * @param {{text?: string, version?: number, nextSeq?: number}} [init] the snapshot, and the next seq to use
-   *   (seq is per client and document and must continue where this client left off)
+   * @param {{text?: string, version?: number, nextSeq?: number, undo?: {depth?: number, windowMs?: number}}} [init]
+   *   the snapshot, the next seq to use (seq is per client and document and must continue where this
+   *   client left off), and the limits of the undo history (default 500 steps, 1000 ms; depth 0 keeps none)
    */
-  constructor(doc, { text = '', version = 0, nextSeq = 1 } = {}) {
+  constructor(doc, { text = '', version = 0, nextSeq = 1, undo } = {}) {
     this.doc = doc;
     this.text = text;
     this.version = version;
@@ -51,6 +55,8 @@ export class DocumentState {
     this.buffer = null;
     /** True between discardPending() and the fresh snapshot given to reset(). */
     this.resyncing = false;
+    /** Inverses of this client's own edits (see UndoHistory in ot.js). */
+    this.history = new UndoHistory(undo);
   }
 
   /** True when every local edit is acknowledged. */
@@ -68,13 +74,61 @@ export class DocumentState {
    * Applies a local edit (an op on the current local text) and returns the `op` message to send, or null
    * when an op is already in flight (the edit waits, composed into the buffer: at most one op per document
    * may be unacknowledged). Throws (OtError) if the op does not fit the text, leaving the state unchanged.
+   * The edit's inverse goes onto the undo stack; `at` (milliseconds, default Date.now()) decides whether it
+   * joins the previous edit's undo step.
    * @param {Array<number|string>} op
+   * @param {number} [at]
    * @returns {{type: 'op', doc: string, seq: number, base: number, op: Array<number|string>} | null}
    */
-  localEdit(op) {
-    const text = apply(this.text, op);
-    const norm = normalize(op);
-    this.text = text;
+  localEdit(op, at = Date.now()) {
+    const inverse = invert(this.text, op);
+    const message = this.#submit(normalize(op));
+    this.history.record(inverse, at);
+    return message;
+  }
+
+  /**
+   * Reverts this client's most recent undo step (an edit, or a typing run of them) as a new local edit,
+   * sent (or buffered) like any other. Returns `{op, message}`: the op applied to `text` (to move a caret
+   * with) and the `op` message to send or null; or null when there is nothing to undo.
+   */
+  undo() {
+    const op = this.history.nextUndo();
+    if (!op) return null;
+    const inverse = invert(this.text, op);
+    const message = this.#submit(op);
+    this.history.undone(inverse);
+    return { op, message };
+  }
+
+  /** Applies the most recently undone step again, like `undo`; null when there is nothing to redo. */
+  redo() {
+    const op = this.history.nextRedo();
+    if (!op) return null;
+    const inverse = invert(this.text, op);
+    const message = this.#submit(op);
+    this.history.redone(inverse);
+    return { op, message };
+  }
+
+  /** True when `undo` has a step to revert. */
+  canUndo() {
+    return this.history.canUndo();
+  }
+
+  /** True when `redo` has a step to apply again (nothing was edited since the last undo). */
+  canRedo() {
+    return this.history.canRedo();
+  }
+
+  /** Makes the next local edit start a new undo step even if it continues the previous one. */
+  breakUndoGroup() {
+    this.history.breakGroup();
+  }
+
+  /** Applies a normalised op to the local text and queues it: a local edit without its undo history. */
+  #submit(norm) {
+    this.text = apply(this.text, norm);
     if (this.resyncing) return null;
     if (this.inflight) {
       this.buffer = this.buffer ? compose(this.buffer, norm) : norm;
@@ -86,7 +140,8 @@ export class DocumentState {
   /**
    * Takes another client's op for `version` (it applies on version - 1), transforms the in-flight op and
    * the buffer over it (own pending first, so ties break as on the server), applies it to the local text
-   * and returns the op as applied locally, for an editor to move its caret with transformIndex.
+   * and returns the op as applied locally, for an editor to move its caret with transformIndex. The undo
+   * and redo stacks are transformed against it.
    * @param {number} version
    * @param {Array<number|string>} op
    * @returns {Array<number|string>}
@@ -104,10 +159,12 @@ export class DocumentState {
     if (this.buffer) {
       [buffer, received] = transform(this.buffer, received);
     }
+    const history = this.history.transformed(received);
     const text = apply(this.text, received);
     // Commit only after everything succeeded.
     if (this.inflight) this.inflight.op = inflight;
     if (this.buffer) this.buffer = buffer;
+    this.history = history;
     this.text = text;
     this.version = version;
     return received;
@@ -161,7 +218,8 @@ export class DocumentState {
 
   /**
    * Replaces the text and version with a fresh snapshot, dropping anything pending. nextSeq is kept: seq
-   * continues across everything for this client and document.
+   * continues across everything for this client and document. The undo history is cleared: its steps
+   * were made for the text the snapshot replaced.
    * @param {string} text
    * @param {number} version
    */
@@ -169,6 +227,7 @@ export class DocumentState {
     this.inflight = null;
     this.buffer = null;
     this.resyncing = false;
+    this.history.clear();
     this.text = text;
     this.version = version;
   }
@@ -301,6 +360,36 @@ export class DocHandle {
   }
 
   /**
+   * Reverts this client's most recent undo step as a new local edit, sent like any other (see "Undo and
+   * redo" in README.md). Returns the op applied to `text`, to move a caret with, or null when there is
+   * nothing to undo (or the document is not loaded yet).
+   * @returns {Array<number|string> | null}
+   */
+  undo() {
+    return this._historyEdit('undo');
+  }
+
+  /** Applies the most recently undone step again, like `undo`; null when there is nothing to redo. */
+  redo() {
+    return this._historyEdit('redo');
+  }
+
+  /** True when `undo` has a step to revert. */
+  canUndo() {
+    return this.state !== null && this.state.canUndo();
+  }
+
+  /** True when `redo` has a step to apply again. */
+  canRedo() {
+    return this.state !== null && this.state.canRedo();
+  }
+
+  /** Makes the next edit start a new undo step (a word boundary, a paste, a moved caret: the editor decides). */
+  breakUndoGroup() {
+    this.state?.breakUndoGroup();
+  }
+
+  /**
    * Resolves once the document is online and every local edit is acknowledged: handy for tests and for
    * "all changes saved" indicators.
    * @returns {Promise<void>}
@@ -319,6 +408,15 @@ export class DocHandle {
     if (this.status === status) return;
     this.status = status;
     this.callbacks.onStatus?.(status);
+  }
+
+  _historyEdit(kind) {
+    if (this.phase === 'closed') throw new Error(`document ${this.doc} is closed`);
+    if (!this.state) return null;
+    const done = kind === 'undo' ? this.state.undo() : this.state.redo();
+    if (!done) return null;
+    if (done.message && this.phase === 'ready') this.client._send(done.message);
+    return done.op;
   }
 
   _checkWaiters() {
@@ -349,6 +447,8 @@ export class TandemClient {
    * @param {number} [options.maxBackoffMs] reconnect delay cap (default 10000)
    * @param {(status: string) => void} [options.onStatus] 'connecting' | 'online' | 'offline'
    * @param {(error: object) => void} [options.onError] errors not tied to a document
+   * @param {{depth?: number, windowMs?: number}} [options.undo] limits of each document's undo history
+   *   (default 500 steps and 1000 ms between the edits of one typing run; depth 0 keeps none)
    */
   constructor(url, options = {}) {
     this.url = url;
@@ -366,6 +466,7 @@ export class TandemClient {
     this.maxBackoffMs = options.maxBackoffMs ?? 10000;
     this.onStatus = options.onStatus;
     this.onError = options.onError;
+    this.undoOptions = options.undo;
     /** @type {Map<string, DocHandle>} */
     this.docs = new Map();
     /** Next seq per document, kept when a document is closed: seq is per client and document. */
@@ -678,6 +779,7 @@ export class TandemClient {
         text: msg.text,
         version: msg.version,
         nextSeq: this.nextSeqs.get(handle.doc) ?? 1,
+        undo: this.undoOptions,
       });
     }
     handle.fresh = false;

@@ -274,3 +274,35 @@ test('bad ids are refused up front; a refused open fails the document instead of
   assert.equal(errors.length, 1);
   client.close();
 });
+
+test('undo and redo on the handle are sent like edits and keep the text of others', async () => {
+  const { client, ws } = newClient({ undo: { windowMs: 1000 } });
+  const h = client.open('doc');
+  assert.equal(h.undo(), null, 'nothing to undo before the snapshot');
+  welcome(ws);
+  ws.take();
+  ws.recv({ type: 'snapshot', doc: 'doc', version: 0, text: '' });
+  await h.ready;
+  h.edit(['hello']);
+  ws.recv({ type: 'ack', doc: 'doc', seq: 1, version: 1 });
+  ws.recv({ type: 'op', doc: 'doc', version: 2, client: 'other', op: [2, 'X', 3] });
+  assert.ok(h.canUndo() && !h.canRedo());
+  assert.deepEqual(h.undo(), [-2, 1, -3]);
+  assert.equal(h.text, 'X');
+  assert.ok(!h.canUndo() && h.canRedo());
+  ws.recv({ type: 'ack', doc: 'doc', seq: 2, version: 3 });
+  assert.deepEqual(h.redo(), ['he', 1, 'llo']);
+  assert.equal(h.text, 'heXllo');
+  assert.deepEqual(ws.take(), [
+    { type: 'op', doc: 'doc', seq: 1, base: 0, op: ['hello'] },
+    { type: 'op', doc: 'doc', seq: 2, base: 2, op: [-2, 1, -3] },
+    { type: 'op', doc: 'doc', seq: 3, base: 3, op: ['he', 1, 'llo'] },
+  ]);
+  // A snapshot that replaces the text (here after invalid_op) clears the history.
+  ws.recv({ type: 'error', code: 'invalid_op', message: 'no', doc: 'doc', seq: 3 });
+  ws.recv({ type: 'snapshot', doc: 'doc', version: 3, text: 'X' });
+  assert.ok(!h.canUndo() && !h.canRedo());
+  h.close();
+  assert.throws(() => h.undo(), /closed/);
+  client.close();
+});

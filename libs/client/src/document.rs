@@ -7,6 +7,11 @@
 //! one buffer, sent when the in-flight op is acknowledged. Every received op is transformed against the
 //! in-flight op and then the buffer (`transform(own, received)`, as the protocol fixes the tie-break),
 //! so the local text always equals "server text + own unacknowledged edits".
+//!
+//! Undo and redo ([`DocumentClient::undo`], [`DocumentClient::redo`]) revert this client's own edits
+//! only, as ot.js `UndoManager` does; the rules are in the `undo` module and in the crate docs.
+
+use std::time::Instant;
 
 use ropey::Rope;
 use serde_json::json;
@@ -14,6 +19,7 @@ use tandem_ot::{Operation, OtError};
 use tandem_protocol::ws::ClientMessage;
 use tandem_protocol::DocId;
 
+use crate::undo::{UndoHistory, UndoOptions};
 use crate::ClientError;
 
 /// An `op` message to send: kept exactly as first sent, because after a reconnect the protocol requires
@@ -59,6 +65,16 @@ enum State {
     AwaitingWithBuffer { sent: OutgoingOp, pending: Operation, buffer: Operation },
 }
 
+/// An edit made by [`DocumentClient::undo`] or [`DocumentClient::redo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEdit {
+    /// The op applied to the local text, so that an editor can move carets and selections with it.
+    pub op: Operation,
+    /// The op to send now, as [`DocumentClient::local_edit`] returns it: `None` when an op is in
+    /// flight and this edit waits in the buffer.
+    pub outgoing: Option<OutgoingOp>,
+}
+
 /// One document as one client sees it: the text with its own edits applied, the last server version it
 /// has, the next `seq`, and what is unacknowledged.
 ///
@@ -71,12 +87,32 @@ pub struct DocumentClient {
     version: u64,
     next_seq: u64,
     state: State,
+    history: UndoHistory,
 }
 
 impl DocumentClient {
     /// Starts from a `snapshot`: the text at `version`, nothing in flight, first `seq` 1.
     pub fn new(doc: DocId, version: u64, text: &str) -> Self {
-        Self { doc, text: Rope::from_str(text), version, next_seq: 1, state: State::Synced }
+        Self {
+            doc,
+            text: Rope::from_str(text),
+            version,
+            next_seq: 1,
+            state: State::Synced,
+            history: UndoHistory::new(UndoOptions::default()),
+        }
+    }
+
+    /// Sets the limits of the undo history (default: [`UndoOptions::default`]); steps beyond a smaller
+    /// depth are dropped, oldest first.
+    pub fn with_undo_options(mut self, options: UndoOptions) -> Self {
+        self.history.set_options(options);
+        self
+    }
+
+    /// The limits of the undo history.
+    pub fn undo_options(&self) -> UndoOptions {
+        self.history.options()
     }
 
     /// The document id.
@@ -122,7 +158,74 @@ impl DocumentClient {
     /// Applies a local edit to the text. Returns the op to send now if nothing was in flight; otherwise
     /// the edit is composed into the buffer and `None` is returned. An edit that does not fit the local
     /// text is refused and changes nothing.
+    ///
+    /// The edit's inverse goes onto the undo stack (see [`undo`](Self::undo)), timed by the clock:
+    /// [`local_edit_at`](Self::local_edit_at) takes the time from the caller.
     pub fn local_edit(&mut self, op: Operation) -> Result<Option<OutgoingOp>, ClientError> {
+        self.local_edit_at(op, Instant::now())
+    }
+
+    /// [`local_edit`](Self::local_edit) made at `at`, which decides whether the edit joins the undo
+    /// step of the previous one (a typing run within [`UndoOptions::group_window`]); for simulations
+    /// and tests that run on their own clock.
+    pub fn local_edit_at(&mut self, op: Operation, at: Instant) -> Result<Option<OutgoingOp>, ClientError> {
+        check_fits(&op, &self.text)?;
+        let inverse = op.invert_rope(&self.text)?;
+        let out = self.submit(op)?;
+        self.history.record(inverse, at);
+        Ok(out)
+    }
+
+    /// Reverts this client's most recent undo step (a local edit, or a typing run of them) that is not
+    /// undone yet, as a new local edit: applied to the text and sent (or buffered) like any other.
+    /// Returns `None` when there is nothing to undo.
+    ///
+    /// Other clients' edits are never reverted: the step was transformed against each of them as they
+    /// arrived, so it removes only what this client inserted and is still there, and restores what
+    /// this client deleted (see the crate docs for the exact rule). The next local edit starts a new
+    /// step; the undo can be redone until then.
+    pub fn undo(&mut self) -> Result<Option<HistoryEdit>, ClientError> {
+        let Some(op) = self.history.next_undo().cloned() else { return Ok(None) };
+        let inverse = op.invert_rope(&self.text)?;
+        let outgoing = self.submit(op.clone())?;
+        self.history.undone(inverse);
+        Ok(Some(HistoryEdit { op, outgoing }))
+    }
+
+    /// Applies the most recently undone step again, as a new local edit. Returns `None` when there is
+    /// nothing to redo: nothing was undone, or a local edit was made since.
+    pub fn redo(&mut self) -> Result<Option<HistoryEdit>, ClientError> {
+        let Some(op) = self.history.next_redo().cloned() else { return Ok(None) };
+        let inverse = op.invert_rope(&self.text)?;
+        let outgoing = self.submit(op.clone())?;
+        self.history.redone(inverse);
+        Ok(Some(HistoryEdit { op, outgoing }))
+    }
+
+    /// True when [`undo`](Self::undo) has a step to revert.
+    pub fn can_undo(&self) -> bool {
+        self.history.can_undo()
+    }
+
+    /// True when [`redo`](Self::redo) has a step to apply again.
+    pub fn can_redo(&self) -> bool {
+        self.history.can_redo()
+    }
+
+    /// Makes the next local edit start a new undo step even if it continues the previous one (for an
+    /// editor's own notion of a step, such as a word boundary, a paste or a moved caret).
+    pub fn break_undo_group(&mut self) {
+        self.history.break_group();
+    }
+
+    /// Steps on the undo stack, for tests.
+    #[cfg(test)]
+    pub(crate) fn undo_len(&self) -> usize {
+        self.history.undo_len()
+    }
+
+    /// Applies an op on the local text and sends or buffers it: a local edit without its history.
+    fn submit(&mut self, op: Operation) -> Result<Option<OutgoingOp>, ClientError> {
         // The text is "server + pending + buffer", so an op of the text's length also composes with
         // the buffer; checking first means nothing changes on failure.
         check_fits(&op, &self.text)?;
@@ -148,7 +251,8 @@ impl DocumentClient {
 
     /// Takes another client's op, committed as `version`, which applies to the server text at
     /// `version - 1`. Returns the op as applied to the local text (transformed past the own
-    /// unacknowledged edits), so that a UI can move cursors and selections with it.
+    /// unacknowledged edits), so that a UI can move cursors and selections with it. The undo and redo
+    /// stacks are transformed against it.
     ///
     /// `version` must be exactly one more than [`version`](Self::version): PROTOCOL.md delivers every
     /// version once and in order, and anything else is [`ClientError::VersionGap`]. On error nothing
@@ -156,26 +260,31 @@ impl DocumentClient {
     pub fn on_remote_op(&mut self, version: u64, op: &Operation) -> Result<Operation, ClientError> {
         self.check_version(version)?;
         // Transform into locals first: nothing may change if a transform fails.
-        let applied = match &mut self.state {
-            State::Synced => {
-                apply(op, &mut self.text)?;
-                op.clone()
-            }
+        let (applied, pending, buffer) = match &self.state {
+            State::Synced => (op.clone(), None, None),
             State::AwaitingAck { pending, .. } => {
-                let (new_pending, op) = Operation::transform(pending, op)?;
-                apply(&op, &mut self.text)?;
-                *pending = new_pending;
-                op
+                let (pending, op) = Operation::transform(pending, op)?;
+                (op, Some(pending), None)
             }
             State::AwaitingWithBuffer { pending, buffer, .. } => {
-                let (new_pending, op) = Operation::transform(pending, op)?;
-                let (new_buffer, op) = Operation::transform(buffer, &op)?;
-                apply(&op, &mut self.text)?;
-                *pending = new_pending;
-                *buffer = new_buffer;
-                op
+                let (pending, op) = Operation::transform(pending, op)?;
+                let (buffer, op) = Operation::transform(buffer, &op)?;
+                (op, Some(pending), Some(buffer))
             }
         };
+        let history = self.history.transformed(&applied)?;
+        apply(&applied, &mut self.text)?;
+        if let (
+            State::AwaitingAck { pending: p, .. } | State::AwaitingWithBuffer { pending: p, .. },
+            Some(new),
+        ) = (&mut self.state, pending)
+        {
+            *p = new;
+        }
+        if let (State::AwaitingWithBuffer { buffer: b, .. }, Some(new)) = (&mut self.state, buffer) {
+            *b = new;
+        }
+        self.history = history;
         self.version = version;
         Ok(applied)
     }
@@ -209,11 +318,13 @@ impl DocumentClient {
 
     /// Starts over from a fresh `snapshot` after the server rejected the in-flight op (`invalid_op`):
     /// the in-flight op and the buffer are discarded, as PROTOCOL.md requires, but `seq` continues,
-    /// because the rejected op used its `seq` up.
+    /// because the rejected op used its `seq` up. The undo history is cleared: its steps were made
+    /// for a text the snapshot replaced.
     pub fn reset(&mut self, version: u64, text: &str) {
         self.text = Rope::from_str(text);
         self.version = version;
         self.state = State::Synced;
+        self.history.clear();
     }
 
     /// The server dropped the in-flight op without using its `seq` up (`forbidden`: it never reached
@@ -261,3 +372,7 @@ fn apply(op: &Operation, text: &mut Rope) -> Result<(), ClientError> {
 #[cfg(test)]
 #[path = "document_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "undo_tests.rs"]
+mod undo_tests;

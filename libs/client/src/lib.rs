@@ -20,16 +20,59 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Undo and redo
+//!
+//! [`DocumentClient::undo`] and [`DocumentClient::redo`] (and the same on [`DocHandle`]) revert and
+//! reapply this client's own edits only, with the semantics of ot.js `UndoManager`:
+//!
+//! - every local edit pushes its inverse onto the undo stack and clears the redo stack; undo applies
+//!   the top inverse as a new local edit, sent like any other op, and pushes its inverse onto the
+//!   redo stack; redo does the reverse;
+//! - every op of another client transforms every entry of both stacks, so an entry always applies to
+//!   the current text;
+//! - a typing run is one step: a local edit joins the top step when no undo, redo or
+//!   [`DocumentClient::break_undo_group`] came since the step began, it follows the previous local
+//!   edit within [`UndoOptions::group_window`] (1 s), and it continues the step: both plain inserts,
+//!   the new one starting where the step's text ends (typing on), or both plain deletes, the new one
+//!   ending where the step's range starts (Backspace) or starting at the same place (Delete);
+//! - at most [`UndoOptions::depth`] steps (500) are kept, the oldest dropped first (set with
+//!   [`ClientOptions::undo`] or [`DocumentClient::with_undo_options`]; depth 0 keeps none); a snapshot
+//!   that replaces the text ([`DocumentClient::reset`]) clears both stacks.
+//!
+//! What undo does where another client's edits overlap the undone text:
+//!
+//! - undoing an insert removes only the characters this client inserted that are still there: text
+//!   another client typed inside them stays, and characters another client already deleted are not
+//!   deleted twice;
+//! - undoing a delete inserts the deleted text again, in one piece, where it was: ahead of text another
+//!   client inserted at that place meanwhile, even text that client typed between the deleted
+//!   characters before it received the delete (the place is a position, not the characters around it);
+//! - a character that another client's op removed from this client's text never comes back by undo.
+//!   A character that this client's own edit removed does come back, even if another client deleted
+//!   it concurrently (before receiving this client's delete): that delete reached this client as a
+//!   no-op (the characters were gone already), so undo restores the characters as its own deletion.
+//!
+//! So undoing every step of a client leaves none of its characters and every other character (of the
+//! text it started from and of others' inserts) except those another client's op removed from this
+//! client's text; characters that were in this client's text together keep their order. The one
+//! difference from "what the other clients' edits alone would give" is the concurrent delete above,
+//! whose characters come back.
+//!
+//! `undo_sim.rs` checks these rules on random interleavings; `vectors/undo-vectors.json` holds
+//! scripted cases that the JavaScript client replays too.
 
 mod connection;
 mod document;
 mod error;
+mod undo;
 
 pub use connection::{
     Client, ClientEvent, ClientOptions, DocHandle, ErrorRecord, ErrorSource, Stats, MAX_ERROR_RECORDS,
 };
-pub use document::{DocumentClient, OutgoingOp};
+pub use document::{DocumentClient, HistoryEdit, OutgoingOp};
 pub use error::ClientError;
 /// Re-exported so that users of the client need not name the crates it is built on.
 pub use tandem_ot::Operation;
 pub use tandem_protocol::{ClientId, DocId, ErrorCode};
+pub use undo::UndoOptions;

@@ -40,7 +40,7 @@ fn the_file_is_what_the_generator_writes() {
 #[test]
 fn there_are_enough_vectors() {
     let vectors = load();
-    let total: usize = ["apply", "compose", "transform", "transform_index", "invalid"]
+    let total: usize = ["apply", "compose", "transform", "transform_index", "invert", "invalid"]
         .iter()
         .map(|name| section(&vectors, name).len())
         .sum();
@@ -89,6 +89,17 @@ fn transform_index_vectors_hold() {
         let index = v["index"].as_u64().expect("index is a count") as usize;
         let result = v["result"].as_u64().expect("result is a count") as usize;
         assert_eq!(op(&v["op"]).transform_index(index), result, "{v}");
+    }
+}
+
+#[test]
+fn invert_vectors_hold() {
+    for v in section(&load(), "invert") {
+        let (o, base) = (op(&v["op"]), text(&v["text"]));
+        let inverse = o.invert(base).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(inverse.to_json(), v["result"], "{v}");
+        let back = o.apply(base).and_then(|t| inverse.apply(&t));
+        assert_eq!(back.as_deref(), Ok(base), "{v}");
     }
 }
 

@@ -13,7 +13,9 @@ use anyhow::Context;
 use futures::{Stream, StreamExt};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tandem_client::{Client, ClientError, ClientEvent, ClientId, ClientOptions, DocHandle, DocId};
+use tandem_client::{
+    Client, ClientError, ClientEvent, ClientId, ClientOptions, DocHandle, DocId, UndoOptions,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -154,6 +156,8 @@ impl Session {
             token: self.run.token.clone(),
             fallback_urls: (1..urls.len()).map(|k| urls[(first + k) % urls.len()].clone()).collect(),
             events,
+            // The load generator measures the server: no undo history to transform on every op.
+            undo: UndoOptions { depth: 0, ..UndoOptions::default() },
             ..ClientOptions::default()
         };
         let client = Client::connect(url, options)

@@ -28,7 +28,7 @@ use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
-use crate::{ClientError, DocumentClient};
+use crate::{ClientError, DocumentClient, HistoryEdit, UndoOptions};
 
 pub use events::ClientEvent;
 
@@ -84,6 +84,9 @@ pub struct ClientOptions {
     /// never waits for this channel: an event that does not fit is dropped and counted in
     /// [`Stats::events_dropped`]. `None` (the default) costs nothing.
     pub events: Option<mpsc::Sender<ClientEvent>>,
+    /// Limits of each document's undo history ([`DocHandle::undo`]); a depth of 0 keeps none, which
+    /// saves a client that never undoes the work of transforming it against every remote op.
+    pub undo: UndoOptions,
 }
 
 impl Default for ClientOptions {
@@ -100,6 +103,7 @@ impl Default for ClientOptions {
             keepalive: Duration::from_secs(30),
             command_capacity: 64,
             events: None,
+            undo: UndoOptions::default(),
         }
     }
 }
@@ -504,17 +508,7 @@ impl DocHandle {
     /// in between cannot make a position-based edit miss. Returns the `seq` that carries the edit.
     fn edit_with(&self, build: impl FnOnce(usize) -> Result<Operation, OtError>) -> Result<u64, ClientError> {
         let mut state = self.shared.lock();
-        if let Some(reason) = &state.closed {
-            return Err(ClientError::Closed(reason.clone()));
-        }
-        let Some(entry) = state.docs.get_mut(&self.doc) else {
-            return Err(ClientError::NotOpen(self.doc.clone()));
-        };
-        match entry.phase {
-            Phase::Closed => return Err(ClientError::NotOpen(self.doc.clone())),
-            Phase::Resyncing => return Err(ClientError::Resyncing(self.doc.clone())),
-            Phase::Open | Phase::CatchingUp => {}
-        }
+        let entry = editable(&mut state, &self.doc)?;
         let op = build(entry.doc.len_chars())?;
         // Sent now (nothing in flight) or composed into the buffer, which goes out with this `seq` once
         // the op in flight is acknowledged: `next_seq` moves only when an op is sent.
@@ -525,6 +519,53 @@ impl DocHandle {
             self.shared.outbox_ready.notify_one();
         }
         Ok(seq)
+    }
+
+    /// Reverts this client's most recent undo step that is not undone yet (see
+    /// [`DocumentClient::undo`] and the crate docs for the rules) as a new local edit, sent like any
+    /// other. Returns the op applied to the local text, or `None` if there is nothing to undo. Refused
+    /// like [`DocHandle::edit`] when the document is closed or being reloaded.
+    pub fn undo(&self) -> Result<Option<Operation>, ClientError> {
+        self.history_edit(DocumentClient::undo)
+    }
+
+    /// Applies the most recently undone step again ([`DocumentClient::redo`]). Returns the op applied
+    /// to the local text, or `None` if there is nothing to redo.
+    pub fn redo(&self) -> Result<Option<Operation>, ClientError> {
+        self.history_edit(DocumentClient::redo)
+    }
+
+    /// True when [`DocHandle::undo`] has a step to revert.
+    pub fn can_undo(&self) -> bool {
+        self.read(|d| d.can_undo())
+    }
+
+    /// True when [`DocHandle::redo`] has a step to apply again.
+    pub fn can_redo(&self) -> bool {
+        self.read(|d| d.can_redo())
+    }
+
+    /// Makes the next edit start a new undo step ([`DocumentClient::break_undo_group`]).
+    pub fn break_undo_group(&self) {
+        if let Some(entry) = self.shared.lock().docs.get_mut(&self.doc) {
+            entry.doc.break_undo_group();
+        }
+    }
+
+    /// Runs an undo or redo under the lock, with the checks of [`DocHandle::edit`].
+    fn history_edit(
+        &self,
+        step: impl FnOnce(&mut DocumentClient) -> Result<Option<HistoryEdit>, ClientError>,
+    ) -> Result<Option<Operation>, ClientError> {
+        let mut state = self.shared.lock();
+        let entry = editable(&mut state, &self.doc)?;
+        let Some(edit) = step(&mut entry.doc)? else { return Ok(None) };
+        if edit.outgoing.is_some() {
+            state.mark_unsent(&self.doc);
+            drop(state);
+            self.shared.outbox_ready.notify_one();
+        }
+        Ok(Some(edit.op))
     }
 
     /// Waits until every own edit is acknowledged ([`DocHandle::is_synced`]).
@@ -564,6 +605,22 @@ impl DocHandle {
                 }
             })
             .await
+    }
+}
+
+/// The entry of `doc` if it may be edited now: the client runs, and the document is open and not being
+/// reloaded.
+fn editable<'a>(state: &'a mut State, doc: &DocId) -> Result<&'a mut DocEntry, ClientError> {
+    if let Some(reason) = &state.closed {
+        return Err(ClientError::Closed(reason.clone()));
+    }
+    let Some(entry) = state.docs.get_mut(doc) else {
+        return Err(ClientError::NotOpen(doc.clone()));
+    };
+    match entry.phase {
+        Phase::Closed => Err(ClientError::NotOpen(doc.clone())),
+        Phase::Resyncing => Err(ClientError::Resyncing(doc.clone())),
+        Phase::Open | Phase::CatchingUp => Ok(entry),
     }
 }
 

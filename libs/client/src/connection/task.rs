@@ -311,7 +311,8 @@ impl Task {
                                 entry.unsent = false;
                             }
                             None => {
-                                let client = DocumentClient::new(doc.clone(), version, &text);
+                                let client = DocumentClient::new(doc.clone(), version, &text)
+                                    .with_undo_options(self.options.undo);
                                 let entry = DocEntry {
                                     doc: client,
                                     phase: Phase::Open,

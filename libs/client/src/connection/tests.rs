@@ -753,3 +753,32 @@ async fn a_full_event_channel_drops_events_without_stalling_the_client() {
     da.wait_synced(WAIT).await.unwrap();
     assert_eq!(a.stats().events_dropped, 3, "a closed channel drops too");
 }
+
+#[tokio::test]
+async fn undo_and_redo_go_out_as_ops_and_keep_the_text_of_others() {
+    let (fake, url) = Fake::start(None).await;
+    let a = Client::connect(&url, options()).await.unwrap();
+    let no_history = UndoOptions { depth: 0, ..UndoOptions::default() };
+    let b = Client::connect(&url, ClientOptions { undo: no_history, ..options() }).await.unwrap();
+    let da = a.open(&doc()).await.unwrap();
+    let db = b.open(&doc()).await.unwrap();
+    da.insert(0, "hello").unwrap();
+    db.wait_version(1, WAIT).await.unwrap();
+    db.insert(2, "X").unwrap();
+    assert!(!db.can_undo(), "depth 0 keeps no history");
+    da.wait_version(2, WAIT).await.unwrap();
+
+    let undone = da.undo().unwrap().expect("a step to undo");
+    assert_eq!(undone.to_json(), serde_json::json!([-2, 1, -3]));
+    assert!(!da.can_undo() && da.can_redo());
+    db.wait_version(3, WAIT).await.unwrap();
+    assert_eq!((da.text().as_str(), db.text().as_str()), ("X", "X"));
+
+    da.redo().unwrap().expect("a step to redo");
+    db.wait_version(4, WAIT).await.unwrap();
+    assert_eq!((da.text().as_str(), db.text().as_str()), ("heXllo", "heXllo"));
+    da.wait_synced(WAIT).await.unwrap();
+    assert_eq!(fake.text(&doc()), "heXllo");
+    assert_eq!(db.undo().unwrap(), None);
+    assert!(a.errors().is_empty() && b.errors().is_empty(), "{:?} {:?}", a.errors(), b.errors());
+}

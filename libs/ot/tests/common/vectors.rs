@@ -59,6 +59,13 @@ pub struct IndexVector {
 }
 
 #[derive(Debug, Serialize)]
+pub struct InvertVector {
+    pub text: String,
+    pub op: Value,
+    pub result: Value,
+}
+
+#[derive(Debug, Serialize)]
 pub struct InvalidVector {
     pub text: String,
     pub op: Value,
@@ -72,6 +79,7 @@ pub struct Vectors {
     pub compose: Vec<ComposeVector>,
     pub transform: Vec<TransformVector>,
     pub transform_index: Vec<IndexVector>,
+    pub invert: Vec<InvertVector>,
     pub invalid: Vec<InvalidVector>,
 }
 
@@ -121,6 +129,13 @@ pub fn generate() -> Vectors {
         let op = random_op(&mut rng, &text);
         let index = rng.gen_range(0..=op.base_len());
         v.transform_index.push(IndexVector { op: op.to_json(), index, result: op.transform_index(index) });
+    }
+    // Drawn after the others, so that adding this section left the earlier vectors as they were.
+    for _ in 0..30 {
+        let text = random_text(&mut rng, 0..8);
+        let op = random_op(&mut rng, &text);
+        let result = op.invert(&text).expect("generated op fits").to_json();
+        v.invert.push(InvertVector { text, op: op.to_json(), result });
     }
     v
 }
@@ -176,6 +191,10 @@ fn transform(v: &mut Vectors, text: &str, a: Value, b: Value, a_prime: Value, b_
 
 fn index(v: &mut Vectors, op: Value, index: usize, result: usize) {
     v.transform_index.push(IndexVector { op, index, result });
+}
+
+fn invert(v: &mut Vectors, text: &str, op: Value, result: Value) {
+    v.invert.push(InvertVector { text: text.into(), op, result });
 }
 
 fn invalid(v: &mut Vectors, text: &str, op: Value, error: &'static str) {
@@ -261,6 +280,16 @@ fn hand_picked(v: &mut Vectors) {
     index(v, json!([1, "ab", -2, 1]), 4, 4);
     index(v, json!([]), 0, 0);
 
+    // invert: inserts become deletes, deletes become inserts of the text they removed.
+    invert(v, "hello", json!([5, " world"]), json!([5, -6]));
+    invert(v, "hello", json!([1, -4, "ey"]), json!([1, "ello", -2]));
+    invert(v, "", json!([]), json!([]));
+    invert(v, "", json!(["abc"]), json!([-3]));
+    invert(v, "abc", json!([-3]), json!(["abc"]));
+    invert(v, "a😀👍🏽e\u{301}", json!([1, -3, 1, -1]), json!([1, "😀👍🏽", 1, "\u{301}"]));
+    invert(v, "👍🏽", json!([1, "x", -1]), json!([1, "\u{1F3FD}", -1]));
+    invert(v, "中文", json!([-1, "字", 1]), json!(["中", -1, 1]));
+
     // invalid: the op is not an array, a component is neither integer nor string, or the lengths do
     // not fit the text (counted in code points, not UTF-16 units).
     invalid(v, "abc", json!({"retain": 3}), "not_an_array");
@@ -290,6 +319,7 @@ pub fn render(v: &Vectors) -> String {
     section(&mut out, "compose", &v.compose, false);
     section(&mut out, "transform", &v.transform, false);
     section(&mut out, "transform_index", &v.transform_index, false);
+    section(&mut out, "invert", &v.invert, false);
     section(&mut out, "invalid", &v.invalid, true);
     out.push_str("}\n");
     out
