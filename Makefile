@@ -164,8 +164,8 @@ chaos-smoke-test:
 chaos-checker-tests:
 	@integration-tests/chaos/test.sh
 
-## Shows the soak catches a real bug: builds Tandem with a deliberate break (acks before the commit;
-## integration-tests/chaos/breaks/) in its own target folder, runs the smoke on it, and succeeds only
-## when the independent checker reports the acknowledged ops the break loses.
+## Shows the soak catches a real bug: builds Tandem with a deliberate break (a resubmitted op acked at
+## the wrong version; integration-tests/chaos/breaks/) in its own target folder, runs the smoke on it,
+## and succeeds only when the independent checker fails the run.
 chaos-broken:
-	@integration-tests/chaos/broken-build.sh ack-before-commit $(if $(filter random,$(SEED)),20261206,$(SEED)) $(if $(filter 1000,$(FAULTS)),30,$(FAULTS))
+	@integration-tests/chaos/broken-build.sh reack-current-version $(if $(filter random,$(SEED)),20261206,$(SEED)) $(if $(filter 1000,$(FAULTS)),30,$(FAULTS))
