@@ -10,7 +10,8 @@
 // at the same time at different caret positions (with Backspace, non-ASCII and astral characters), and
 // must converge to the same, exactly predictable text, showing "online" and the same version. Then one
 // page is reloaded and must show the same text and version again, from the server's snapshot.
-// Screenshots of both pages are left in a temp dir whose path is printed.
+// Screenshots of both pages are left in a temp dir whose path is printed. A second test has one page
+// undo its own typing run (Ctrl+Z) while the other types on, then redo it (the Redo button).
 //
 // The page and client are compiled into the binary (services/gateway/src/demo.rs), so a change to them
 // needs a rebuild. To try one without rebuilding, set TANDEM_DEMO_DIR=../../libs/client-js: the browser
@@ -283,3 +284,37 @@ async function typeConvergeReload(pageA, pageB, doc) {
   assert.equal(b2.chars, String(cpLen(expected)), 'B after reload: character count');
   assert.equal(a2.error + b2.error, '', 'error lines');
 }
+
+// Undo and redo revert this page's own edits only (libs/client-js/README.md, "Undo and redo"): A's
+// typing run is one undo step; undoing it while B keeps typing removes A's text and nothing of B's,
+// on both pages; Redo puts it back.
+test('undo on one page reverts only its own edit while the other page keeps typing', { timeout: 50000 }, async () => {
+  const doc = `e2e-undo-${randomBytes(6).toString('hex')}`;
+  const [pageA, pageB] = await Promise.all([openEditor('A', doc), openEditor('B', doc)]);
+  try {
+    await pageA.click('#editor');
+    await typeSteps(pageA, ['aé😀a']);
+    await waitBoth(pageA, pageB, "A's text on both pages", (a, b) => a.text === 'aé😀a' && b.text === 'aé😀a');
+    await pageB.click('#editor');
+    await pageB.keyboard.press('Control+End');
+    await typeSteps(pageB, ['BBB']);
+    await waitBoth(pageA, pageB, "B's text after A's", (a, b) => a.text === 'aé😀aBBB' && b.text === 'aé😀aBBB');
+    assert.equal(await pageA.locator('#undo').isDisabled(), false, 'A can undo');
+
+    // A undoes (Ctrl+Z) while B types on at the end.
+    await Promise.all([pageA.keyboard.press('Control+z'), typeSteps(pageB, ['ccc'])]);
+    await waitBoth(pageA, pageB, "A's run undone, B's text kept", (a, b) => a.text === 'BBBccc' && b.text === 'BBBccc');
+    assert.equal(await pageA.locator('#redo').isDisabled(), false, 'A can redo');
+
+    await pageA.click('#redo');
+    await waitBoth(pageA, pageB, "A's run back after Redo", (a, b) => a.text === 'aé😀aBBBccc' && b.text === 'aé😀aBBBccc');
+    const [a, b] = await waitBoth(pageA, pageB, 'one version on both pages', (a, b) => a.version === b.version, 5000);
+    assert.equal(a.error + b.error, '', 'error lines');
+  } finally {
+    const shots = mkdtempSync(join(tmpdir(), 'tandem-browser-shots-'));
+    await pageA.screenshot({ path: join(shots, 'undo-a.png') }).catch(() => {});
+    await pageB.screenshot({ path: join(shots, 'undo-b.png') }).catch(() => {});
+    console.log(`screenshots: ${shots}/undo-a.png ${shots}/undo-b.png`);
+  }
+  assert.deepEqual([...pageA.problems, ...pageB.problems], [], 'errors on the pages');
+});
