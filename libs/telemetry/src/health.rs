@@ -4,8 +4,12 @@
 
 use std::fmt::Write;
 
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
 
 /// A readiness report being built, component by component.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +50,20 @@ impl IntoResponse for HealthReport {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
+}
+
+/// `GET /healthz` (liveness: the process answers) and `GET /readyz` (the last report a service's
+/// readiness task published on `readiness`), to merge into its HTTP router. A probe reads the last
+/// answer and never waits on a dependency.
+pub fn routes(readiness: watch::Receiver<HealthReport>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(readiness)
+}
+
+async fn readyz(State(readiness): State<watch::Receiver<HealthReport>>) -> Response {
+    readiness.borrow().clone().into_response()
 }
 
 #[cfg(test)]

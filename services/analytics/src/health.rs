@@ -13,12 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
+pub use tandem_telemetry::health::routes;
 use tandem_telemetry::health::HealthReport;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -118,16 +115,4 @@ impl Readiness {
         });
         rx
     }
-}
-
-/// `GET /healthz` and `GET /readyz`.
-pub fn routes(readiness: watch::Receiver<HealthReport>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(readiness)
-}
-
-async fn readyz(State(readiness): State<watch::Receiver<HealthReport>>) -> Response {
-    readiness.borrow().clone().into_response()
 }

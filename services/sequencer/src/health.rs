@@ -11,13 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use tandem_bus::kafka::KafkaOpSubmitter;
 use tandem_rpc::health::HealthReporter;
 use tandem_store::postgres::PostgresStore;
+pub use tandem_telemetry::health::routes;
 use tandem_telemetry::health::HealthReport;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -78,16 +75,4 @@ impl Readiness {
         });
         rx
     }
-}
-
-/// `GET /healthz` and `GET /readyz`, to merge into the service's HTTP router.
-pub fn routes(readiness: watch::Receiver<HealthReport>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(readiness)
-}
-
-async fn readyz(State(readiness): State<watch::Receiver<HealthReport>>) -> Response {
-    readiness.borrow().clone().into_response()
 }
