@@ -51,6 +51,8 @@ async fn gateways_check_users_and_sequencers_check_gateways() {
     let options = SubmitterOptions { token: Some("guess".to_owned()), ..SubmitterOptions::default() };
     let intruder = GrpcSubmitter::new(vec![sequencer], options).expect("valid options");
     let submission = Submission {
+        author: String::new(),
+        delete_document: false,
         doc: DocId::parse("team-a/plan").expect("id"),
         client: ClientId::parse("intruder").expect("id"),
         seq: 1,

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest_dir.join("../../proto");
-    let files = [proto_root.join("tandem/v1/records.proto"), proto_root.join("tandem/v1/sequencer.proto")];
+    let files = [
+        proto_root.join("tandem/v1/records.proto"),
+        proto_root.join("tandem/v1/sequencer.proto"),
+        proto_root.join("tandem/v1/documents.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -194,6 +194,8 @@ mod tests {
 
     fn submission(doc: &str, seq: u64) -> Submission {
         Submission {
+            author: String::new(),
+            delete_document: false,
             doc: DocId::parse(doc).unwrap(),
             client: ClientId::parse("c").unwrap(),
             seq,

@@ -66,7 +66,15 @@ fn doc(id: &str) -> DocId {
 fn submission(doc_id: &str, seq: u64) -> Submission {
     let mut op = Operation::new();
     op.insert("x");
-    Submission { doc: doc(doc_id), client: ClientId::parse("c1").unwrap(), seq, base: seq - 1, op }
+    Submission {
+        author: String::new(),
+        delete_document: false,
+        doc: doc(doc_id),
+        client: ClientId::parse("c1").unwrap(),
+        seq,
+        base: seq - 1,
+        op,
+    }
 }
 
 fn record(doc_id: &str, version: u64) -> SequencedRecord {
@@ -293,6 +301,8 @@ async fn submissions_are_protobuf_with_the_trace_context_in_a_header() {
         assert_eq!(message.key(), Some("doc-t".as_bytes()));
         let wire = proto::Submission::decode(message.payload().unwrap()).expect("a tandem.v1.Submission");
         let expected = proto::Submission {
+            author: String::new(),
+            delete_document: false,
             doc: "doc-t".to_owned(),
             client: "c1".to_owned(),
             seq,
@@ -360,6 +370,7 @@ async fn published_records_decode_as_protobuf_sequenced_records() {
     op.retain(5).insert("héllo 😀").delete(1);
     let records = [
         SequencedRecord::Committed(CommittedEvent {
+            author: String::new(),
             doc: d.clone(),
             version: 2,
             client: c.clone(),
@@ -391,6 +402,7 @@ async fn published_records_decode_as_protobuf_sequenced_records() {
     let component = |kind| proto::Component { kind: Some(kind) };
     let expected = vec![
         Record::Committed(proto::CommittedEvent {
+            author: String::new(),
             doc: "team/notes.md".to_owned(),
             version: 2,
             client: "c-1".to_owned(),

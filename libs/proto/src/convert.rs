@@ -8,7 +8,7 @@
 
 use prost::Message;
 use tandem_ot::{Component, Operation, MAX_COUNT};
-use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 
 use crate::proto;
@@ -75,6 +75,19 @@ impl ConvertError {
 fn doc_id(field: &str, value: &str) -> Result<DocId, ConvertError> {
     DocId::parse(value)
         .map_err(|e| ConvertError::InvalidId { field: field.to_owned(), reason: e.to_string() })
+}
+
+/// Most bytes of an author (a user id from a token).
+pub const MAX_AUTHOR_BYTES: usize = 256;
+
+fn author(field: &str, value: String) -> Result<String, ConvertError> {
+    if value.len() > MAX_AUTHOR_BYTES {
+        return Err(ConvertError::Invalid {
+            field: field.to_owned(),
+            reason: format!("{} bytes is over the maximum of {MAX_AUTHOR_BYTES}", value.len()),
+        });
+    }
+    Ok(value)
 }
 
 fn client_id(field: &str, value: &str) -> Result<ClientId, ConvertError> {
@@ -184,6 +197,8 @@ impl From<&Submission> for proto::Submission {
             seq: s.seq,
             base: s.base,
             op: operation_to_proto(&s.op),
+            author: s.author.clone(),
+            delete_document: s.delete_document,
         }
     }
 }
@@ -204,6 +219,8 @@ impl TryFrom<proto::Submission> for Submission {
             seq: s.seq,
             base: s.base,
             op: operation_from_proto(s.op)?,
+            author: author("author", s.author)?,
+            delete_document: s.delete_document,
         })
     }
 }
@@ -216,6 +233,7 @@ impl From<&CommittedEvent> for proto::CommittedEvent {
             client: e.client.to_string(),
             seq: e.seq,
             op: operation_to_proto(&e.op),
+            author: e.author.clone(),
         }
     }
 }
@@ -230,6 +248,7 @@ impl TryFrom<proto::CommittedEvent> for CommittedEvent {
             client: client_id("client", &e.client)?,
             seq: e.seq,
             op: operation_from_proto(e.op)?,
+            author: author("author", e.author)?,
         })
     }
 }
@@ -275,6 +294,11 @@ impl From<&SequencedRecord> for proto::SequencedRecord {
                 })
             }
             SequencedRecord::Rejected(r) => Record::Rejected(r.into()),
+            SequencedRecord::Deleted(d) => Record::Deleted(proto::DocumentDeleted {
+                doc: d.doc.to_string(),
+                last_version: d.last_version,
+                author: d.author.clone(),
+            }),
         };
         proto::SequencedRecord { record: Some(record) }
     }
@@ -308,6 +332,14 @@ impl TryFrom<proto::SequencedRecord> for SequencedRecord {
             }
             Some(Record::Rejected(r)) => {
                 Ok(SequencedRecord::Rejected(r.try_into().map_err(|e: ConvertError| e.within("rejected"))?))
+            }
+            Some(Record::Deleted(d)) => {
+                let within = |e: ConvertError| e.within("deleted");
+                Ok(SequencedRecord::Deleted(DocumentDeleted {
+                    doc: doc_id("doc", &d.doc).map_err(within)?,
+                    last_version: d.last_version,
+                    author: author("author", d.author).map_err(within)?,
+                }))
             }
         }
     }

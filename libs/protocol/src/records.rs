@@ -20,6 +20,14 @@ pub struct Submission {
     /// The version the op was made against.
     pub base: u64,
     pub op: Operation,
+    /// The authenticated user who submitted it, stamped at the edge (gateway or ingress), never
+    /// chosen by the client. Recorded as the event's author; "" from producers that predate it.
+    #[serde(default)]
+    pub author: String,
+    /// Instead of an op: delete the document (its owner purges it and publishes
+    /// [`SequencedRecord::Deleted`]). `seq`, `base` and `op` are not used.
+    #[serde(default)]
+    pub delete_document: bool,
 }
 
 /// A committed change: version `version` of `doc` is the text of version `version - 1` with `op`
@@ -32,6 +40,21 @@ pub struct CommittedEvent {
     pub seq: u64,
     /// The op as transformed to apply on `version - 1`, in normal form.
     pub op: Operation,
+    /// The authenticated user who submitted the op ([`Submission::author`]); "" for events
+    /// committed before authors were recorded.
+    #[serde(default)]
+    pub author: String,
+}
+
+/// The tombstone of a deleted document: its events, snapshots and checkpoints are purged, and its
+/// versions start again from 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentDeleted {
+    pub doc: DocId,
+    /// The document's last version before it was deleted (0 if it had none).
+    pub last_version: u64,
+    /// The user who deleted it.
+    pub author: String,
 }
 
 /// An op the sequencer refused. It uses up its `seq`, so it is stored too: a resubmission of the
@@ -66,6 +89,8 @@ pub enum SequencedRecord {
     Reacknowledged { doc: DocId, client: ClientId, seq: u64, version: u64 },
     /// A refused op, for its author only.
     Rejected(Rejection),
+    /// The document was deleted, for every subscriber of the document.
+    Deleted(DocumentDeleted),
 }
 
 impl SequencedRecord {
@@ -75,6 +100,7 @@ impl SequencedRecord {
             SequencedRecord::Committed(e) => &e.doc,
             SequencedRecord::Reacknowledged { doc, .. } => doc,
             SequencedRecord::Rejected(r) => &r.doc,
+            SequencedRecord::Deleted(d) => &d.doc,
         }
     }
 }

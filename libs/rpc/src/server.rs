@@ -508,6 +508,8 @@ mod tests {
         let mut op = tandem_ot::Operation::new();
         op.insert("x");
         let submission = Submission {
+            author: String::new(),
+            delete_document: false,
             doc: DocId::parse("team-a/x").expect("id"),
             client: id.clone(),
             seq: 1,

@@ -86,6 +86,8 @@ fn submission(doc: &str, client: &str, seq: u64, text: &str) -> Submission {
     let mut op = Operation::new();
     op.insert(text);
     Submission {
+        author: String::new(),
+        delete_document: false,
         doc: DocId::parse(doc).expect("valid doc id"),
         client: ClientId::parse(client).expect("valid client id"),
         seq,

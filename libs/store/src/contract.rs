@@ -152,13 +152,27 @@ pub(crate) fn history(doc: &DocId, client: &ClientId, n: u64) -> Vec<CommittedEv
             let text = format!("v{version};");
             let op = insert_at(len, &text);
             len += text.chars().count();
-            CommittedEvent { doc: doc.clone(), version, client: client.clone(), seq: version, op }
+            CommittedEvent {
+                author: String::new(),
+                doc: doc.clone(),
+                version,
+                client: client.clone(),
+                seq: version,
+                op,
+            }
         })
         .collect()
 }
 
 pub(crate) fn event(doc: &DocId, version: u64, client: &ClientId, seq: u64) -> CommittedEvent {
-    CommittedEvent { doc: doc.clone(), version, client: client.clone(), seq, op: insert_at(0, "x") }
+    CommittedEvent {
+        author: String::new(),
+        doc: doc.clone(),
+        version,
+        client: client.clone(),
+        seq,
+        op: insert_at(0, "x"),
+    }
 }
 
 pub(crate) fn rejection(doc: &DocId, client: &ClientId, seq: u64, at_version: u64) -> Rejection {
@@ -183,6 +197,7 @@ pub(crate) fn batch(
     rejections: Vec<Rejection>,
 ) -> CommitBatch {
     CommitBatch {
+        deletions: Vec::new(),
         partition,
         epoch,
         next_offset: None,

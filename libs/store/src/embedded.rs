@@ -248,4 +248,33 @@ impl EventStore for SqliteStore {
         let (doc, client) = (doc.clone(), client.clone());
         self.read(move |conn| queries::last_outcome(conn, &doc, &client)).await
     }
+
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::HistoryEntry>, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        doc: &DocId,
+        version: u64,
+    ) -> Result<Option<crate::Snapshot>, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
+
+    async fn create_checkpoint(
+        &self,
+        checkpoint: &crate::Checkpoint,
+    ) -> Result<crate::Checkpoint, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
+
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<crate::Checkpoint>, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
 }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId};
 
 #[cfg(feature = "testing")]
@@ -63,12 +63,17 @@ pub struct CommitBatch {
     /// with the number and writes nothing. Only one owner writes under an epoch and it does not move
     /// on before its commit succeeds, so the number identifies the batch. `None` disables the check.
     pub expected_commit: Option<u64>,
+    /// Documents deleted by this batch: each one's events, rejections, snapshots and checkpoints
+    /// are purged in the same transaction, after the batch's own events of it, and its tombstone
+    /// is stored under the batch's commit number, so [`EventStore::unpublished`] returns it as a
+    /// [`SequencedRecord::Deleted`] until it is published.
+    pub deletions: Vec<DocumentDeleted>,
 }
 
 impl CommitBatch {
     /// True when the batch stores events or rejections: committing it takes a commit number.
     pub fn has_records(&self) -> bool {
-        !self.events.is_empty() || !self.rejections.is_empty()
+        !self.events.is_empty() || !self.rejections.is_empty() || !self.deletions.is_empty()
     }
 
     /// True when committing the batch would change nothing, so the caller can skip the round trip.
@@ -140,6 +145,28 @@ pub struct StoredDocument {
     /// Every rejection with `at_version` at or after the snapshot's version (every one without a
     /// snapshot), ascending by `at_version`.
     pub rejections: Vec<Rejection>,
+}
+
+/// A committed event as the history shows it: with the time the log committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub event: CommittedEvent,
+    /// When the event log committed it, milliseconds since the Unix epoch; 0 when unknown (events
+    /// stored before the time was recorded).
+    pub committed_at_ms: i64,
+}
+
+/// A named, immutable version of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub doc: DocId,
+    /// Unique per document.
+    pub name: String,
+    pub version: u64,
+    /// The user who created it.
+    pub author: String,
+    /// When it was created, milliseconds since the Unix epoch (set by the store).
+    pub created_at_ms: i64,
 }
 
 /// Why a store operation failed.
@@ -254,4 +281,27 @@ pub trait EventStore: Send + Sync + 'static {
     /// a client it no longer remembers (documents keep a bounded number of clients in memory and in
     /// snapshots), so that a forgotten client's next `seq` is checked against what it really used.
     async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Like [`EventStore::read_events`], with the time each event was committed: the history a
+    /// reader of the Documents API sees.
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// The newest snapshot of `doc` whose version is at most `version`, if one is kept: where
+    /// rebuilding the text of a past version starts. Stores keep more than the latest snapshot so
+    /// that a past version is never far from one (see each implementation's retention).
+    async fn snapshot_at_or_before(&self, doc: &DocId, version: u64) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Names a version. Checkpoints are immutable: if `checkpoint.name` exists for the document
+    /// with the same version, returns the stored one (idempotent retry); with another version,
+    /// fails with [`StoreError::Conflict`] naming it. The store sets `created_at_ms`.
+    async fn create_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, StoreError>;
+
+    /// The document's checkpoints, ascending by version, then name.
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<Checkpoint>, StoreError>;
 }

@@ -64,6 +64,8 @@ fn order(record: &SequencedRecord) -> (&str, u64, u8, &str, u64) {
         SequencedRecord::Reacknowledged { doc, client, seq, version } => {
             (doc.as_str(), *version, 2, client.as_str(), *seq)
         }
+        // After everything of the document the same commit stored: it purged them.
+        SequencedRecord::Deleted(d) => (d.doc.as_str(), u64::MAX, 3, "", 0),
     }
 }
 
@@ -77,6 +79,7 @@ mod tests {
 
     fn event(doc: &str, version: u64) -> SequencedRecord {
         SequencedRecord::Committed(CommittedEvent {
+            author: String::new(),
             doc: DocId::parse(doc).unwrap(),
             version,
             client: ClientId::parse("c").unwrap(),

@@ -235,4 +235,33 @@ impl EventStore for PostgresStore {
     async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
         queries::last_outcome(&self.client().await?, doc, client).await
     }
+
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::HistoryEntry>, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        doc: &DocId,
+        version: u64,
+    ) -> Result<Option<crate::Snapshot>, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
+
+    async fn create_checkpoint(
+        &self,
+        checkpoint: &crate::Checkpoint,
+    ) -> Result<crate::Checkpoint, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
+
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<crate::Checkpoint>, StoreError> {
+        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    }
 }

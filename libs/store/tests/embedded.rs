@@ -25,7 +25,14 @@ fn events(doc: &DocId, client: &ClientId, versions: std::ops::RangeInclusive<u64
         .map(|version| {
             let mut op = Operation::new();
             op.retain(version as usize - 1).insert("a");
-            CommittedEvent { doc: doc.clone(), version, client: client.clone(), seq: version, op }
+            CommittedEvent {
+                author: String::new(),
+                doc: doc.clone(),
+                version,
+                client: client.clone(),
+                seq: version,
+                op,
+            }
         })
         .collect()
 }
@@ -62,7 +69,7 @@ async fn data_survives_reopening() {
     let epoch = {
         let store = SqliteStore::open(dir.path(), FAST).unwrap();
         let epoch = store.claim_partition(0).await.unwrap().epoch;
-        let batch = CommitBatch {
+        let batch = CommitBatch { deletions: Vec::new(),
             partition: 0,
             epoch,
             next_offset: Some(17),
@@ -100,7 +107,7 @@ async fn two_stores_on_one_folder_see_each_other() {
     let (d, c) = (doc("shared"), client("c1"));
 
     let epoch = first.claim_partition(3).await.unwrap().epoch;
-    let batch = CommitBatch {
+    let batch = CommitBatch { deletions: Vec::new(),
         partition: 3,
         epoch,
         next_offset: None,
@@ -144,7 +151,7 @@ async fn concurrent_writers_and_readers_do_not_fail() {
                 let versions = i * PER_BATCH + 1..=(i + 1) * PER_BATCH;
                 let mut batch_events = events(&a, &c, versions.clone());
                 batch_events.extend(events(&b, &c, versions));
-                let batch = CommitBatch {
+                let batch = CommitBatch { deletions: Vec::new(),
                     partition,
                     epoch,
                     next_offset: Some(i as i64 + 1),
@@ -196,7 +203,7 @@ async fn damaged_rows_are_reported_as_corrupt() {
     let store = SqliteStore::open(dir.path(), FAST).unwrap();
     let (d, c) = (doc("damaged"), client("c1"));
     let epoch = store.claim_partition(0).await.unwrap().epoch;
-    let batch = CommitBatch {
+    let batch = CommitBatch { deletions: Vec::new(),
         partition: 0,
         epoch,
         next_offset: None,

@@ -141,7 +141,14 @@ fn events(doc: &DocId, client: &ClientId, versions: std::ops::RangeInclusive<u64
         .map(|version| {
             let mut op = Operation::new();
             op.retain(version as usize - 1).insert("a");
-            CommittedEvent { doc: doc.clone(), version, client: client.clone(), seq: version, op }
+            CommittedEvent {
+                author: String::new(),
+                doc: doc.clone(),
+                version,
+                client: client.clone(),
+                seq: version,
+                op,
+            }
         })
         .collect()
 }
@@ -190,7 +197,7 @@ async fn migrations_are_idempotent_and_serialised() {
     assert_eq!(rows, MIGRATIONS as i64);
     // The schema works after repeated migrations.
     let epoch = store.claim_partition(0).await.unwrap().epoch;
-    let batch = CommitBatch {
+    let batch = CommitBatch { deletions: Vec::new(),
         partition: 0,
         epoch,
         next_offset: None,
@@ -214,7 +221,7 @@ async fn the_newer_claim_fences_the_older_store() {
     let (d, c) = (doc("shared"), client("c1"));
 
     let older = first.claim_partition(3).await.unwrap().epoch;
-    let batch = CommitBatch {
+    let batch = CommitBatch { deletions: Vec::new(),
         partition: 3,
         epoch: older,
         next_offset: Some(5),
@@ -253,7 +260,7 @@ async fn a_batch_of_2000_events_over_100_documents_is_one_transaction() {
     let docs: Vec<DocId> = (0..100).map(|i| doc(&format!("big/{i}"))).collect();
     let writer = client("writer");
     let epoch = store.claim_partition(7).await.unwrap().epoch;
-    let batch = |round: u64, offset: i64| CommitBatch {
+    let batch = |round: u64, offset: i64| CommitBatch { deletions: Vec::new(),
         partition: 7,
         epoch,
         next_offset: Some(offset),
@@ -317,7 +324,7 @@ async fn two_partitions_racing_on_one_seq_give_it_one_outcome() {
     let c = client("racer");
     for round in 0..40u64 {
         let d = doc(&format!("race/{round}"));
-        let commit = CommitBatch {
+        let commit = CommitBatch { deletions: Vec::new(),
             partition: 1,
             epoch: left,
             next_offset: None,
@@ -326,7 +333,7 @@ async fn two_partitions_racing_on_one_seq_give_it_one_outcome() {
             published_through: None,
             expected_commit: None,
         };
-        let reject = CommitBatch {
+        let reject = CommitBatch { deletions: Vec::new(),
             partition: 2,
             epoch: right,
             next_offset: None,
@@ -374,7 +381,7 @@ async fn readers_never_see_part_of_a_batch() {
                 let versions = i * PER_BATCH + 1..=(i + 1) * PER_BATCH;
                 let mut batch_events = events(&a, &c, versions.clone());
                 batch_events.extend(events(&b, &c, versions));
-                let batch = CommitBatch {
+                let batch = CommitBatch { deletions: Vec::new(),
                     partition,
                     epoch,
                     next_offset: Some(i as i64 + 1),
@@ -424,7 +431,7 @@ async fn damaged_rows_are_reported_as_corrupt() {
         message: "read only".into(),
         at_version: 2,
     };
-    let batch = CommitBatch {
+    let batch = CommitBatch { deletions: Vec::new(),
         partition: 0,
         epoch,
         next_offset: None,

@@ -63,7 +63,8 @@ pub fn decode(value: Option<&[u8]>, timestamp_ms: Option<i64>, now_ms: i64) -> R
         // Not converted: a rejection with an error code this build does not know is still a
         // rejection, and skipped as one.
         Some(Record::Rejected(_)) => return Err(Skip::Rejected),
-        None => return Err(Skip::Unknown),
+        // TODO(issue 12): purge the document's rows.
+        Some(Record::Deleted(_)) | None => return Err(Skip::Unknown),
     };
     let event = CommittedEvent::try_from(committed).map_err(|_| Skip::Malformed)?;
     // Versions count from 1 and never pass i64::MAX (the event log refuses them first).
@@ -88,6 +89,7 @@ mod tests {
     fn committed(version: u64, op: Vec<proto::component::Kind>) -> Vec<u8> {
         let record = proto::SequencedRecord {
             record: Some(Record::Committed(proto::CommittedEvent {
+                author: String::new(),
                 doc: "notes/a".into(),
                 version,
                 client: "session-1".into(),

@@ -250,6 +250,7 @@ async fn republish(publisher: &KafkaEventPublisher, db: &TestDatabase, doc: &Doc
         .map(|row| {
             let f: Vec<&str> = row.splitn(4, '|').collect();
             SequencedRecord::Committed(CommittedEvent {
+                author: String::new(),
                 doc: doc.clone(),
                 version: f[0].parse().unwrap(),
                 client: ClientId::parse(f[1]).unwrap(),

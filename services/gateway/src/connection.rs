@@ -442,7 +442,15 @@ impl Session {
                 }
                 // Queued, not awaited: the loop goes on writing and reading while the op log takes
                 // its time (see [`crate::submit_queue`]).
-                let submission = Submission { doc, client: self.client.clone(), seq, base, op };
+                let submission = Submission {
+                    author: String::new(),
+                    delete_document: false,
+                    doc,
+                    client: self.client.clone(),
+                    seq,
+                    base,
+                    op,
+                };
                 self.submits.push(submission).err().map(Into::into)
             }
         }

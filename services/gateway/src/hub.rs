@@ -585,6 +585,7 @@ impl DocTask {
             SequencedRecord::Committed(event) => self.pending.resolve(&event.client, event.seq),
             SequencedRecord::Reacknowledged { client, seq, .. } => self.pending.resolve(client, *seq),
             SequencedRecord::Rejected(rejection) => self.pending.resolve(&rejection.client, rejection.seq),
+            SequencedRecord::Deleted(_) => {}
         }
         match record {
             SequencedRecord::Committed(event) => {
@@ -606,6 +607,8 @@ impl DocTask {
                 self.catch_up_with_store(Some(rejection.at_version)).await?;
                 self.reject(rejection);
             }
+            // TODO(issue 12): drop the document's state and tell its subscribers.
+            SequencedRecord::Deleted(_) => {}
         }
         Ok(())
     }
@@ -766,6 +769,7 @@ mod tests {
         op.insert(text);
         let client = ClientId::parse("writer").expect("valid client id");
         Arc::new(SequencedRecord::Committed(CommittedEvent {
+            author: String::new(),
             doc: doc.clone(),
             version,
             client,

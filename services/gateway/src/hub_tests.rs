@@ -115,6 +115,39 @@ impl EventStore for GatedStore {
         self.fail()?;
         self.inner.last_outcome(doc, client).await
     }
+
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
+        self.fail()?;
+        self.inner.read_history(doc, after, up_to, limit).await
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        doc: &DocId,
+        version: u64,
+    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
+        self.fail()?;
+        self.inner.snapshot_at_or_before(doc, version).await
+    }
+
+    async fn create_checkpoint(
+        &self,
+        checkpoint: &tandem_store::Checkpoint,
+    ) -> Result<tandem_store::Checkpoint, StoreError> {
+        self.fail()?;
+        self.inner.create_checkpoint(checkpoint).await
+    }
+
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
+        self.fail()?;
+        self.inner.list_checkpoints(doc).await
+    }
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
         self.fail()?;
         self.inner.latest_version(doc).await
@@ -183,7 +216,14 @@ fn client(id: &str) -> ClientId {
 fn appended(doc: &DocId, version: u64, author: &str) -> CommittedEvent {
     let mut op = Operation::new();
     op.retain(version as usize - 1).insert("x");
-    CommittedEvent { doc: doc.clone(), version, client: client(author), seq: version, op }
+    CommittedEvent {
+        author: String::new(),
+        doc: doc.clone(),
+        version,
+        client: client(author),
+        seq: version,
+        op,
+    }
 }
 
 fn rejection(doc: &DocId, author: &str, seq: u64, at_version: u64) -> Arc<SequencedRecord> {
@@ -372,7 +412,15 @@ async fn resubmissions_in_flight_are_bounded() {
     assert_eq!(version_of(&next_frame(&mut author_in).await), ("snapshot".into(), 1));
     for seq in 2..=11 {
         let op = appended(&doc(), 2, "a").op;
-        hubs.track(Submission { doc: doc(), client: client("a"), seq, base: 1, op });
+        hubs.track(Submission {
+            author: String::new(),
+            delete_document: false,
+            doc: doc(),
+            client: client("a"),
+            seq,
+            base: 1,
+            op,
+        });
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while submitter.calls.load(Ordering::SeqCst) < 3 {

@@ -126,6 +126,8 @@ mod tests {
 
     fn submission(seq: u64) -> Submission {
         Submission {
+            author: String::new(),
+            delete_document: false,
             doc: DocId::parse("d").unwrap(),
             client: ClientId::parse("c").unwrap(),
             seq,

@@ -168,6 +168,7 @@ pub async fn run(config: &BrokerConfig) -> anyhow::Result<BrokerReport> {
         let op = Operation::from_patch((version - 1) as usize, (version - 1) as usize, 0, "x")
             .context("build the probe's op")?;
         let record = SequencedRecord::Committed(CommittedEvent {
+            author: String::new(),
             doc: doc.clone(),
             version,
             client: client.clone(),

@@ -229,7 +229,15 @@ async fn seed(config: &HistoryConfig, doc: &DocId, run_id: &str) -> anyhow::Resu
             }
             .context("build a keystroke")?;
             seq += 1;
-            let sub = Submission { doc: doc.clone(), client: client.clone(), seq, base: state.version(), op };
+            let sub = Submission {
+                author: String::new(),
+                delete_document: false,
+                doc: doc.clone(),
+                client: client.clone(),
+                seq,
+                base: state.version(),
+                op,
+            };
             match state.decide(&sub, &limits, Fetched::Nothing) {
                 Decision::Commit(event) => events.push(event),
                 other => bail!("the state machine did not commit keystroke {seq}: {other:?}"),
@@ -241,6 +249,7 @@ async fn seed(config: &HistoryConfig, doc: &DocId, run_id: &str) -> anyhow::Resu
         }
         commit += 1;
         let batch = CommitBatch {
+            deletions: Vec::new(),
             partition: SEED_PARTITION,
             epoch: claim.epoch,
             next_offset: None,

@@ -27,7 +27,15 @@ fn document(chars: u64, limits: &Limits) -> (DocumentState, ClientId) {
     let mut state = DocumentState::new(doc.clone());
     let mut seed = Operation::new();
     seed.insert(&"a".repeat(chars as usize));
-    let sub = Submission { doc, client: writer.clone(), seq: 1, base: 0, op: seed };
+    let sub = Submission {
+        author: String::new(),
+        delete_document: false,
+        doc,
+        client: writer.clone(),
+        seq: 1,
+        base: 0,
+        op: seed,
+    };
     let Decision::Commit(event) = state.decide(&sub, limits, Fetched::Nothing) else {
         panic!("seed op refused")
     };
@@ -47,6 +55,8 @@ fn decide(c: &mut Criterion) {
                 || state.clone(),
                 |mut state| {
                     let sub = Submission {
+                        author: String::new(),
+                        delete_document: false,
                         doc: state.doc().clone(),
                         client: writer.clone(),
                         seq: 2,
@@ -65,6 +75,8 @@ fn decide(c: &mut Criterion) {
             for seq in 2..12u64 {
                 let len = chars + seq - 2;
                 let sub = Submission {
+                    author: String::new(),
+                    delete_document: false,
                     doc: state.doc().clone(),
                     client: writer.clone(),
                     seq,
@@ -76,6 +88,8 @@ fn decide(c: &mut Criterion) {
             }
             let other = ClientId::parse("other").expect("id");
             let probe = Submission {
+                author: String::new(),
+                delete_document: false,
                 doc: state.doc().clone(),
                 client: other.clone(),
                 seq: 1,
@@ -88,6 +102,8 @@ fn decide(c: &mut Criterion) {
                 || state.clone(),
                 |mut state| {
                     let sub = Submission {
+                        author: String::new(),
+                        delete_document: false,
                         doc: state.doc().clone(),
                         client: other.clone(),
                         seq: 1,

@@ -348,6 +348,7 @@ impl DocumentState {
         self.push_window(WindowEntry { client: sub.client.clone(), seq: sub.seq, op: op.clone() });
         self.trim_window(limits.history_window);
         Decision::Commit(CommittedEvent {
+            author: String::new(),
             doc: self.doc.clone(),
             version: self.version,
             client: sub.client.clone(),

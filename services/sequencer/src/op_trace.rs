@@ -142,5 +142,6 @@ fn version_of(record: &SequencedRecord) -> u64 {
         SequencedRecord::Committed(event) => event.version,
         SequencedRecord::Reacknowledged { version, .. } => *version,
         SequencedRecord::Rejected(rejection) => rejection.at_version,
+        SequencedRecord::Deleted(deleted) => deleted.last_version,
     }
 }

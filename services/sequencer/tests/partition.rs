@@ -25,7 +25,15 @@ use tokio_util::sync::CancellationToken;
 fn append(doc: &DocId, seq: u64) -> Submission {
     // Each op appends one character to a text of seq - 1 characters.
     let op = Operation::from_patch(seq as usize - 1, seq as usize - 1, 0, "x").unwrap();
-    Submission { doc: doc.clone(), client: ClientId::parse("writer").unwrap(), seq, base: seq - 1, op }
+    Submission {
+        author: String::new(),
+        delete_document: false,
+        doc: doc.clone(),
+        client: ClientId::parse("writer").unwrap(),
+        seq,
+        base: seq - 1,
+        op,
+    }
 }
 
 fn store(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
@@ -389,6 +397,35 @@ impl EventStore for FailsFirst {
     async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
         self.inner.last_outcome(doc, client).await
     }
+
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
+        self.inner.read_history(doc, after, up_to, limit).await
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        doc: &DocId,
+        version: u64,
+    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
+        self.inner.snapshot_at_or_before(doc, version).await
+    }
+
+    async fn create_checkpoint(
+        &self,
+        checkpoint: &tandem_store::Checkpoint,
+    ) -> Result<tandem_store::Checkpoint, StoreError> {
+        self.inner.create_checkpoint(checkpoint).await
+    }
+
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
+        self.inner.list_checkpoints(doc).await
+    }
 }
 
 /// Found by the Postgres-crash cluster test: the database went down during the claim, and the
@@ -445,6 +482,8 @@ async fn a_store_outage_while_reading_history_or_an_outcome_is_waited_out() {
     }
     // Another client's op on version 0: transformed against versions 1 and 2 read from the store.
     let late = Submission {
+        author: String::new(),
+        delete_document: false,
         doc: doc.clone(),
         client: ClientId::parse("late-writer").unwrap(),
         seq: 1,
@@ -702,10 +741,47 @@ impl EventStore for Instrumented {
     async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
         self.inner.last_outcome(doc, client).await
     }
+
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
+        self.inner.read_history(doc, after, up_to, limit).await
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        doc: &DocId,
+        version: u64,
+    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
+        self.inner.snapshot_at_or_before(doc, version).await
+    }
+
+    async fn create_checkpoint(
+        &self,
+        checkpoint: &tandem_store::Checkpoint,
+    ) -> Result<tandem_store::Checkpoint, StoreError> {
+        self.inner.create_checkpoint(checkpoint).await
+    }
+
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
+        self.inner.list_checkpoints(doc).await
+    }
 }
 
 fn submission(doc: &DocId, client: &str, seq: u64, base: u64, op: Operation) -> Submission {
-    Submission { doc: doc.clone(), client: ClientId::parse(client).unwrap(), seq, base, op }
+    Submission {
+        author: String::new(),
+        delete_document: false,
+        doc: doc.clone(),
+        client: ClientId::parse(client).unwrap(),
+        seq,
+        base,
+        op,
+    }
 }
 
 /// Issue "one stale op stalls a partition": an op based far back on a busy document reads its
@@ -889,6 +965,8 @@ async fn the_history_window_counts_against_the_memory_budget() {
                 Operation::from_patch(100, 0, 100, "").unwrap()
             };
             let sub = Submission {
+                author: String::new(),
+                delete_document: false,
                 doc: doc.clone(),
                 client: ClientId::parse("w").unwrap(),
                 seq,

@@ -20,7 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 fn append(doc: &DocId, seq: u64) -> Submission {
     let op = Operation::from_patch(seq as usize - 1, seq as usize - 1, 0, "x").unwrap();
-    Submission { doc: doc.clone(), client: ClientId::parse("writer").unwrap(), seq, base: seq - 1, op }
+    Submission {
+        author: String::new(),
+        delete_document: false,
+        doc: doc.clone(),
+        client: ClientId::parse("writer").unwrap(),
+        seq,
+        base: seq - 1,
+        op,
+    }
 }
 
 /// The next committed version on `stream` after `seen`, as a gateway reads it: a version it already

@@ -162,6 +162,8 @@ impl Simulation {
     fn deliver_to_server(&mut self, i: usize) {
         let Some(out) = self.clients[i].to_server.pop_front() else { return };
         let sub = Submission {
+            author: String::new(),
+            delete_document: false,
             doc: self.doc.clone(),
             client: self.clients[i].id.clone(),
             seq: out.seq,

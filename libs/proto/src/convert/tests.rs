@@ -22,7 +22,15 @@ fn emoji_op() -> Operation {
 }
 
 fn submission() -> Submission {
-    Submission { doc: doc(), client: client(), seq: 7, base: 41, op: emoji_op() }
+    Submission {
+        author: String::new(),
+        delete_document: false,
+        doc: doc(),
+        client: client(),
+        seq: 7,
+        base: 41,
+        op: emoji_op(),
+    }
 }
 
 fn wire_submission() -> proto::Submission {
@@ -32,6 +40,7 @@ fn wire_submission() -> proto::Submission {
 fn all_records() -> Vec<SequencedRecord> {
     vec![
         SequencedRecord::Committed(CommittedEvent {
+            author: String::new(),
             doc: doc(),
             version: 42,
             client: client(),

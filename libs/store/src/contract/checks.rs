@@ -342,8 +342,22 @@ pub async fn unicode_round_trips(store: &dyn EventStore, ns: &Namespace) {
     let mut edit = Operation::new();
     edit.retain(3).delete(4).insert("🎉\u{200D}✨").retain(text.chars().count() - 7);
     let events = vec![
-        CommittedEvent { doc: doc.clone(), version: 1, client: rosa.clone(), seq: 1, op },
-        CommittedEvent { doc: doc.clone(), version: 2, client: rosa.clone(), seq: 2, op: edit },
+        CommittedEvent {
+            author: String::new(),
+            doc: doc.clone(),
+            version: 1,
+            client: rosa.clone(),
+            seq: 1,
+            op,
+        },
+        CommittedEvent {
+            author: String::new(),
+            doc: doc.clone(),
+            version: 2,
+            client: rosa.clone(),
+            seq: 2,
+            op: edit,
+        },
     ];
     let refused =
         Rejection { message: format!("cannot apply to «{text}»"), ..rejection(&doc, &rosa, 3, 2) };
@@ -385,7 +399,14 @@ pub async fn nul_characters_round_trip(store: &dyn EventStore, ns: &Namespace) {
     let text = "a\u{0}b\u{0}\u{0}";
     let mut op = Operation::new();
     op.insert(text);
-    let events = vec![CommittedEvent { doc: doc.clone(), version: 1, client: tess.clone(), seq: 1, op }];
+    let events = vec![CommittedEvent {
+        author: String::new(),
+        doc: doc.clone(),
+        version: 1,
+        client: tess.clone(),
+        seq: 1,
+        op,
+    }];
     store.commit(&batch(p, epoch, events.clone(), vec![])).await.unwrap();
     let snapshot = Snapshot { doc: doc.clone(), version: 1, text: text.to_owned(), clients: BTreeMap::new() };
     store.write_snapshot(&snapshot).await.unwrap();

@@ -459,6 +459,7 @@ fn decode_event(doc: &DocId, (version, client, seq, op): EventColumns) -> Result
         StoreError::Corrupt(format!("op of version {version} of document {doc} is not an operation: {e}"))
     })?;
     Ok(CommittedEvent {
+        author: String::new(),
         doc: doc.clone(),
         version: stored_u64(version, || format!("a version of document {doc}"))?,
         client: stored_client(&client, doc)?,

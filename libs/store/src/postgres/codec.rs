@@ -82,6 +82,7 @@ pub(super) fn decode_event(doc: &DocId, row: &Row) -> Result<CommittedEvent, Sto
         StoreError::Corrupt(format!("op of version {version} of document {doc} is not an operation: {e}"))
     })?;
     Ok(CommittedEvent {
+        author: String::new(),
         doc: doc.clone(),
         version: stored_u64(version, || format!("a version of document {doc}"))?,
         client: stored_client(client, doc)?,

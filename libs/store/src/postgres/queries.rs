@@ -201,7 +201,14 @@ fn decode_outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, StoreError>
                     "op of version {version} of document {doc} is not an operation: {e}"
                 ))
             })?;
-            SequencedRecord::Committed(CommittedEvent { doc, version, client, seq, op })
+            SequencedRecord::Committed(CommittedEvent {
+                author: String::new(),
+                doc,
+                version,
+                client,
+                seq,
+                op,
+            })
         }
         (1, Some(message)) => {
             let code = stored_code(text, &doc)?;

@@ -131,6 +131,35 @@ impl EventStore for ObservedStore {
         self.observe(self.inner.last_outcome(doc, client).await)
     }
 
+    async fn read_history(
+        &self,
+        doc: &DocId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
+        self.observe(self.inner.read_history(doc, after, up_to, limit).await)
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        doc: &DocId,
+        version: u64,
+    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
+        self.observe(self.inner.snapshot_at_or_before(doc, version).await)
+    }
+
+    async fn create_checkpoint(
+        &self,
+        checkpoint: &tandem_store::Checkpoint,
+    ) -> Result<tandem_store::Checkpoint, StoreError> {
+        self.observe(self.inner.create_checkpoint(checkpoint).await)
+    }
+
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
+        self.observe(self.inner.list_checkpoints(doc).await)
+    }
+
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
         self.observe(self.inner.latest_version(doc).await)
     }
@@ -194,6 +223,35 @@ mod tests {
         }
         async fn last_outcome(&self, _: &DocId, _: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
             Ok(None)
+        }
+
+        async fn read_history(
+            &self,
+            doc: &DocId,
+            after: u64,
+            up_to: u64,
+            limit: usize,
+        ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
+            unreachable!("not called by these tests")
+        }
+
+        async fn snapshot_at_or_before(
+            &self,
+            doc: &DocId,
+            version: u64,
+        ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
+            unreachable!("not called by these tests")
+        }
+
+        async fn create_checkpoint(
+            &self,
+            checkpoint: &tandem_store::Checkpoint,
+        ) -> Result<tandem_store::Checkpoint, StoreError> {
+            unreachable!("not called by these tests")
+        }
+
+        async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
+            unreachable!("not called by these tests")
         }
         async fn latest_version(&self, _: &DocId) -> Result<u64, StoreError> {
             match self.0.load(Ordering::SeqCst) {

@@ -519,7 +519,15 @@ fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
             Fit::Head => Some(state.text().len_chars()),
             Fit::Raw => None,
         };
-        let sub = Submission { doc: doc(), client, seq: seq.resolve(last), base, op: build(&steps, len) };
+        let sub = Submission {
+            author: String::new(),
+            delete_document: false,
+            doc: doc(),
+            client,
+            seq: seq.resolve(last),
+            base,
+            op: build(&steps, len),
+        };
 
         let before = view(&state);
         let first = match premature {

@@ -19,7 +19,15 @@ fn op(v: serde_json::Value) -> Operation {
 }
 
 fn sub(client: &str, seq: u64, base: u64, o: serde_json::Value) -> Submission {
-    Submission { doc: doc(), client: ClientId::parse(client).unwrap(), seq, base, op: op(o) }
+    Submission {
+        author: String::new(),
+        delete_document: false,
+        doc: doc(),
+        client: ClientId::parse(client).unwrap(),
+        seq,
+        base,
+        op: op(o),
+    }
 }
 
 fn limits() -> Limits {
@@ -247,6 +255,7 @@ fn load_restores_text_version_and_client_seqs() {
     let stored = StoredDocument {
         snapshot: Some(Snapshot { doc: doc(), version: 1, text: "x".into(), clients }),
         events: vec![CommittedEvent {
+            author: String::new(),
             doc: doc(),
             version: 2,
             client: client.clone(),
@@ -278,7 +287,14 @@ fn load_refuses_a_history_with_a_gap() {
     let client = ClientId::parse("a").unwrap();
     let stored = StoredDocument {
         snapshot: None,
-        events: vec![CommittedEvent { doc: doc(), version: 2, client, seq: 1, op: op(json!(["y"])) }],
+        events: vec![CommittedEvent {
+            author: String::new(),
+            doc: doc(),
+            version: 2,
+            client,
+            seq: 1,
+            op: op(json!(["y"])),
+        }],
         rejections: vec![],
     };
     let err = DocumentState::load(doc(), stored, &limits()).unwrap_err();
@@ -323,7 +339,7 @@ mod properties {
             let limits = Limits { max_document_chars: 30, max_op_insert_chars: 6, history_window: 3, max_base_lag: 5, max_clients: 1_000 };
             let mut state = DocumentState::new(doc());
             for (client, seq, base, o) in steps {
-                let s = Submission {
+                let s = Submission { author: String::new(), delete_document: false,
                     doc: doc(),
                     client: ClientId::parse(&format!("c{client}")).unwrap(),
                     seq,
@@ -362,6 +378,8 @@ fn the_default_lag_bound_refuses_a_far_stale_op_before_reading_history() {
     for seq in 1..=20_001u64 {
         let len = seq as usize - 1;
         let s = Submission {
+            author: String::new(),
+            delete_document: false,
             doc: doc(),
             client: ClientId::parse("busy").unwrap(),
             seq,
