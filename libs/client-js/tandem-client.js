@@ -5,8 +5,10 @@
 // next to itself), in Node 20 with `--experimental-websocket` or by passing a WebSocket constructor.
 
 import { apply, compose, fromDiff, invert, transform, isNoop, normalize, UndoHistory } from './ot.js';
+import { OfflineStore } from './offline.js';
 
 export * from './ot.js';
+export { OfflineStore, MemoryStorage } from './offline.js';
 
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -57,6 +59,67 @@ export class DocumentState {
     this.resyncing = false;
     /** Inverses of this client's own edits (see UndoHistory in ot.js). */
     this.history = new UndoHistory(undo);
+    /** How many local edits the in-flight op and the buffer carry (for "3 edits waiting"). */
+    this.inflightEdits = 0;
+    this.bufferEdits = 0;
+  }
+
+  /** Local edits not yet acknowledged: in flight or buffered. */
+  get pendingEdits() {
+    return this.inflightEdits + this.bufferEdits;
+  }
+
+  /**
+   * Everything needed to carry on after a reload: the server text and version are not kept apart,
+   * only the local text, which is the server text with `inflight.op` and `buffer` applied, so the
+   * three always fit together whenever they are written. The undo history is not kept.
+   */
+  toJSON() {
+    const inflight = this.inflight && {
+      seq: this.inflight.seq,
+      base: this.inflight.base,
+      sent: this.inflight.sent,
+      op: this.inflight.op,
+    };
+    return {
+      doc: this.doc,
+      text: this.text,
+      version: this.version,
+      nextSeq: this.nextSeq,
+      inflight,
+      buffer: this.buffer,
+      inflightEdits: this.inflightEdits,
+      bufferEdits: this.bufferEdits,
+      resyncing: this.resyncing,
+    };
+  }
+
+  /**
+   * A state written by toJSON, or null when `saved` is not one (then the caller starts from a
+   * snapshot). A state that was waiting for a fresh snapshot (`resyncing`) comes back as that.
+   * @param {object} saved
+   * @param {{depth?: number, windowMs?: number}} [undo]
+   */
+  static fromJSON(saved, undo) {
+    const count = (n, min) => Number.isSafeInteger(n) && n >= min;
+    const isOp = (op) => Array.isArray(op) && op.every((c) => typeof c === 'string' || Number.isSafeInteger(c));
+    const f = saved;
+    if (!f || typeof f.doc !== 'string' || typeof f.text !== 'string' || !count(f.version, 0) || !count(f.nextSeq, 1)) {
+      return null;
+    }
+    const inflight = f.inflight;
+    if (inflight !== null && !(count(inflight?.seq, 1) && count(inflight.base, 0) && isOp(inflight.sent) && isOp(inflight.op))) {
+      return null;
+    }
+    if (f.buffer !== null && !isOp(f.buffer)) return null;
+    if (f.buffer !== null && inflight === null) return null;
+    const state = new DocumentState(f.doc, { text: f.text, version: f.version, nextSeq: f.nextSeq, undo });
+    state.inflight = inflight && { seq: inflight.seq, base: inflight.base, sent: inflight.sent, op: inflight.op };
+    state.buffer = f.buffer;
+    state.inflightEdits = inflight ? Math.max(1, f.inflightEdits | 0) : 0;
+    state.bufferEdits = f.buffer ? Math.max(1, f.bufferEdits | 0) : 0;
+    state.resyncing = f.resyncing === true;
+    return state;
   }
 
   /** True when every local edit is acknowledged. */
@@ -132,8 +195,10 @@ export class DocumentState {
     if (this.resyncing) return null;
     if (this.inflight) {
       this.buffer = this.buffer ? compose(this.buffer, norm) : norm;
+      this.bufferEdits++;
       return null;
     }
+    this.inflightEdits = 1;
     return this.#send(norm);
   }
 
@@ -188,6 +253,8 @@ export class DocumentState {
     }
     this.version = version;
     this.inflight = null;
+    this.inflightEdits = this.bufferEdits;
+    this.bufferEdits = 0;
     if (!this.buffer) return null;
     const op = this.buffer;
     this.buffer = null;
@@ -213,6 +280,8 @@ export class DocumentState {
   discardPending() {
     this.inflight = null;
     this.buffer = null;
+    this.inflightEdits = 0;
+    this.bufferEdits = 0;
     this.resyncing = true;
   }
 
@@ -226,6 +295,8 @@ export class DocumentState {
   reset(text, version) {
     this.inflight = null;
     this.buffer = null;
+    this.inflightEdits = 0;
+    this.bufferEdits = 0;
     this.resyncing = false;
     this.history.clear();
     this.text = text;
@@ -330,6 +401,11 @@ export class DocHandle {
     return this.state ? this.state.version : 0;
   }
 
+  /** Local edits not yet acknowledged (kept across a reload when the client has `storage`). */
+  get pendingEdits() {
+    return this.state ? this.state.pendingEdits : 0;
+  }
+
   /** True when the document is loaded, online and every local edit is acknowledged. */
   get synced() {
     return this.phase === 'ready' && this.state !== null && this.state.synced;
@@ -344,6 +420,7 @@ export class DocHandle {
     if (this.phase === 'closed') throw new Error(`document ${this.doc} is closed`);
     if (!this.state) throw new Error(`document ${this.doc} is not loaded yet; wait for handle.ready`);
     const msg = this.state.localEdit(op);
+    this.client._persist(this);
     if (msg && this.phase === 'ready') this.client._send(msg);
   }
 
@@ -415,6 +492,7 @@ export class DocHandle {
     if (!this.state) return null;
     const done = kind === 'undo' ? this.state.undo() : this.state.redo();
     if (!done) return null;
+    this.client._persist(this);
     if (done.message && this.phase === 'ready') this.client._send(done.message);
     return done.op;
   }
@@ -449,13 +527,24 @@ export class TandemClient {
    * @param {(error: object) => void} [options.onError] errors not tied to a document
    * @param {{depth?: number, windowMs?: number}} [options.undo] limits of each document's undo history
    *   (default 500 steps and 1000 ms between the edits of one typing run; depth 0 keeps none)
+   * @param {{getItem: Function, setItem: Function, removeItem: Function}} [options.storage] keeps the
+   *   session and each open document's state (pending edits included) across reloads, e.g.
+   *   `localStorage` (see offline.js). Without `clientId`, the session id is taken over from a stored
+   *   session no other tab holds, so its pending edits go out with their original seq and base; the
+   *   connection starts once that is settled (`client.session` resolves with the id).
+   * @param {string} [options.storageScope] separates the sessions of different servers in one storage
+   *   (default: the URL)
+   * @param {{request: Function}} [options.locks] the Web Locks API (default `navigator.locks`)
    */
   constructor(url, options = {}) {
     this.url = url;
-    this.clientId = options.clientId ?? randomClientId();
-    if (typeof this.clientId !== 'string' || !CLIENT_ID.test(this.clientId)) {
-      throw new Error(`bad client id ${JSON.stringify(this.clientId)}: 1 to 64 characters of [A-Za-z0-9._~-]`);
+    if (options.clientId !== undefined && (typeof options.clientId !== 'string' || !CLIENT_ID.test(options.clientId))) {
+      throw new Error(`bad client id ${JSON.stringify(options.clientId)}: 1 to 64 characters of [A-Za-z0-9._~-]`);
     }
+    /** @type {OfflineStore | null} */
+    this.offline = options.storage ? new OfflineStore(options.storage, options.storageScope ?? url, options.locks) : null;
+    /** null until the session is settled (a client with storage and no clientId claims one first). */
+    this.clientId = options.clientId ?? (this.offline ? null : randomClientId());
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this.WebSocket !== 'function') {
       throw new Error('no WebSocket constructor: pass { WebSocket } (Node 20 needs --experimental-websocket)');
@@ -482,7 +571,21 @@ export class TandemClient {
     this.reconnectTimer = null;
     this.pingTimer = null;
     this.awaitingPong = false;
-    this._connect();
+    /** Resolves with the session (client) id once it is settled. */
+    this.session = this.clientId
+      ? Promise.resolve(this.clientId)
+      : this.offline.claimSession(randomClientId).then((id) => {
+          this.clientId = id;
+          for (const handle of this.docs.values()) this._restore(handle);
+          return id;
+        });
+    if (this.clientId) {
+      this._connect();
+    } else {
+      this.session
+        .then(() => this._connect())
+        .catch((err) => this._reportError({ code: 'storage_failed', message: String(err?.message ?? err) }));
+    }
   }
 
   /** The current WebSocket (for diagnostics and tests, e.g. to simulate a dropped connection). */
@@ -512,8 +615,45 @@ export class TandemClient {
     if (this.docs.has(doc)) throw new Error(`document ${doc} is already open on this client`);
     const handle = new DocHandle(this, doc, callbacks);
     this.docs.set(doc, handle);
+    if (this.clientId) this._restore(handle);
     if (this.welcomed) this._sendOpen(handle);
     return handle;
+  }
+
+  /**
+   * Picks up a document's stored state (storage only): the text and pending edits are back at once,
+   * offline too, and the next connection catches up from the stored version and resends the in-flight
+   * op with its original seq and base.
+   */
+  _restore(handle) {
+    if (!this.offline || handle.state) return;
+    const saved = this.offline.load(this.clientId, handle.doc);
+    if (!saved) return;
+    const state = DocumentState.fromJSON(saved, this.undoOptions);
+    if (!state) return;
+    if (state.resyncing) {
+      // It was waiting for a fresh snapshot: nothing pending to keep, only where seq goes on.
+      this.nextSeqs.set(handle.doc, state.nextSeq);
+      return;
+    }
+    handle.state = state;
+    handle.fresh = false;
+    handle.phase = 'offline';
+    handle._resolveReady(handle);
+    handle.callbacks.onChange?.({ op: fromDiff('', state.text), text: state.text, version: state.version, reset: true });
+  }
+
+  /** Writes a document's state (storage only); a failed write is reported once per document. */
+  _persist(handle) {
+    if (!this.offline || !this.clientId || !handle.state) return;
+    try {
+      this.offline.save(this.clientId, handle.state.toJSON());
+      handle.persistFailed = false;
+    } catch (err) {
+      if (handle.persistFailed) return;
+      handle.persistFailed = true;
+      this._reportError({ code: 'storage_failed', message: `edits of ${handle.doc} are not kept across a reload: ${err?.message ?? err}`, doc: handle.doc }, handle);
+    }
   }
 
   /**
@@ -532,6 +672,7 @@ export class TandemClient {
     if (this.closed) return;
     for (const handle of [...this.docs.values()]) this._closeDoc(handle);
     this.closed = true;
+    this.offline?.release();
     clearTimeout(this.reconnectTimer);
     this._stopPing();
     const ws = this.ws;
@@ -686,6 +827,7 @@ export class TandemClient {
     if (handle.phase === 'closed') return;
     clearTimeout(handle.retryTimer);
     if (handle.state) this.nextSeqs.set(handle.doc, handle.state.nextSeq);
+    this._persist(handle);
     if (this.docs.get(handle.doc) === handle) this.docs.delete(handle.doc);
     handle.phase = 'closed';
     handle._rejectReady(new Error(`document ${handle.doc} was closed`));
@@ -695,6 +837,7 @@ export class TandemClient {
   /** After invalid_op or a broken promise of the protocol: drop pending edits, reload from a snapshot. */
   _resync(handle) {
     handle.state?.discardPending();
+    this._persist(handle);
     handle.fresh = true;
     handle.phase = 'opening';
     if (this.welcomed) {
@@ -754,6 +897,7 @@ export class TandemClient {
       this._reportError({ code: err?.code ?? 'client_error', message: String(err?.message ?? err), doc: handle.doc }, handle);
       this._resync(handle);
     }
+    this._persist(handle);
     handle._checkWaiters();
   }
 

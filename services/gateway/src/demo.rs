@@ -13,12 +13,14 @@ use crate::{no_store, GatewayState};
 const INDEX_HTML: &str = include_str!("../../../libs/client-js/demo/index.html");
 const CLIENT_JS: &str = include_str!("../../../libs/client-js/tandem-client.js");
 const OT_JS: &str = include_str!("../../../libs/client-js/ot.js");
+const OFFLINE_JS: &str = include_str!("../../../libs/client-js/offline.js");
 
 pub(crate) fn routes() -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/tandem-client.js", get(|| async { asset("text/javascript; charset=utf-8", CLIENT_JS) }))
         .route("/ot.js", get(|| async { asset("text/javascript; charset=utf-8", OT_JS) }))
+        .route("/offline.js", get(|| async { asset("text/javascript; charset=utf-8", OFFLINE_JS) }))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
