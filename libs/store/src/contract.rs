@@ -24,7 +24,11 @@ use tandem_protocol::{ClientId, DocId, ErrorCode};
 use crate::{CommitBatch, EventStore, PartitionId, StoreError, UnpublishedCommit};
 
 mod checks;
+mod deletion_checks;
+mod history_checks;
 pub use checks::*;
+pub use deletion_checks::*;
+pub use history_checks::*;
 
 /// Where one run of the suite keeps its data: a document id prefix and a range of partitions that
 /// no other run uses, so runs against a persistent database need no cleanup.
@@ -100,6 +104,16 @@ checks!(
     new_owner_sees_unpublished_records,
     failed_batch_takes_no_commit_number,
     retried_commit_is_recognised_by_its_number,
+    authors_round_trip,
+    history_has_commit_times,
+    snapshots_of_past_versions_are_kept_per_window,
+    snapshot_after_the_latest_version_is_refused,
+    checkpoints_are_immutable,
+    deletion_purges_the_document,
+    deletion_publishes_a_tombstone_in_order,
+    deleted_document_starts_again_from_version_1,
+    deletion_is_fenced_and_retried_by_its_number,
+    a_late_snapshot_or_checkpoint_cannot_outlive_a_deletion,
 );
 
 /// Runs every check against `store`, each as its own task, and panics naming every check that
@@ -144,6 +158,12 @@ pub(crate) fn insert_at(len: usize, text: &str) -> Operation {
     op
 }
 
+/// The user the helpers' events of `client` are by, so every check that reads events back checks
+/// their author too.
+pub(crate) fn author_of(client: &ClientId) -> String {
+    format!("{client}@example.com")
+}
+
 /// Versions `1..=n` of `doc` by `client` (seq = version), each appending `v{version};`.
 pub(crate) fn history(doc: &DocId, client: &ClientId, n: u64) -> Vec<CommittedEvent> {
     let mut len = 0;
@@ -153,7 +173,7 @@ pub(crate) fn history(doc: &DocId, client: &ClientId, n: u64) -> Vec<CommittedEv
             let op = insert_at(len, &text);
             len += text.chars().count();
             CommittedEvent {
-                author: String::new(),
+                author: author_of(client),
                 doc: doc.clone(),
                 version,
                 client: client.clone(),
@@ -166,7 +186,7 @@ pub(crate) fn history(doc: &DocId, client: &ClientId, n: u64) -> Vec<CommittedEv
 
 pub(crate) fn event(doc: &DocId, version: u64, client: &ClientId, seq: u64) -> CommittedEvent {
     CommittedEvent {
-        author: String::new(),
+        author: author_of(client),
         doc: doc.clone(),
         version,
         client: client.clone(),

@@ -14,6 +14,8 @@
 //! out; `seq` is chosen by clients and may be any `u64`, so it is stored bit-for-bit as an `i64`
 //! (only ever compared for equality, never ordered), which round-trips every value exactly.
 
+mod codec;
+mod history;
 mod pool;
 mod queries;
 mod schema;
@@ -29,8 +31,8 @@ use tandem_protocol::records::{CommittedEvent, Outcome};
 use tandem_protocol::{ClientId, DocId};
 
 use crate::{
-    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
-    UnpublishedCommit,
+    Checkpoint, ClientRecord, CommitBatch, EventStore, HistoryEntry, PartitionClaim, PartitionId, Snapshot,
+    StoreError, StoredDocument, UnpublishedCommit,
 };
 use pool::ReaderPool;
 
@@ -231,7 +233,7 @@ impl EventStore for SqliteStore {
 
     async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let snapshot = snapshot.clone();
-        self.write(move |conn| queries::write_snapshot(conn, &snapshot)).await
+        self.write(move |conn| history::write_snapshot(conn, &snapshot)).await
     }
 
     async fn find_outcome(
@@ -255,26 +257,23 @@ impl EventStore for SqliteStore {
         after: u64,
         up_to: u64,
         limit: usize,
-    ) -> Result<Vec<crate::HistoryEntry>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let doc = doc.clone();
+        self.read(move |conn| history::read_history(conn, &doc, after, up_to, limit)).await
     }
 
-    async fn snapshot_at_or_before(
-        &self,
-        doc: &DocId,
-        version: u64,
-    ) -> Result<Option<crate::Snapshot>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    async fn snapshot_at_or_before(&self, doc: &DocId, version: u64) -> Result<Option<Snapshot>, StoreError> {
+        let doc = doc.clone();
+        self.read(move |conn| history::snapshot_at_or_before(conn, &doc, version)).await
     }
 
-    async fn create_checkpoint(
-        &self,
-        checkpoint: &crate::Checkpoint,
-    ) -> Result<crate::Checkpoint, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    async fn create_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, StoreError> {
+        let checkpoint = checkpoint.clone();
+        self.write(move |conn| history::create_checkpoint(conn, &checkpoint)).await
     }
 
-    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<crate::Checkpoint>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<Checkpoint>, StoreError> {
+        let doc = doc.clone();
+        self.read(move |conn| history::list_checkpoints(conn, &doc)).await
     }
 }

@@ -1,8 +1,12 @@
 //! The event store: Tandem's source of truth.
 //!
-//! Every committed op is an event in an append-only log keyed by (document, version); every refused
-//! op is remembered by (document, client, seq) so a resubmission gets the same answer. Snapshots are
-//! only a read cache that bounds the cost of loading a document.
+//! Every committed op is an event in an append-only log keyed by (document, version), with its
+//! author and commit time; every refused op is remembered by (document, client, seq) so a
+//! resubmission gets the same answer. Snapshots are only a read cache that bounds the cost of
+//! loading a document, now or at a past version (see [`SNAPSHOT_WINDOW`] for which are kept).
+//! Checkpoints name versions. The one way a log shrinks is the deletion of a whole document
+//! ([`CommitBatch::deletions`]): its events, rejections, snapshots and checkpoints are purged and
+//! a tombstone is published in their place; the id may then be used again from version 1.
 //!
 //! [`EventStore`] is the trait the sequencer and the gateway use. It is shaped for the distributed
 //! mode from the start: a [`CommitBatch`] carries many events of many documents, the input offset
@@ -27,12 +31,22 @@ use tandem_protocol::{ClientId, DocId};
 #[cfg(feature = "testing")]
 pub mod contract;
 pub mod embedded;
+mod history;
 mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
 /// A partition of the op log: the unit of ownership. The single-process mode has one or a few.
 pub type PartitionId = u32;
+
+/// Snapshot retention, the same in both stores: a document keeps its two newest snapshots (the
+/// newest is where loading starts, the one before a fallback for manual recovery), and, of every
+/// window of this many versions (`[0, 10000)`, `[10000, 20000)`, ...), the one of the lowest
+/// version in it. Writing a snapshot drops the others. So a past version is never much further than a
+/// window (plus the sequencer's snapshot interval) from a kept snapshot at or before it
+/// ([`EventStore::snapshot_at_or_before`]), and a document keeps about one snapshot per window of
+/// its history: about 100 for a million versions.
+pub const SNAPSHOT_WINDOW: u64 = 10_000;
 
 /// Everything one sequencer commits at once: the events and rejections of a batch of ops (many
 /// documents), and how far into its input partition it has consumed.
@@ -71,7 +85,8 @@ pub struct CommitBatch {
 }
 
 impl CommitBatch {
-    /// True when the batch stores events or rejections: committing it takes a commit number.
+    /// True when the batch stores events, rejections or deletions: committing it takes a commit
+    /// number.
     pub fn has_records(&self) -> bool {
         !self.events.is_empty() || !self.rejections.is_empty() || !self.deletions.is_empty()
     }
@@ -104,10 +119,16 @@ pub struct PartitionClaim {
 pub struct UnpublishedCommit {
     /// The commit's number in its partition.
     pub commit: u64,
-    /// Every event and rejection the commit stored, as they are published:
-    /// [`SequencedRecord::Committed`] and [`SequencedRecord::Rejected`] only. Ordered by document
-    /// id, then in each document's order: version `v`, then the rejections at version `v`, then
-    /// version `v + 1`. Rejections at the same version are ordered by client id, then by `seq`.
+    /// Every event, rejection and tombstone the commit stored, as they are published:
+    /// [`SequencedRecord::Committed`], [`SequencedRecord::Rejected`] and
+    /// [`SequencedRecord::Deleted`]. Ordered by document id, then in each document's order:
+    /// version `v`, then the rejections at version `v`, then version `v + 1`, and a tombstone
+    /// last. Rejections at the same version are ordered by client id, then by `seq`.
+    ///
+    /// A deletion purges its document's records, of this commit and of earlier ones: a commit
+    /// that deleted a document holds only the tombstone for it, and an unpublished commit whose
+    /// every record was purged by a later deletion is not returned at all (commit numbers then
+    /// have gaps).
     pub records: Vec<SequencedRecord>,
 }
 
@@ -152,7 +173,10 @@ pub struct StoredDocument {
 pub struct HistoryEntry {
     pub event: CommittedEvent,
     /// When the event log committed it, milliseconds since the Unix epoch; 0 when unknown (events
-    /// stored before the time was recorded).
+    /// stored before the time was recorded). Every event of one commit has the same time: the
+    /// Postgres server's clock at the start of the commit's transaction, or the committing
+    /// process's clock for the embedded store. So times rise with versions as long as that clock
+    /// does not step back.
     pub committed_at_ms: i64,
 }
 
@@ -185,7 +209,8 @@ pub enum StoreError {
     /// A version or a (client, seq) that already exists, or a version the log cannot hold: nothing
     /// was written. The message names the document and the version or the client and seq. Also a
     /// `published_through` beyond the partition's last commit: marking commits published that do
-    /// not exist yet would lose them when they do.
+    /// not exist yet would lose them when they do. Also a checkpoint name already given to another
+    /// version, and a snapshot or checkpoint of a version after the document's latest.
     #[error("conflict: {0}")]
     Conflict(String),
     /// The store cannot be reached or failed to do the work; retrying may succeed.
@@ -219,6 +244,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// records are stored under it, unpublished until `published_through` reaches it. A batch
     /// without records (only an offset, a `published_through`, or nothing: an epoch check) takes
     /// no number and returns the current last one. A batch that fails takes none either.
+    ///
+    /// Deletions ([`CommitBatch::deletions`]) count as records: a batch that only deletes takes a
+    /// number too. They apply after the batch's events and rejections, so a batch cannot write a
+    /// document again after deleting it (those events would be purged with the rest); the next
+    /// batch can, from version 1. Deleting a document twice in one batch stores two tombstones.
     async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError>;
 
     /// Records that every commit of `partition` up to `through` is published: raises the
@@ -250,7 +280,8 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<UnpublishedCommit>, StoreError>;
 
-    /// The latest committed version of a document; 0 for a document never written.
+    /// The latest committed version of a document; 0 for a document never written, or deleted
+    /// and not written since.
     async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError>;
 
     /// Events of `doc` with `after < version <= up_to`, ascending, at most `limit` of them.
@@ -265,7 +296,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The latest snapshot and everything after it (see [`StoredDocument`]).
     async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError>;
 
-    /// Stores a snapshot. Older snapshots of the document may be dropped.
+    /// Stores a snapshot (replacing one of the same version), and drops the document's snapshots
+    /// that [`SNAPSHOT_WINDOW`]'s retention rule does not keep.
+    ///
+    /// Fails with [`StoreError::Conflict`], storing nothing, for a version after the document's
+    /// latest: the document was deleted while the snapshot was being written, and keeping it
+    /// would hand the document's next life a wrong text. (A deletion and a snapshot write of the
+    /// same document are serialised, so one never slips past the other.)
     async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
 
     /// What became of `seq` of `client` on `doc`, if the store has it.
@@ -294,12 +331,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The newest snapshot of `doc` whose version is at most `version`, if one is kept: where
     /// rebuilding the text of a past version starts. Stores keep more than the latest snapshot so
-    /// that a past version is never far from one (see each implementation's retention).
+    /// that a past version is never far from one (the retention of [`SNAPSHOT_WINDOW`]).
     async fn snapshot_at_or_before(&self, doc: &DocId, version: u64) -> Result<Option<Snapshot>, StoreError>;
 
     /// Names a version. Checkpoints are immutable: if `checkpoint.name` exists for the document
-    /// with the same version, returns the stored one (idempotent retry); with another version,
-    /// fails with [`StoreError::Conflict`] naming it. The store sets `created_at_ms`.
+    /// with the same version, returns the stored one (idempotent retry; its author and time are
+    /// the first call's); with another version, fails with [`StoreError::Conflict`] naming both
+    /// versions. A version after the document's latest is a `Conflict` too (a deletion may have
+    /// happened since the caller looked). The store sets `created_at_ms`. Names are stored as
+    /// given: checking them (1 to 128 characters, no control characters) is the API's job.
     async fn create_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, StoreError>;
 
     /// The document's checkpoints, ascending by version, then name.

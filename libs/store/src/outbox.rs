@@ -64,15 +64,17 @@ fn order(record: &SequencedRecord) -> (&str, u64, u8, &str, u64) {
         SequencedRecord::Reacknowledged { doc, client, seq, version } => {
             (doc.as_str(), *version, 2, client.as_str(), *seq)
         }
-        // After everything of the document the same commit stored: it purged them.
-        SequencedRecord::Deleted(d) => (d.doc.as_str(), u64::MAX, 3, "", 0),
+        // After everything of the document the same commit stored: it purged them. Two deletions
+        // of one document in one commit keep their order: the second found the document empty
+        // (last version 0), so the larger last version goes first.
+        SequencedRecord::Deleted(d) => (d.doc.as_str(), u64::MAX, 3, "", u64::MAX - d.last_version),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use tandem_ot::Operation;
-    use tandem_protocol::records::{CommittedEvent, Rejection};
+    use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection};
     use tandem_protocol::{ClientId, DocId, ErrorCode};
 
     use super::*;
@@ -123,6 +125,36 @@ mod tests {
                 rejection("b", 1, 5),
                 rejection("b", 1, u64::MAX),
                 event("b", 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tombstone_follows_everything_of_its_document_and_two_keep_their_order() {
+        let deleted = |doc: &str, last_version: u64| {
+            SequencedRecord::Deleted(DocumentDeleted {
+                doc: DocId::parse(doc).unwrap(),
+                last_version,
+                author: String::new(),
+            })
+        };
+        let rows = vec![
+            (1, deleted("b", 0)),
+            (1, event("c", 1)),
+            (1, deleted("b", 7)),
+            (1, rejection("b", u64::MAX - 1, 1)),
+            (1, event("b", u64::MAX - 1)),
+            (1, event("a", 1)),
+        ];
+        assert_eq!(
+            group(rows)[0].records,
+            [
+                event("a", 1),
+                event("b", u64::MAX - 1),
+                rejection("b", u64::MAX - 1, 1),
+                deleted("b", 7),
+                deleted("b", 0),
+                event("c", 1)
             ]
         );
     }

@@ -18,6 +18,8 @@
 
 mod codec;
 mod commit;
+mod deletion;
+mod history;
 mod migrate;
 mod queries;
 
@@ -31,8 +33,8 @@ use tandem_protocol::{ClientId, DocId};
 use tokio_postgres::NoTls;
 
 use crate::{
-    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
-    UnpublishedCommit,
+    Checkpoint, ClientRecord, CommitBatch, EventStore, HistoryEntry, PartitionClaim, PartitionId, Snapshot,
+    StoreError, StoredDocument, UnpublishedCommit,
 };
 use codec::pool_error;
 
@@ -220,7 +222,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        queries::write_snapshot(&mut self.client().await?, snapshot).await
+        history::write_snapshot(&mut self.client().await?, snapshot).await
     }
 
     async fn find_outcome(
@@ -242,26 +244,19 @@ impl EventStore for PostgresStore {
         after: u64,
         up_to: u64,
         limit: usize,
-    ) -> Result<Vec<crate::HistoryEntry>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        history::read_history(&self.client().await?, doc, after, up_to, limit).await
     }
 
-    async fn snapshot_at_or_before(
-        &self,
-        doc: &DocId,
-        version: u64,
-    ) -> Result<Option<crate::Snapshot>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    async fn snapshot_at_or_before(&self, doc: &DocId, version: u64) -> Result<Option<Snapshot>, StoreError> {
+        history::snapshot_at_or_before(&self.client().await?, doc, version).await
     }
 
-    async fn create_checkpoint(
-        &self,
-        checkpoint: &crate::Checkpoint,
-    ) -> Result<crate::Checkpoint, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    async fn create_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, StoreError> {
+        history::create_checkpoint(&mut self.client().await?, checkpoint).await
     }
 
-    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<crate::Checkpoint>, StoreError> {
-        Err(StoreError::Unavailable("not implemented yet".to_owned()))
+    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<Checkpoint>, StoreError> {
+        history::list_checkpoints(&self.client().await?, doc).await
     }
 }

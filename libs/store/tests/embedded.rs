@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_store::embedded::{SqliteOptions, SqliteStore, DATABASE_FILE};
-use tandem_store::{contract, CommitBatch, EventStore, Snapshot, StoreError};
+use tandem_store::{contract, Checkpoint, CommitBatch, EventStore, Snapshot, StoreError};
 
 /// Tests trade power-loss durability for speed; one test checks the default below.
 const FAST: SqliteOptions = SqliteOptions { synchronous_full: false };
@@ -69,7 +69,8 @@ async fn data_survives_reopening() {
     let epoch = {
         let store = SqliteStore::open(dir.path(), FAST).unwrap();
         let epoch = store.claim_partition(0).await.unwrap().epoch;
-        let batch = CommitBatch { deletions: Vec::new(),
+        let batch = CommitBatch {
+            deletions: Vec::new(),
             partition: 0,
             epoch,
             next_offset: Some(17),
@@ -107,7 +108,8 @@ async fn two_stores_on_one_folder_see_each_other() {
     let (d, c) = (doc("shared"), client("c1"));
 
     let epoch = first.claim_partition(3).await.unwrap().epoch;
-    let batch = CommitBatch { deletions: Vec::new(),
+    let batch = CommitBatch {
+        deletions: Vec::new(),
         partition: 3,
         epoch,
         next_offset: None,
@@ -151,7 +153,8 @@ async fn concurrent_writers_and_readers_do_not_fail() {
                 let versions = i * PER_BATCH + 1..=(i + 1) * PER_BATCH;
                 let mut batch_events = events(&a, &c, versions.clone());
                 batch_events.extend(events(&b, &c, versions));
-                let batch = CommitBatch { deletions: Vec::new(),
+                let batch = CommitBatch {
+                    deletions: Vec::new(),
                     partition,
                     epoch,
                     next_offset: Some(i as i64 + 1),
@@ -203,7 +206,8 @@ async fn damaged_rows_are_reported_as_corrupt() {
     let store = SqliteStore::open(dir.path(), FAST).unwrap();
     let (d, c) = (doc("damaged"), client("c1"));
     let epoch = store.claim_partition(0).await.unwrap().epoch;
-    let batch = CommitBatch { deletions: Vec::new(),
+    let batch = CommitBatch {
+        deletions: Vec::new(),
         partition: 0,
         epoch,
         next_offset: None,
@@ -244,36 +248,39 @@ async fn damaged_rows_are_reported_as_corrupt() {
     assert!(matches!(store.unpublished(0, 0, 100).await, Err(StoreError::Corrupt(_))));
 }
 
+/// A data folder as the build before the outbox wrote it (schema version 1): an event and a
+/// rejection of document `old`, partition 4 at epoch 3 and offset 12.
+fn write_schema_version_1(dir: &std::path::Path) {
+    let raw = rusqlite::Connection::open(dir.join(DATABASE_FILE)).unwrap();
+    raw.execute_batch(
+        r#"
+        CREATE TABLE events (doc TEXT NOT NULL, version INTEGER NOT NULL, client TEXT NOT NULL,
+            seq INTEGER NOT NULL, op TEXT NOT NULL, PRIMARY KEY (doc, version), UNIQUE (doc, client, seq)
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE rejections (doc TEXT NOT NULL, client TEXT NOT NULL, seq INTEGER NOT NULL,
+            code TEXT NOT NULL, message TEXT NOT NULL, at_version INTEGER NOT NULL,
+            PRIMARY KEY (doc, client, seq)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX rejections_by_version ON rejections (doc, at_version);
+        CREATE TABLE snapshots (doc TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
+            clients TEXT NOT NULL, PRIMARY KEY (doc, version)) STRICT;
+        CREATE TABLE partitions ("partition" INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,
+            next_offset INTEGER) STRICT;
+        INSERT INTO partitions VALUES (4, 3, 12);
+        INSERT INTO events VALUES ('old', 1, 'c', 1, '["a"]');
+        INSERT INTO rejections VALUES ('old', 'c', 2, 'invalid_op', 'no', 1);
+        PRAGMA user_version = 1;
+        "#,
+    )
+    .unwrap();
+}
+
 /// A data folder written before the outbox existed (schema version 1), with data, gains it on
 /// opening: its rows count as published, and commit numbers start at 1.
 #[tokio::test]
 async fn the_outbox_migration_keeps_earlier_rows_published() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        // The schema of version 1, as the previous build wrote it.
-        let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
-        raw.execute_batch(
-            r#"
-            CREATE TABLE events (doc TEXT NOT NULL, version INTEGER NOT NULL, client TEXT NOT NULL,
-                seq INTEGER NOT NULL, op TEXT NOT NULL, PRIMARY KEY (doc, version), UNIQUE (doc, client, seq)
-            ) STRICT, WITHOUT ROWID;
-            CREATE TABLE rejections (doc TEXT NOT NULL, client TEXT NOT NULL, seq INTEGER NOT NULL,
-                code TEXT NOT NULL, message TEXT NOT NULL, at_version INTEGER NOT NULL,
-                PRIMARY KEY (doc, client, seq)
-            ) STRICT, WITHOUT ROWID;
-            CREATE INDEX rejections_by_version ON rejections (doc, at_version);
-            CREATE TABLE snapshots (doc TEXT NOT NULL, version INTEGER NOT NULL, text TEXT NOT NULL,
-                clients TEXT NOT NULL, PRIMARY KEY (doc, version)) STRICT;
-            CREATE TABLE partitions ("partition" INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,
-                next_offset INTEGER) STRICT;
-            INSERT INTO partitions VALUES (4, 3, 12);
-            INSERT INTO events VALUES ('old', 1, 'c', 1, '["a"]');
-            INSERT INTO rejections VALUES ('old', 'c', 2, 'invalid_op', 'no', 1);
-            PRAGMA user_version = 1;
-            "#,
-        )
-        .unwrap();
-    }
+    write_schema_version_1(dir.path());
     let store = SqliteStore::open(dir.path(), FAST).unwrap();
     let claim = store.claim_partition(4).await.unwrap();
     assert_eq!(
@@ -289,6 +296,39 @@ async fn the_outbox_migration_keeps_earlier_rows_published() {
     let outbox = store.unpublished(4, 0, 100).await.unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!((outbox[0].commit, outbox[0].records.len()), (1, 1));
+}
+
+/// Events written before authors and commit times were recorded read back with neither ('' and
+/// 0, "unknown"), and a migrated folder deletes and names versions like a new one.
+#[tokio::test]
+async fn events_from_before_the_history_migration_have_no_author_or_time() {
+    let dir = tempfile::tempdir().unwrap();
+    write_schema_version_1(dir.path());
+    let store = SqliteStore::open(dir.path(), FAST).unwrap();
+    let old = doc("old");
+    let history = store.read_history(&old, 0, 10, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].event.author.as_str(), history[0].committed_at_ms), ("", 0));
+    assert_eq!(store.read_events(&old, 0, 10, 10).await.unwrap()[0].author, "");
+
+    let named = Checkpoint {
+        doc: old.clone(),
+        name: "first".into(),
+        version: 1,
+        author: "ann".into(),
+        created_at_ms: 0,
+    };
+    store.create_checkpoint(&named).await.unwrap();
+    let epoch = store.claim_partition(4).await.unwrap().epoch;
+    let deletion = DocumentDeleted { doc: old.clone(), last_version: 1, author: "ann".into() };
+    let batch =
+        CommitBatch { partition: 4, epoch, deletions: vec![deletion.clone()], ..CommitBatch::default() };
+    assert_eq!(store.commit(&batch).await.unwrap(), 1);
+    assert_eq!(store.latest_version(&old).await.unwrap(), 0);
+    assert_eq!(store.list_checkpoints(&old).await.unwrap(), []);
+    assert_eq!(store.find_outcome(&old, &client("c"), 2).await.unwrap(), None, "the old rejection is purged");
+    let outbox = store.unpublished(4, 0, 100).await.unwrap();
+    assert_eq!(outbox[0].records, [SequencedRecord::Deleted(deletion)]);
 }
 
 #[test]

@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Rejection};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
-use tandem_store::{contract, CommitBatch, EventStore, Snapshot, StoreError};
+use tandem_store::{contract, Checkpoint, CommitBatch, EventStore, Snapshot, StoreError};
 use tokio_postgres::NoTls;
 
 const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// How many migrations this build has (`migrations/postgres/`).
-const MIGRATIONS: usize = 2;
+const MIGRATIONS: usize = 3;
 
 /// A database of its own for one test, dropped when the guard is (also while unwinding a failure).
 struct TestDatabase {
@@ -197,7 +197,8 @@ async fn migrations_are_idempotent_and_serialised() {
     assert_eq!(rows, MIGRATIONS as i64);
     // The schema works after repeated migrations.
     let epoch = store.claim_partition(0).await.unwrap().epoch;
-    let batch = CommitBatch { deletions: Vec::new(),
+    let batch = CommitBatch {
+        deletions: Vec::new(),
         partition: 0,
         epoch,
         next_offset: None,
@@ -221,7 +222,8 @@ async fn the_newer_claim_fences_the_older_store() {
     let (d, c) = (doc("shared"), client("c1"));
 
     let older = first.claim_partition(3).await.unwrap().epoch;
-    let batch = CommitBatch { deletions: Vec::new(),
+    let batch = CommitBatch {
+        deletions: Vec::new(),
         partition: 3,
         epoch: older,
         next_offset: Some(5),
@@ -260,7 +262,8 @@ async fn a_batch_of_2000_events_over_100_documents_is_one_transaction() {
     let docs: Vec<DocId> = (0..100).map(|i| doc(&format!("big/{i}"))).collect();
     let writer = client("writer");
     let epoch = store.claim_partition(7).await.unwrap().epoch;
-    let batch = |round: u64, offset: i64| CommitBatch { deletions: Vec::new(),
+    let batch = |round: u64, offset: i64| CommitBatch {
+        deletions: Vec::new(),
         partition: 7,
         epoch,
         next_offset: Some(offset),
@@ -324,7 +327,8 @@ async fn two_partitions_racing_on_one_seq_give_it_one_outcome() {
     let c = client("racer");
     for round in 0..40u64 {
         let d = doc(&format!("race/{round}"));
-        let commit = CommitBatch { deletions: Vec::new(),
+        let commit = CommitBatch {
+            deletions: Vec::new(),
             partition: 1,
             epoch: left,
             next_offset: None,
@@ -333,7 +337,8 @@ async fn two_partitions_racing_on_one_seq_give_it_one_outcome() {
             published_through: None,
             expected_commit: None,
         };
-        let reject = CommitBatch { deletions: Vec::new(),
+        let reject = CommitBatch {
+            deletions: Vec::new(),
             partition: 2,
             epoch: right,
             next_offset: None,
@@ -381,7 +386,8 @@ async fn readers_never_see_part_of_a_batch() {
                 let versions = i * PER_BATCH + 1..=(i + 1) * PER_BATCH;
                 let mut batch_events = events(&a, &c, versions.clone());
                 batch_events.extend(events(&b, &c, versions));
-                let batch = CommitBatch { deletions: Vec::new(),
+                let batch = CommitBatch {
+                    deletions: Vec::new(),
                     partition,
                     epoch,
                     next_offset: Some(i as i64 + 1),
@@ -431,7 +437,8 @@ async fn damaged_rows_are_reported_as_corrupt() {
         message: "read only".into(),
         at_version: 2,
     };
-    let batch = CommitBatch { deletions: Vec::new(),
+    let batch = CommitBatch {
+        deletions: Vec::new(),
         partition: 0,
         epoch,
         next_offset: None,
@@ -441,6 +448,10 @@ async fn damaged_rows_are_reported_as_corrupt() {
         expected_commit: None,
     };
     store.commit(&batch).await.unwrap();
+    // A snapshot needs its version in the log.
+    let snapshotted =
+        CommitBatch { rejections: vec![], events: events(&doc("damaged-snapshot"), &c, 1..=1), ..batch };
+    store.commit(&snapshotted).await.unwrap();
     let snapshot =
         Snapshot { doc: doc("damaged-snapshot"), version: 1, text: "x".into(), clients: Default::default() };
     store.write_snapshot(&snapshot).await.unwrap();
@@ -465,12 +476,9 @@ async fn damaged_rows_are_reported_as_corrupt() {
     assert!(matches!(store.unpublished(0, 0, 100).await, Err(StoreError::Corrupt(_))));
 }
 
-/// A database migrated by the previous build, with data, gains the outbox: its rows count as
-/// published, and commit numbers start at 1.
-#[tokio::test]
-async fn the_outbox_migration_keeps_earlier_rows_published() {
-    let db = TestDatabase::create().await;
-    let raw = db.raw().await;
+/// A database as the build before the outbox migrated it (migration 1 only): an event and a
+/// rejection of document `old`, partition 4 at epoch 3 and offset 12.
+async fn write_migration_1(raw: &tokio_postgres::Client) {
     raw.batch_execute(include_str!("../migrations/postgres/0001_event_log.sql")).await.unwrap();
     raw.batch_execute(
         "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
@@ -483,7 +491,14 @@ async fn the_outbox_migration_keeps_earlier_rows_published() {
     )
     .await
     .unwrap();
+}
 
+/// A database migrated by the previous build, with data, gains the outbox: its rows count as
+/// published, and commit numbers start at 1.
+#[tokio::test]
+async fn the_outbox_migration_keeps_earlier_rows_published() {
+    let db = TestDatabase::create().await;
+    write_migration_1(&db.raw().await).await;
     let store = PostgresStore::connect(db.config()).await.unwrap();
     assert_eq!(store.migrate().await.unwrap(), MIGRATIONS - 1);
     let claim = store.claim_partition(4).await.unwrap();
@@ -505,6 +520,91 @@ async fn the_outbox_migration_keeps_earlier_rows_published() {
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].commit, 1);
     assert_eq!(outbox[0].records.len(), 1);
+}
+
+/// Events written before authors were recorded read back with none (''), with the commit time
+/// the log always kept; a migrated database deletes and names versions like a new one.
+#[tokio::test]
+async fn events_from_before_the_history_migration_have_no_author() {
+    let db = TestDatabase::create().await;
+    write_migration_1(&db.raw().await).await;
+    let store = PostgresStore::connect(db.config()).await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), MIGRATIONS - 1);
+    let old = doc("old");
+    let history = store.read_history(&old, 0, 10, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].event.author, "");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now - 300_000..=now + 300_000).contains(&history[0].committed_at_ms), "{history:?} at {now}");
+
+    let named = Checkpoint {
+        doc: old.clone(),
+        name: "first".into(),
+        version: 1,
+        author: "ann".into(),
+        created_at_ms: 0,
+    };
+    store.create_checkpoint(&named).await.unwrap();
+    let epoch = store.claim_partition(4).await.unwrap().epoch;
+    let deletion = DocumentDeleted { doc: old.clone(), last_version: 1, author: "ann".into() };
+    let batch =
+        CommitBatch { partition: 4, epoch, deletions: vec![deletion.clone()], ..CommitBatch::default() };
+    assert_eq!(store.commit(&batch).await.unwrap(), 1);
+    assert_eq!(store.latest_version(&old).await.unwrap(), 0);
+    assert_eq!(store.list_checkpoints(&old).await.unwrap(), []);
+    assert_eq!(store.find_outcome(&old, &client("c"), 2).await.unwrap(), None, "the old rejection is purged");
+    let outbox = store.unpublished(4, 0, 100).await.unwrap();
+    assert_eq!(outbox[0].records, [SequencedRecord::Deleted(deletion)]);
+}
+
+/// A snapshot or checkpoint write racing a deletion of its document never outlives it: the write
+/// either commits first and is purged, or sees the deletion and is refused. (Without the
+/// deletion lock, a write that checked the version before the deletion committed, and inserted
+/// after, would survive it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_checkpoint_writes_racing_a_deletion_do_not_survive_it() {
+    const ROUNDS: u64 = 60;
+    let db = TestDatabase::create().await;
+    let store = Arc::new(db.store().await);
+    let epoch = store.claim_partition(5).await.unwrap().epoch;
+    let c = client("racer");
+    let mut refused = 0;
+    for round in 0..ROUNDS {
+        let d = doc(&format!("deleted-race/{round}"));
+        let history =
+            CommitBatch { partition: 5, epoch, events: events(&d, &c, 1..=3), ..CommitBatch::default() };
+        store.commit(&history).await.unwrap();
+        let deletion = DocumentDeleted { doc: d.clone(), last_version: 3, author: "ann".into() };
+        let delete = CommitBatch { partition: 5, epoch, deletions: vec![deletion], ..CommitBatch::default() };
+        let snapshot =
+            Snapshot { doc: d.clone(), version: 3, text: "aaa".into(), clients: Default::default() };
+        let named = Checkpoint {
+            doc: d.clone(),
+            name: "v3".into(),
+            version: 3,
+            author: "ann".into(),
+            created_at_ms: 0,
+        };
+        let (s1, s2, s3) = (Arc::clone(&store), Arc::clone(&store), Arc::clone(&store));
+        let snapshotting = tokio::spawn(async move { s1.write_snapshot(&snapshot).await });
+        let naming = tokio::spawn(async move { s2.create_checkpoint(&named).await });
+        let deleting = tokio::spawn(async move { s3.commit(&delete).await });
+        deleting.await.unwrap().unwrap();
+        for result in [snapshotting.await.unwrap().map(|_| ()), naming.await.unwrap().map(|_| ())] {
+            match result {
+                Ok(()) => {}
+                Err(StoreError::Conflict(m)) if m.contains("latest version") => refused += 1,
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(
+            store.snapshot_at_or_before(&d, u64::MAX).await.unwrap(),
+            None,
+            "round {round}: a snapshot survived"
+        );
+        assert_eq!(store.list_checkpoints(&d).await.unwrap(), [], "round {round}: a checkpoint survived");
+    }
+    eprintln!("{refused} of {} writes came after the deletion and were refused", 2 * ROUNDS);
 }
 
 #[tokio::test]

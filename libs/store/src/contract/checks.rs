@@ -343,7 +343,7 @@ pub async fn unicode_round_trips(store: &dyn EventStore, ns: &Namespace) {
     edit.retain(3).delete(4).insert("🎉\u{200D}✨").retain(text.chars().count() - 7);
     let events = vec![
         CommittedEvent {
-            author: String::new(),
+            author: "rösa 👩\u{200D}💻 \"quoted\"".to_owned(),
             doc: doc.clone(),
             version: 1,
             client: rosa.clone(),

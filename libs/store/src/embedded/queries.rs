@@ -1,24 +1,29 @@
-//! The store's operations as blocking functions on a connection, one transaction each.
+//! The store's operations as blocking functions on a connection, one transaction each: claims,
+//! the commit, the outbox and the reads the sequencer needs (the history's are in `history`).
 //!
 //! Every statement is prepared once per connection (`prepare_cached`), and a batch inserts all its
 //! rows through the same prepared statements inside one transaction, so a large group commit costs
 //! one fsync and no SQL compilation.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{ffi, params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord};
-use tandem_protocol::{ClientId, DocId, ErrorCode};
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
+use tandem_protocol::{ClientId, DocId};
 
-use crate::outbox::{self, OutboxRow, Page};
+use super::codec::{
+    clamp_to_sql, constraint, decode_event, decode_outbox_row, decode_snapshot, event_columns, now_ms,
+    outbox_columns, seq_conflict, seq_from_sql, seq_to_sql, stored_client, stored_code, stored_u64,
+    version_to_sql,
+};
+use super::history;
+use crate::outbox::{self, Page};
 use crate::{
-    ClientRecord, CommitBatch, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
-    UnpublishedCommit,
+    ClientRecord, CommitBatch, PartitionClaim, PartitionId, StoreError, StoredDocument, UnpublishedCommit,
 };
 
-const INSERT_EVENT: &str = r#"INSERT INTO events (doc, version, client, seq, op, "partition", commit_seq)
-                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#;
+/// Every event of a commit is stamped with the same time (`?9`), taken once per commit.
+const INSERT_EVENT: &str = r#"INSERT INTO events
+                              (doc, version, client, seq, op, author, "partition", commit_seq, committed_at)
+                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#;
 const INSERT_REJECTION: &str = r#"INSERT INTO rejections
                                   (doc, client, seq, code, message, at_version, "partition", commit_seq)
                                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"#;
@@ -40,22 +45,29 @@ const UPDATE_PARTITION: &str = r#"UPDATE partitions SET last_commit = ?2,
                                   WHERE "partition" = ?1"#;
 const MARK_PUBLISHED: &str =
     r#"UPDATE partitions SET published_through = max(published_through, ?2) WHERE "partition" = ?1"#;
-/// The outbox in commit order, `kind` 0 for events and 1 for rejections; the last two columns are
-/// (op, NULL) for an event and (code, message) for a rejection.
+/// The outbox in commit order, `kind` 0 for events, 1 for rejections and 2 for tombstones (see
+/// `codec::OutboxColumns` for the columns). Each branch is a range scan of its table's
+/// `(partition, commit_seq)` index.
 const UNPUBLISHED_AFTER: &str = r#"
-    SELECT commit_seq, 0, doc, version, client, seq, op, NULL FROM events
+    SELECT commit_seq, 0, doc, version, client, seq, op, NULL, author FROM events
     WHERE "partition" = ?1 AND commit_seq > ?2
     UNION ALL
-    SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+    SELECT commit_seq, 1, doc, at_version, client, seq, code, message, '' FROM rejections
+    WHERE "partition" = ?1 AND commit_seq > ?2
+    UNION ALL
+    SELECT commit_seq, 2, doc, last_version, '', 0, '', NULL, author FROM tombstones
     WHERE "partition" = ?1 AND commit_seq > ?2
     ORDER BY 1 LIMIT ?3"#;
 const UNPUBLISHED_OF_COMMIT: &str = r#"
-    SELECT commit_seq, 0, doc, version, client, seq, op, NULL FROM events
+    SELECT commit_seq, 0, doc, version, client, seq, op, NULL, author FROM events
     WHERE "partition" = ?1 AND commit_seq = ?2
     UNION ALL
-    SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+    SELECT commit_seq, 1, doc, at_version, client, seq, code, message, '' FROM rejections
+    WHERE "partition" = ?1 AND commit_seq = ?2
+    UNION ALL
+    SELECT commit_seq, 2, doc, last_version, '', 0, '', NULL, author FROM tombstones
     WHERE "partition" = ?1 AND commit_seq = ?2"#;
-const SELECT_EVENTS: &str = "SELECT version, client, seq, op FROM events \
+const SELECT_EVENTS: &str = "SELECT version, client, seq, op, author FROM events \
                              WHERE doc = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4";
 
 /// Bumps the partition's epoch (creating the row at epoch 1) and returns it with the stored offset
@@ -130,7 +142,8 @@ fn check_published(partition: PartitionId, through: u64, last_commit: u64) -> Re
 /// a never-claimed partition would let two owners that both skipped the claim write unfenced.
 ///
 /// A batch with records takes the next commit number and stores every row under it; the number,
-/// offset and published mark are written together in one update of the partition's row.
+/// offset and published mark are written together in one update of the partition's row. Deletions
+/// come last, so they purge the batch's own events of their documents too.
 pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let state = fence(&tx, batch.partition, batch.epoch)?;
@@ -157,6 +170,7 @@ pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<u64, 
         StoreError::Conflict(format!("partition {} has no commit number left", batch.partition))
     })?;
 
+    let now = now_ms();
     {
         let mut insert = tx.prepare_cached(INSERT_EVENT)?;
         let mut rejected = tx.prepare_cached(REJECTION_OF_SEQ)?;
@@ -168,8 +182,17 @@ pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<u64, 
             }
             let op = serde_json::to_string(&e.op).expect("an operation always encodes as JSON");
             let version = version_to_sql(e.version, &e.doc)?;
-            let row =
-                params![e.doc.as_str(), version, e.client.as_str(), seq, op, batch.partition, number_sql];
+            let row = params![
+                e.doc.as_str(),
+                version,
+                e.client.as_str(),
+                seq,
+                op,
+                e.author,
+                batch.partition,
+                number_sql,
+                now
+            ];
             insert.execute(row).map_err(|err| match constraint(&err) {
                 Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => StoreError::Conflict(format!(
                     "version {} of document {} already exists",
@@ -205,6 +228,7 @@ pub(super) fn commit(conn: &mut Connection, batch: &CommitBatch) -> Result<u64, 
             })?;
         }
     }
+    history::delete_documents(&tx, batch, number_sql, now)?;
     // `through` fits: it was checked against a stored commit number.
     let published = batch.published_through.map(clamp_to_sql);
     tx.prepare_cached(UPDATE_PARTITION)?.execute(params![
@@ -349,26 +373,6 @@ pub(super) fn load_document(conn: &mut Connection, doc: &DocId) -> Result<Stored
     Ok(StoredDocument { snapshot, events, rejections })
 }
 
-/// Stores a snapshot (replacing one of the same version) and keeps only the document's newest two:
-/// the newest is the one loaded, the one before it is a fallback for manual recovery.
-pub(super) fn write_snapshot(conn: &mut Connection, snapshot: &Snapshot) -> Result<(), StoreError> {
-    let version = version_to_sql(snapshot.version, &snapshot.doc)?;
-    let clients = serde_json::to_string(&snapshot.clients).expect("client records always encode as JSON");
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached(
-        "INSERT INTO snapshots (doc, version, text, clients) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (doc, version) DO UPDATE SET text = excluded.text, clients = excluded.clients",
-    )?
-    .execute(params![snapshot.doc.as_str(), version, snapshot.text, clients])?;
-    tx.prepare_cached(
-        "DELETE FROM snapshots WHERE doc = ?1 AND version < \
-         (SELECT version FROM snapshots WHERE doc = ?1 ORDER BY version DESC LIMIT 1 OFFSET 1)",
-    )?
-    .execute([snapshot.doc.as_str()])?;
-    tx.commit()?;
-    Ok(())
-}
-
 pub(super) fn find_outcome(
     conn: &mut Connection,
     doc: &DocId,
@@ -408,122 +412,4 @@ pub(super) fn last_outcome(
     let outcome = find_outcome(conn, doc, client, seq)?
         .ok_or_else(|| StoreError::Corrupt(format!("seq {seq} of {client} on document {doc} vanished")))?;
     Ok(Some(ClientRecord { seq, outcome }))
-}
-
-/// commit_seq, kind (0 event, 1 rejection), doc, version or at_version, client, seq, op or code,
-/// NULL or message.
-type OutboxColumns = (i64, i64, String, i64, String, i64, String, Option<String>);
-
-fn outbox_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxColumns> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-    ))
-}
-
-fn decode_outbox_row(
-    (commit, kind, doc, version, client, seq, text, message): OutboxColumns,
-) -> Result<OutboxRow, StoreError> {
-    let doc =
-        DocId::parse(&doc).map_err(|e| StoreError::Corrupt(format!("document id {doc:?} stored: {e}")))?;
-    let commit = stored_u64(commit, || format!("commit number of a record of document {doc}"))?;
-    let record = match (kind, message) {
-        (0, None) => SequencedRecord::Committed(decode_event(&doc, (version, client, seq, text))?),
-        (1, Some(message)) => SequencedRecord::Rejected(Rejection {
-            client: stored_client(&client, &doc)?,
-            seq: seq_from_sql(seq),
-            code: stored_code(&text, &doc)?,
-            message,
-            at_version: stored_u64(version, || format!("version of a rejection on document {doc}"))?,
-            doc,
-        }),
-        _ => return Err(StoreError::Corrupt(format!("outbox row of kind {kind} for document {doc}"))),
-    };
-    Ok((commit, record))
-}
-
-type EventColumns = (i64, String, i64, String);
-
-fn event_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventColumns> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-}
-
-fn decode_event(doc: &DocId, (version, client, seq, op): EventColumns) -> Result<CommittedEvent, StoreError> {
-    let op: Operation = serde_json::from_str(&op).map_err(|e| {
-        StoreError::Corrupt(format!("op of version {version} of document {doc} is not an operation: {e}"))
-    })?;
-    Ok(CommittedEvent {
-        author: String::new(),
-        doc: doc.clone(),
-        version: stored_u64(version, || format!("a version of document {doc}"))?,
-        client: stored_client(&client, doc)?,
-        seq: seq_from_sql(seq),
-        op,
-    })
-}
-
-fn decode_snapshot(doc: &DocId, version: i64, text: String, clients: &str) -> Result<Snapshot, StoreError> {
-    let version = stored_u64(version, || format!("version of a snapshot of document {doc}"))?;
-    let clients: BTreeMap<ClientId, ClientRecord> = serde_json::from_str(clients).map_err(|e| {
-        StoreError::Corrupt(format!("client records of snapshot {version} of document {doc}: {e}"))
-    })?;
-    Ok(Snapshot { doc: doc.clone(), version, text, clients })
-}
-
-fn stored_client(client: &str, doc: &DocId) -> Result<ClientId, StoreError> {
-    ClientId::parse(client)
-        .map_err(|e| StoreError::Corrupt(format!("client id {client:?} stored for document {doc}: {e}")))
-}
-
-fn stored_code(code: &str, doc: &DocId) -> Result<ErrorCode, StoreError> {
-    ErrorCode::parse(code)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown error code {code:?} stored for document {doc}")))
-}
-
-/// A non-negative integer read back from the database; a negative one was never written by us.
-fn stored_u64(value: i64, what: impl FnOnce() -> String) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{} is negative: {value}", what())))
-}
-
-/// A version to store. Versions count commits, so one past `i64::MAX` never happens; it is
-/// refused like any other version the log cannot take, and nothing is written.
-fn version_to_sql(version: u64, doc: &DocId) -> Result<i64, StoreError> {
-    i64::try_from(version).map_err(|_| {
-        StoreError::Conflict(format!(
-            "version {version} of document {doc} is beyond the largest storable version"
-        ))
-    })
-}
-
-fn clamp_to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// `seq` stored bit-for-bit: clients choose it, so every `u64` must round-trip.
-fn seq_to_sql(seq: u64) -> i64 {
-    seq as i64
-}
-
-fn seq_from_sql(seq: i64) -> u64 {
-    seq as u64
-}
-
-fn seq_conflict(doc: &DocId, client: &ClientId, seq: u64, what: &str) -> StoreError {
-    StoreError::Conflict(format!("seq {seq} of client {client} on document {doc} {what}"))
-}
-
-/// The extended result code of a key violation, if `err` is one.
-fn constraint(err: &rusqlite::Error) -> Option<std::os::raw::c_int> {
-    match err {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-            Some(e.extended_code)
-        }
-        _ => None,
-    }
 }

@@ -71,6 +71,35 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_commit ON events ("partition", commit_seq);
     CREATE INDEX rejections_by_commit ON rejections ("partition", commit_seq);
     "#,
+    // 3: the history (issue 12). Each event records its author and when it was committed (ms since
+    // the Unix epoch); rows from before have '' and 0, "unknown". Checkpoints name versions. A
+    // deleted document leaves a tombstone under the commit that deleted it, for the outbox; keyed
+    // by that commit, not by the document, since a document id may be used again and deleted again,
+    // and `ordinal` (the deletion's place in its batch) lets one batch delete a document twice.
+    r#"
+    ALTER TABLE events ADD COLUMN author TEXT NOT NULL DEFAULT '';
+    ALTER TABLE events ADD COLUMN committed_at INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE checkpoints (
+        doc        TEXT    NOT NULL,
+        name       TEXT    NOT NULL,
+        version    INTEGER NOT NULL,
+        author     TEXT    NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (doc, name)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE tombstones (
+        "partition"  INTEGER NOT NULL,
+        commit_seq   INTEGER NOT NULL,
+        ordinal      INTEGER NOT NULL,
+        doc          TEXT    NOT NULL,
+        last_version INTEGER NOT NULL,
+        author       TEXT    NOT NULL,
+        deleted_at   INTEGER NOT NULL,
+        PRIMARY KEY ("partition", commit_seq, ordinal)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and reads.
@@ -107,7 +136,7 @@ fn open(path: &Path, extra: OpenFlags) -> Result<Connection, StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Room for every statement the store prepares, so none is ever compiled twice.
-    conn.set_prepared_statement_cache_capacity(32);
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

@@ -72,17 +72,18 @@ pub(super) fn version_conflict(doc: &DocId, version: u64) -> StoreError {
     StoreError::Conflict(format!("version {version} of document {doc} already exists"))
 }
 
-/// An event row of `doc`: `version, client, seq, op`.
+/// An event row of `doc`: `version, client, seq, op, author`.
 pub(super) fn decode_event(doc: &DocId, row: &Row) -> Result<CommittedEvent, StoreError> {
     let version: i64 = column(row, 0, "event version")?;
     let client: &str = column(row, 1, "event client")?;
     let seq: i64 = column(row, 2, "event seq")?;
     let op: &str = column(row, 3, "event op")?;
+    let author: String = column(row, 4, "event author")?;
     let op: Operation = serde_json::from_str(op).map_err(|e| {
         StoreError::Corrupt(format!("op of version {version} of document {doc} is not an operation: {e}"))
     })?;
     Ok(CommittedEvent {
-        author: String::new(),
+        author,
         doc: doc.clone(),
         version: stored_u64(version, || format!("a version of document {doc}"))?,
         client: stored_client(client, doc)?,

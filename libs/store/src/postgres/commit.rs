@@ -13,6 +13,9 @@
 //! 4. One multi-row insert of the events and one of the rejections (`unnest` of array parameters),
 //!    each row stamped with the partition and the batch's commit number; one update of the
 //!    partition's row (commit number, offset, published mark); `COMMIT`.
+//! 5. Only in a batch that deletes documents, before the update of step 4: the documents' deletion
+//!    locks, then one statement that purges their events, rejections, snapshots and checkpoints
+//!    and stores their tombstones (see the `deletion` module).
 //!
 //! Checks that need no database (versions too large, keys repeated within the batch) run on the
 //! batch before the transaction starts, but their error is reported only after the epoch check, so
@@ -27,6 +30,7 @@ use super::codec::{
     check_published, clamp_to_sql, column, pg_error, seq_conflict, seq_from_sql, seq_to_sql, stored_client,
     stored_u64, unique_violation, version_conflict, version_to_sql,
 };
+use super::deletion;
 use crate::{CommitBatch, StoreError};
 
 const LOCK_PARTITION: &str = r#"SELECT epoch, last_commit FROM partitions WHERE "partition" = $1 FOR UPDATE"#;
@@ -46,9 +50,10 @@ const FIND_OUTCOME_OF_ANY: &str = "SELECT o.doc, o.client, o.seq, o.committed \
          WHERE r.doc = b.doc AND r.client = b.client AND r.seq = b.seq \
      ) AS o LIMIT 1";
 
-const INSERT_EVENTS: &str = r#"INSERT INTO events (doc, version, client, seq, op, "partition", commit_seq)
-     SELECT u.*, $6::bigint, $7::bigint
-     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[]) AS u"#;
+const INSERT_EVENTS: &str = r#"INSERT INTO events
+     (doc, version, client, seq, op, author, "partition", commit_seq)
+     SELECT u.*, $7::bigint, $8::bigint
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS u"#;
 
 const INSERT_REJECTIONS: &str = r#"INSERT INTO rejections
      (doc, client, seq, code, message, at_version, "partition", commit_seq)
@@ -76,14 +81,17 @@ struct Columns<'a> {
     event_client: Vec<&'a str>,
     event_seq: Vec<i64>,
     event_op: Vec<String>,
+    event_author: Vec<&'a str>,
     rejection_doc: Vec<&'a str>,
     rejection_client: Vec<&'a str>,
     rejection_seq: Vec<i64>,
     rejection_code: Vec<&'a str>,
     rejection_message: Vec<&'a str>,
     rejection_at_version: Vec<i64>,
-    /// The batch's documents, each once: the advisory locks to take.
+    /// The batch's documents (deleted ones too), each once: the advisory locks to take.
     docs: Vec<&'a str>,
+    /// The batch's deletions, in batch order.
+    pub(super) deleted: deletion::Columns<'a>,
     /// Every (doc, client, seq) of the batch, events' then rejections'.
     key_doc: Vec<&'a str>,
     key_client: Vec<&'a str>,
@@ -114,6 +122,7 @@ impl<'a> Columns<'a> {
             cols.event_client.push(e.client.as_str());
             cols.event_seq.push(seq_to_sql(e.seq));
             cols.event_op.push(serde_json::to_string(&e.op).expect("an operation always encodes as JSON"));
+            cols.event_author.push(&e.author);
         }
         for r in &batch.rejections {
             let at_version = version_to_sql(r.at_version, &r.doc).unwrap_or_else(|err| {
@@ -133,7 +142,8 @@ impl<'a> Columns<'a> {
         cols.key_doc = [&cols.event_doc[..], &cols.rejection_doc[..]].concat();
         cols.key_client = [&cols.event_client[..], &cols.rejection_client[..]].concat();
         cols.key_seq = [&cols.event_seq[..], &cols.rejection_seq[..]].concat();
-        cols.docs = cols.key_doc.clone();
+        cols.deleted = deletion::Columns::new(&batch.deletions, &mut verdict);
+        cols.docs = [&cols.key_doc[..], &cols.deleted.doc[..]].concat();
         cols.docs.sort_unstable();
         cols.docs.dedup();
         (cols, verdict)
@@ -141,7 +151,7 @@ impl<'a> Columns<'a> {
 }
 
 /// Keeps the first reason a batch cannot be written: the one a sequential check would report.
-fn refuse(err: StoreError, verdict: &mut Result<(), StoreError>) {
+pub(super) fn refuse(err: StoreError, verdict: &mut Result<(), StoreError>) {
     if verdict.is_ok() {
         *verdict = Err(err);
     }
@@ -228,10 +238,11 @@ async fn write(
         StoreError::Conflict(format!("partition {} has no commit number left", batch.partition))
     })?;
 
-    if !cols.key_doc.is_empty() {
+    if !cols.docs.is_empty() {
         let stmt = tx.prepare_cached(LOCK_DOCUMENTS).await.map_err(fail("prepare the document locks"))?;
         tx.query_one(&stmt, &[&cols.docs]).await.map_err(fail("lock the batch's documents"))?;
-
+    }
+    if !cols.key_doc.is_empty() {
         let stmt = tx.prepare_cached(FIND_OUTCOME_OF_ANY).await.map_err(fail("prepare the seq check"))?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
             [&cols.key_doc, &cols.key_client, &cols.key_seq];
@@ -242,12 +253,13 @@ async fn write(
 
     if !cols.event_doc.is_empty() {
         let stmt = tx.prepare_cached(INSERT_EVENTS).await.map_err(fail("prepare the event insert"))?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &cols.event_doc,
             &cols.event_version,
             &cols.event_client,
             &cols.event_seq,
             &cols.event_op,
+            &cols.event_author,
             &partition,
             &number_sql,
         ];
@@ -273,6 +285,8 @@ async fn write(
         ];
         tx.execute(&stmt, &params).await.map_err(fail("insert the batch's rejections"))?;
     }
+    // After the inserts: a deletion purges the batch's own events of its document too.
+    deletion::delete_documents(&tx, &cols.deleted, partition, number_sql).await?;
     // `through` fits: it was checked against a stored commit number.
     let published = batch.published_through.map(clamp_to_sql);
     let stmt = tx.prepare_cached(UPDATE_PARTITION).await.map_err(fail("prepare the partition update"))?;
@@ -297,8 +311,9 @@ fn taken_seq(row: &tokio_postgres::Row) -> Result<StoreError, StoreError> {
     Ok(seq_conflict(&doc, &client, seq, what))
 }
 
-/// The conflict naming the first of the batch's versions that exists. Events are never deleted,
-/// so the version that failed the insert is still there to be found.
+/// The conflict naming the first of the batch's versions that exists. The version that failed the
+/// insert is still there to be found unless its document was deleted meanwhile; then the fallback
+/// names the batch's documents.
 async fn name_taken_version(client: &Client, cols: &Columns<'_>) -> StoreError {
     let found = async {
         let stmt = client.prepare_cached(FIND_TAKEN_VERSION).await?;

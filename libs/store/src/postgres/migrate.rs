@@ -15,6 +15,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
     (2, "outbox", include_str!("../../migrations/postgres/0002_outbox.sql")),
+    (3, "history", include_str!("../../migrations/postgres/0003_history.sql")),
 ];
 
 /// The advisory lock that serialises migrations ('TMIG'); its own class, apart from documents'.

@@ -1,9 +1,10 @@
-//! Every operation but the commit: claims, reads and snapshots, each one statement or one short
-//! transaction on a pooled connection, through statements prepared once per connection.
+//! Every operation but the commit and the history's: claims, the outbox and the sequencer's reads,
+//! each one statement or one short transaction on a pooled connection, through statements prepared
+//! once per connection.
 
 use deadpool_postgres::Client;
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId};
 use tokio_postgres::IsolationLevel;
 
@@ -12,9 +13,7 @@ use super::codec::{
     stored_client, stored_code, stored_u64, version_to_sql,
 };
 use crate::outbox::{self, OutboxRow, Page};
-use crate::{
-    ClientRecord, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument, UnpublishedCommit,
-};
+use crate::{ClientRecord, PartitionClaim, PartitionId, StoreError, StoredDocument, UnpublishedCommit};
 
 const CLAIM_PARTITION: &str = r#"INSERT INTO partitions ("partition", epoch, next_offset) VALUES ($1, 1, NULL)
      ON CONFLICT ("partition") DO UPDATE SET epoch = partitions.epoch + 1
@@ -24,36 +23,39 @@ const LOCK_PARTITION: &str =
 const MARK_PUBLISHED: &str =
     r#"UPDATE partitions SET published_through = greatest(published_through, $2) WHERE "partition" = $1"#;
 const PUBLISHED_THROUGH: &str = r#"SELECT published_through FROM partitions WHERE "partition" = $1"#;
-/// The outbox in commit order, `kind` 0 for events and 1 for rejections; the last two columns are
-/// (op, NULL) for an event and (code, message) for a rejection. Each side is a range scan of its
-/// `(partition, commit_seq)` index, merged.
+/// The outbox in commit order, `kind` 0 for events, 1 for rejections and 2 for tombstones. The
+/// columns after the document: version (a rejection's `at_version`, a tombstone's
+/// `last_version`), client and seq ('' and 0 for a tombstone), op or code ('' for a tombstone),
+/// message (NULL but for a rejection), author ('' for a rejection). Each branch is a range scan
+/// of its table's `(partition, commit_seq)` index, merged.
 const UNPUBLISHED_AFTER: &str = r#"
-     SELECT commit_seq, 0, doc, version, client, seq, op, NULL::text FROM events
+     SELECT commit_seq, 0, doc, version, client, seq, op, NULL::text, author FROM events
      WHERE "partition" = $1 AND commit_seq > $2
      UNION ALL
-     SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+     SELECT commit_seq, 1, doc, at_version, client, seq, code, message, '' FROM rejections
+     WHERE "partition" = $1 AND commit_seq > $2
+     UNION ALL
+     SELECT commit_seq, 2, doc, last_version, '', 0, '', NULL::text, author FROM tombstones
      WHERE "partition" = $1 AND commit_seq > $2
      ORDER BY 1 LIMIT $3"#;
 const UNPUBLISHED_OF_COMMIT: &str = r#"
-     SELECT commit_seq, 0, doc, version, client, seq, op, NULL::text FROM events
+     SELECT commit_seq, 0, doc, version, client, seq, op, NULL::text, author FROM events
      WHERE "partition" = $1 AND commit_seq = $2
      UNION ALL
-     SELECT commit_seq, 1, doc, at_version, client, seq, code, message FROM rejections
+     SELECT commit_seq, 1, doc, at_version, client, seq, code, message, '' FROM rejections
+     WHERE "partition" = $1 AND commit_seq = $2
+     UNION ALL
+     SELECT commit_seq, 2, doc, last_version, '', 0, '', NULL::text, author FROM tombstones
      WHERE "partition" = $1 AND commit_seq = $2"#;
-const LATEST_VERSION: &str = "SELECT max(version) FROM events WHERE doc = $1";
-const SELECT_EVENTS: &str = "SELECT version, client, seq, op FROM events \
+pub(super) const LATEST_VERSION: &str = "SELECT max(version) FROM events WHERE doc = $1";
+const SELECT_EVENTS: &str = "SELECT version, client, seq, op, author FROM events \
      WHERE doc = $1 AND version > $2 AND version <= $3 ORDER BY version LIMIT $4";
 const NEWEST_SNAPSHOT: &str =
     "SELECT version, text, clients::text FROM snapshots WHERE doc = $1 ORDER BY version DESC LIMIT 1";
 const EVENTS_AFTER: &str =
-    "SELECT version, client, seq, op FROM events WHERE doc = $1 AND version > $2 ORDER BY version";
+    "SELECT version, client, seq, op, author FROM events WHERE doc = $1 AND version > $2 ORDER BY version";
 const REJECTIONS_FROM: &str = "SELECT client, seq, code, message, at_version FROM rejections \
      WHERE doc = $1 AND at_version >= $2 ORDER BY at_version, client, seq";
-const UPSERT_SNAPSHOT: &str =
-    "INSERT INTO snapshots (doc, version, text, clients) VALUES ($1, $2, $3, $4::text::jsonb) \
-     ON CONFLICT (doc, version) DO UPDATE SET text = excluded.text, clients = excluded.clients";
-const TRIM_SNAPSHOTS: &str = "DELETE FROM snapshots WHERE doc = $1 AND version < \
-     (SELECT version FROM snapshots WHERE doc = $1 ORDER BY version DESC LIMIT 1 OFFSET 1)";
 /// One statement, so one consistent view: an outcome is in one table or the other.
 const FIND_OUTCOME: &str =
     "SELECT version, NULL::text, NULL::text FROM events WHERE doc = $1 AND client = $2 AND seq = $3 \
@@ -180,7 +182,8 @@ pub(super) async fn unpublished(
     Ok(page)
 }
 
-/// An outbox row: `commit_seq, kind, doc, version or at_version, client, seq, op or code, message`.
+/// An outbox row: `commit_seq, kind, doc, version, client, seq, op or code, message, author` (see
+/// [`UNPUBLISHED_AFTER`]).
 fn decode_outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, StoreError> {
     let doc: &str = column(row, 2, "outbox document")?;
     let doc =
@@ -190,10 +193,9 @@ fn decode_outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, StoreError>
     let kind: i32 = column(row, 1, "outbox record kind")?;
     let version: i64 = column(row, 3, "outbox version")?;
     let version = stored_u64(version, || format!("a version of document {doc}"))?;
-    let client = stored_client(column(row, 4, "outbox client")?, &doc)?;
-    let seq = seq_from_sql(column(row, 5, "outbox seq")?);
     let text: &str = column(row, 6, "outbox op or code")?;
     let message: Option<String> = column(row, 7, "outbox message")?;
+    let author: String = column(row, 8, "outbox author")?;
     let record = match (kind, message) {
         (0, None) => {
             let op: Operation = serde_json::from_str(text).map_err(|e| {
@@ -201,19 +203,17 @@ fn decode_outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, StoreError>
                     "op of version {version} of document {doc} is not an operation: {e}"
                 ))
             })?;
-            SequencedRecord::Committed(CommittedEvent {
-                author: String::new(),
-                doc,
-                version,
-                client,
-                seq,
-                op,
-            })
+            let client = stored_client(column(row, 4, "outbox client")?, &doc)?;
+            let seq = seq_from_sql(column(row, 5, "outbox seq")?);
+            SequencedRecord::Committed(CommittedEvent { author, doc, version, client, seq, op })
         }
         (1, Some(message)) => {
+            let client = stored_client(column(row, 4, "outbox client")?, &doc)?;
+            let seq = seq_from_sql(column(row, 5, "outbox seq")?);
             let code = stored_code(text, &doc)?;
             SequencedRecord::Rejected(Rejection { doc, client, seq, code, message, at_version: version })
         }
+        (2, None) => SequencedRecord::Deleted(DocumentDeleted { doc, last_version: version, author }),
         _ => return Err(StoreError::Corrupt(format!("outbox row of kind {kind} for document {doc}"))),
     };
     Ok((commit, record))
@@ -296,24 +296,6 @@ fn decode_rejection(doc: &DocId, row: &tokio_postgres::Row) -> Result<Rejection,
         message: column(row, 3, "rejection message")?,
         at_version: stored_u64(at_version, || format!("version of a rejection on document {doc}"))?,
     })
-}
-
-/// Stores a snapshot (replacing one of the same version) and keeps only the document's newest two:
-/// the newest is the one loaded, the one before it a fallback for manual recovery.
-pub(super) async fn write_snapshot(client: &mut Client, snapshot: &Snapshot) -> Result<(), StoreError> {
-    let fail = |doing: &'static str| move |e| pg_error(e, doing);
-    let doc = &snapshot.doc;
-    let version = version_to_sql(snapshot.version, doc)?;
-    let clients = serde_json::to_string(&snapshot.clients).expect("client records always encode as JSON");
-    let tx = client.transaction().await.map_err(fail("begin writing a snapshot"))?;
-    let stmt = tx.prepare_cached(UPSERT_SNAPSHOT).await.map_err(fail("prepare the snapshot write"))?;
-    tx.execute(&stmt, &[&doc.as_str(), &version, &snapshot.text.as_bytes(), &clients])
-        .await
-        .map_err(fail("write the snapshot"))?;
-    let stmt = tx.prepare_cached(TRIM_SNAPSHOTS).await.map_err(fail("prepare the snapshot trim"))?;
-    tx.execute(&stmt, &[&doc.as_str()]).await.map_err(fail("drop old snapshots"))?;
-    tx.commit().await.map_err(fail("commit the snapshot"))?;
-    Ok(())
 }
 
 pub(super) async fn last_outcome(
