@@ -77,8 +77,9 @@ fn doc_id(field: &str, value: &str) -> Result<DocId, ConvertError> {
         .map_err(|e| ConvertError::InvalidId { field: field.to_owned(), reason: e.to_string() })
 }
 
-/// Most bytes of an author (a user id from a token).
-pub const MAX_AUTHOR_BYTES: usize = 256;
+/// Most bytes of an author: a user id from a token, which may have 256 characters
+/// (`tandem_auth::MAX_USER_ID_CHARS`) of up to 4 UTF-8 bytes each.
+pub const MAX_AUTHOR_BYTES: usize = 1024;
 
 fn author(field: &str, value: String) -> Result<String, ConvertError> {
     if value.len() > MAX_AUTHOR_BYTES {

@@ -175,7 +175,11 @@ impl StreamTask {
 
 /// Answers one request: validates every submission, checks the caller may write every document of
 /// it, scopes the client ids of a user's submissions by that user (as the gateway does for its
-/// users), appends them all concurrently, and reports `accepted` only if the op log took every one.
+/// users) and names that user their author, appends them all concurrently, and reports `accepted`
+/// only if the op log took every one.
+///
+/// A delete (`delete_document`) is checked like an op: write permission on its document; its `seq`,
+/// `base` and `op` are not used, so an empty op and seq 0 are fine.
 pub async fn answer(
     submitter: &dyn OpSubmitter,
     request: SubmitRequest,
@@ -198,9 +202,12 @@ pub async fn answer(
     }
     if caller.user_token {
         // An internal client's ids are its user's own, like a WebSocket session's: it cannot pass for
-        // another user's session (see `tandem_auth::scoped_client_id`).
+        // another user's session (see `tandem_auth::scoped_client_id`), nor record another author.
+        // A gateway (service token) stamps its own users as authors; without authentication, what
+        // came is kept (a gateway without authentication stamps "anonymous").
         for submission in &mut submissions {
             submission.client = principal.scoped_client(&submission.client);
+            submission.author.clone_from(&principal.user);
         }
     }
     let started = std::time::Instant::now();
@@ -508,7 +515,7 @@ mod tests {
         let mut op = tandem_ot::Operation::new();
         op.insert("x");
         let submission = Submission {
-            author: String::new(),
+            author: "ann".to_owned(),
             delete_document: false,
             doc: DocId::parse("team-a/x").expect("id"),
             client: id.clone(),
@@ -529,10 +536,14 @@ mod tests {
             let response = answer(&kept, request(), DEFAULT_MAX_BATCH, caller).await;
             assert!(matches!(response.result, Some(submit_response::Result::Accepted(_))), "{response:?}");
         }
-        let clients: Vec<ClientId> =
-            kept.0.lock().expect("not poisoned").iter().map(|s| s.client.clone()).collect();
+        let kept = kept.0.lock().expect("not poisoned");
+        let clients: Vec<ClientId> = kept.iter().map(|s| s.client.clone()).collect();
         // A user's ids are scoped by the user, exactly as the gateway scopes a WebSocket session's;
         // a gateway's (already scoped) and an unauthenticated deployment's pass as they are.
         assert_eq!(clients, [indexer.scoped_client(&id), id.clone(), id]);
+        // Likewise the author: a user is its own; a gateway's stamp (or what came without
+        // authentication) is kept.
+        let authors: Vec<&str> = kept.iter().map(|s| s.author.as_str()).collect();
+        assert_eq!(authors, ["indexer", "ann", "ann"]);
     }
 }

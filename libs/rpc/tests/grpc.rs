@@ -389,6 +389,68 @@ async fn internal_clients_are_authorised_per_document() {
     server.stop().await;
 }
 
+/// Issue 12 (DESIGN.md decision 1): an event's author is the authenticated user. A caller with a
+/// user token is named the author of its submissions whatever it sends, so it cannot record ops or
+/// deletes as someone else's; the gateway (service token) stamps its own users and is believed.
+/// A delete (no op, seq 0) passes the ingress like an op: with write permission on the document.
+#[tokio::test]
+async fn a_user_token_caller_cannot_forge_the_author_and_deletes_need_write_permission() {
+    use tandem_auth::{mint, KeyAlgorithm, MintKey, MintRequest, Verifier, VerifierConfig};
+    let secret = b"an-internal-test-secret-of-32-bytes-or-more".to_vec();
+    let verifier =
+        Verifier::new(VerifierConfig::new(KeyAlgorithm::Hs256, vec![secret.clone()])).expect("verifier");
+    let (bus, mut consumer) = bus();
+    let auth = CallerAuth { service_token: Some("s3cret".to_owned()), verifier: Some(Arc::new(verifier)) };
+    let server = Server::start_with(local(), bus, auth).await;
+    let as_user = |user: &str, read: &[&str], write: &[&str]| {
+        let token =
+            mint(&MintKey::Hs256(secret.clone()), &MintRequest::new(user, read, write)).expect("mint");
+        let options = SubmitterOptions { token: Some(token), ..options() };
+        GrpcSubmitter::new(vec![server.uri()], options).expect("valid options")
+    };
+    let forged = |mut submission: Submission| {
+        submission.author = "mallory".to_owned();
+        submission
+    };
+    let indexer = as_user("indexer", &[], &["team-a/*"]);
+    until_accepted(&indexer, forged(submission("team-a/notes", "indexer", 1, "a"))).await;
+    let delete = Submission {
+        delete_document: true,
+        seq: 0,
+        op: Operation::new(),
+        ..forged(submission("team-a/notes", "indexer", 0, "unused"))
+    };
+    until_accepted(&indexer, delete.clone()).await;
+    let reached = read(&mut consumer, 2).await;
+    assert_eq!(
+        reached.iter().map(|s| (s.author.as_str(), s.delete_document)).collect::<Vec<_>>(),
+        [("indexer", false), ("indexer", true)],
+        "the caller's user is the author, whatever it sent"
+    );
+    assert_eq!((reached[1].seq, reached[1].op.is_noop()), (0, true), "{:?}", reached[1]);
+
+    // Reading is not enough to delete.
+    let reader = as_user("reader", &["team-b/*"], &[]);
+    let delete_b = Submission { doc: DocId::parse("team-b/notes").expect("valid doc id"), ..delete };
+    let (code, text) = loop {
+        match reader.submit(delete_b.clone()).await {
+            Err(BusError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            result => break refusal(result),
+        }
+    };
+    assert_eq!(code, ErrorCode::Forbidden, "{text}");
+    assert!(text.contains("may not write document team-b/notes"), "{text}");
+
+    // The gateway's users are its to name.
+    let gateway_options = SubmitterOptions { token: Some("s3cret".to_owned()), ..options() };
+    let gateway = GrpcSubmitter::new(vec![server.uri()], gateway_options).expect("valid options");
+    let mut stamped = submission("team-b/notes", "gw", 1, "c");
+    stamped.author = "ann".to_owned();
+    until_accepted(&gateway, stamped).await;
+    assert_eq!(read(&mut consumer, 1).await[0].author, "ann");
+    server.stop().await;
+}
+
 /// An op whose retain count is out of range: the domain type holds it, the ingress refuses it.
 fn huge_retain(mut submission: Submission) -> Submission {
     submission.op = Operation::new();

@@ -11,12 +11,16 @@
 //! refused before anything is read, and the history an older op needs is asked for one page (the
 //! window's length) at a time, the progress kept here between pages, so the caller can serve other
 //! documents between two pages.
+//!
+//! A submission with `delete_document` is not an op: it is decided at once ([`Decision::Delete`]),
+//! whatever its `seq`, and the state starts over as the empty document at version 0 that knows no
+//! client (the store purges the document's events and rejections with the tombstone).
 
 use std::collections::{HashMap, VecDeque};
 
 use ropey::Rope;
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, Submission};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, Submission};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_store::{ClientRecord, Snapshot, StoredDocument};
 
@@ -61,6 +65,10 @@ pub enum Decision {
     Commit(CommittedEvent),
     /// A resubmission of an op committed as `version`: re-acknowledge it, change nothing.
     Duplicate { version: u64 },
+    /// The document is deleted: the state is the empty document at version 0 again, knowing no
+    /// client. The tombstone must be committed (after the events of the document decided before it,
+    /// which it purges, and before any decided after it) before anyone hears of it.
+    Delete(DocumentDeleted),
     /// The op is refused. `new` is false when this is a resubmission of an op refused before: the
     /// same error again, nothing to store.
     Reject { rejection: Rejection, new: bool },
@@ -238,6 +246,11 @@ impl DocumentState {
     /// call each).
     pub fn decide(&mut self, sub: &Submission, limits: &Limits, fetched: Fetched<'_>) -> Decision {
         debug_assert_eq!(sub.doc, self.doc, "a submission routed to the wrong document");
+        if sub.delete_document {
+            // Not deduplicated by (client, seq): the client records go with the document, and a
+            // delete repeated is a delete of whatever the document holds by then.
+            return self.delete(sub);
+        }
         self.uses += 1;
         let last = match self.clients.get_mut(&sub.client) {
             Some(known) => {
@@ -348,13 +361,24 @@ impl DocumentState {
         self.push_window(WindowEntry { client: sub.client.clone(), seq: sub.seq, op: op.clone() });
         self.trim_window(limits.history_window);
         Decision::Commit(CommittedEvent {
-            author: String::new(),
+            author: sub.author.clone(),
             doc: self.doc.clone(),
             version: self.version,
             client: sub.client.clone(),
             seq: sub.seq,
             op,
         })
+    }
+
+    /// Forgets the document: text, history window, clients, a late op in progress and the snapshot
+    /// counter. After it, an op resubmitted from before is judged like any op of a client the
+    /// document never saw: a seq other than 1 skips ahead and a base above the new version is ahead
+    /// of the document (both refused, `invalid_op`); it is never acknowledged with a purged version.
+    fn delete(&mut self, sub: &Submission) -> Decision {
+        let deleted =
+            DocumentDeleted { doc: self.doc.clone(), last_version: self.version, author: sub.author.clone() };
+        *self = Self::new(self.doc.clone());
+        Decision::Delete(deleted)
     }
 
     /// Everything up to `version` is in the store: the window may now drop it.
@@ -584,3 +608,6 @@ mod tests;
 
 #[cfg(test)]
 mod hostile_tests;
+
+#[cfg(test)]
+mod delete_tests;

@@ -49,6 +49,7 @@ pub(crate) fn close_decide(span: Span, decision: &Decision) -> Context {
         Decision::Commit(event) => ("committed", Some(event.version)),
         Decision::Duplicate { version } => ("duplicate", Some(*version)),
         Decision::Reject { rejection, .. } => ("rejected", Some(rejection.at_version)),
+        Decision::Delete(deleted) => ("deleted", Some(deleted.last_version)),
         Decision::NeedHistory { .. } | Decision::NeedOutcome | Decision::NeedClient => ("incomplete", None),
     };
     span.record("outcome", outcome);

@@ -10,10 +10,18 @@
 //! window needs history from the store; it is held (with every later op of its document, which must
 //! wait behind it) and decided over the next rounds, one page of history per round, while the ops
 //! of every other document are decided and committed as usual.
+//!
+//! A delete of a document (a submission with `delete_document`) is decided like an op, in the
+//! document's order, and committed as a tombstone in the batch's `deletions`: the store purges the
+//! document after the batch's events of it, so an op of the document after the delete waits for the
+//! next round's commit. A delete is also never committed while a late op that arrived before it is
+//! still held: the stored offset stays at a held op, and everything after that offset is decided
+//! again by the next owner; an op again is deduplicated, but a delete again would purge what was
+//! written after it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_bus::{BusError, EventPublisher, OpConsumer, PartitionId, Published, SubmissionRecord};
@@ -26,6 +34,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::document::{Decision, DocumentState, Fetched, Limits, LoadError};
 use crate::op_trace::{self, CommitSpans, Outgoing};
+
+mod snapshots;
+use snapshots::SnapshotWrites;
 
 /// How a partition owner batches, caches and snapshots.
 #[derive(Debug, Clone)]
@@ -103,12 +114,22 @@ struct CachedDocument {
     last_used: u64,
 }
 
-/// The ops of one document waiting behind a late op of it, in arrival order: the first is the late
-/// op, decided one page of history per round.
+/// The ops of one document waiting for a later round, in arrival order, behind the first one.
 struct Held {
     records: VecDeque<SubmissionRecord>,
-    /// The page of history the first one asked for: versions `after < v <= up_to`.
-    need: (u64, u64),
+    /// What the first one waits for.
+    wait: Wait,
+}
+
+/// Why an op is decided in a later round instead of now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A late op: it needs the events `after < v <= up_to` (one page) from the store.
+    History { after: u64, up_to: u64 },
+    /// Nothing to read: an op after a delete of its document in this round (the store purges the
+    /// document after the batch's events, so the op's event must go in a later commit), or a delete
+    /// that waits for a late op that arrived before it (see [`PartitionOwner::decide_record`]).
+    NextRound,
 }
 
 /// What the state machine decided about the ops of one round, ready to commit.
@@ -121,6 +142,8 @@ struct Decided {
     traced: Vec<(usize, tandem_telemetry::propagation::Context)>,
     duplicates: u64,
     rejected: u64,
+    /// The documents deleted in this round: their later ops wait for the next one.
+    deleted: HashSet<DocId>,
 }
 
 impl Decided {
@@ -147,22 +170,17 @@ impl Decided {
                 }
                 self.records.push(SequencedRecord::Rejected(rejection));
             }
+            Decision::Delete(deleted) => {
+                let (doc, last_version) = (&deleted.doc, deleted.last_version);
+                info!(%doc, last_version, author = %deleted.author, "document deleted");
+                self.deleted.insert(deleted.doc.clone());
+                self.commit.deletions.push(deleted.clone());
+                self.records.push(SequencedRecord::Deleted(deleted));
+            }
             Decision::NeedHistory { .. } | Decision::NeedOutcome | Decision::NeedClient => {
                 unreachable!("decide() resolves every request for data but history")
             }
         }
-    }
-}
-
-/// Removes its document from the set of snapshot writes in flight when the write ends (or panics).
-struct SnapshotWrite {
-    writing: Arc<Mutex<HashSet<DocId>>>,
-    doc: DocId,
-}
-
-impl Drop for SnapshotWrite {
-    fn drop(&mut self) {
-        self.writing.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.doc);
     }
 }
 
@@ -233,6 +251,7 @@ async fn own_partition(
     if let Some(offset) = claim.next_offset.or(reclaim.then_some(0)) {
         consumer.seek(offset).await?;
     }
+    let snapshots = SnapshotWrites::new(config.snapshot_writes);
     let mut owner = PartitionOwner {
         partition,
         epoch: claim.epoch,
@@ -246,7 +265,7 @@ async fn own_partition(
         held: HashMap::new(),
         held_order: VecDeque::new(),
         consumed: None,
-        snapshots: Arc::new(Mutex::new(HashSet::new())),
+        snapshots,
     };
     owner.republish(&*publisher).await?;
     // Publishing runs beside the loop, not in it: while one batch's records are on their way to the
@@ -374,14 +393,15 @@ struct PartitionOwner {
     /// The partition's last commit number: the next batch with records expects the one after it,
     /// which makes retrying a commit whose answer was lost safe.
     last_commit: u64,
-    /// Documents with a late op being decided page by page, and the ops waiting behind it.
+    /// Documents with an op waiting for a later round (a late op being decided page by page, or an
+    /// op after a delete), and the ops waiting behind it.
     held: HashMap<DocId, Held>,
     /// The documents of `held`, in the order their next page is read (one per round).
     held_order: VecDeque<DocId>,
     /// The offset after the last op consumed.
     consumed: Option<i64>,
-    /// The documents whose snapshot is being written.
-    snapshots: Arc<Mutex<HashSet<DocId>>>,
+    /// The snapshot writes in flight.
+    snapshots: SnapshotWrites,
 }
 
 impl PartitionOwner {
@@ -491,16 +511,16 @@ impl PartitionOwner {
             self.advance_held(doc, &mut decided).await?;
         }
         for record in &batch {
-            // Behind a late op of its document: it waits its turn.
+            // Behind a waiting op of its document: it waits its turn.
             if let Some(held) = self.held.get_mut(&record.submission.doc) {
                 held.records.push_back(record.clone());
                 continue;
             }
-            if let Some(need) = self.decide_record(record, None, &mut decided).await? {
-                self.hold(record.clone(), need);
+            if let Some(wait) = self.decide_record(record, None, &mut decided).await? {
+                self.hold(record.clone(), wait);
             }
         }
-        let Decided { mut commit, records, traced, duplicates, rejected } = decided;
+        let Decided { mut commit, records, traced, duplicates, rejected, .. } = decided;
         if records.is_empty() {
             // Only a page of history was read, or every op waits behind a late one.
             return Ok((self.last_commit, Vec::new()));
@@ -513,6 +533,9 @@ impl PartitionOwner {
         commit.next_offset = held_from.or(self.consumed);
         commit.published_through = Some(self.published()).filter(|&published| published > self.marked);
         commit.expected_commit = Some(self.last_commit + 1);
+        for deleted in &commit.deletions {
+            self.snapshots.finish(&deleted.doc).await;
+        }
         let started = std::time::Instant::now();
         let commit_spans = CommitSpans::open(traced, &records);
         let number = self.commit(&commit).await?;
@@ -523,6 +546,8 @@ impl PartitionOwner {
             .increment(commit.events.len() as u64);
         metrics::counter!("tandem_sequencer_ops_total", "outcome" => "duplicate").increment(duplicates);
         metrics::counter!("tandem_sequencer_ops_total", "outcome" => "rejected").increment(rejected);
+        metrics::counter!("tandem_sequencer_ops_total", "outcome" => "deleted")
+            .increment(commit.deletions.len() as u64);
         self.last_commit = number;
         if let Some(through) = commit.published_through {
             self.marked = through;
@@ -531,16 +556,18 @@ impl PartitionOwner {
         Ok((number, records))
     }
 
-    /// Holds a late op that asked for a page of history: it is decided over the next rounds.
-    fn hold(&mut self, record: SubmissionRecord, need: (u64, u64)) {
+    /// Holds an op that waits: it is decided over the next rounds.
+    fn hold(&mut self, record: SubmissionRecord, wait: Wait) {
         let doc = record.submission.doc.clone();
-        metrics::counter!("tandem_sequencer_late_ops_total").increment(1);
-        self.held.insert(doc.clone(), Held { records: VecDeque::from([record]), need });
+        if matches!(wait, Wait::History { .. }) {
+            metrics::counter!("tandem_sequencer_late_ops_total").increment(1);
+        }
+        self.held.insert(doc.clone(), Held { records: VecDeque::from([record]), wait });
         self.held_order.push_back(doc);
     }
 
-    /// Reads one page of history for the late op of `doc` and decides it if that was the last page;
-    /// then decides the ops behind it until one is late again or none is left.
+    /// Reads one page of history for the late op of `doc` (if it waits for one) and decides it;
+    /// then decides the ops behind it until one waits again or none is left.
     ///
     /// While more than a batch of ops waits behind late ops of the document (a stream of late ops
     /// on one document), it reads further pages in the same round, as the loop did before pages
@@ -548,23 +575,25 @@ impl PartitionOwner {
     async fn advance_held(&mut self, doc: DocId, decided: &mut Decided) -> Result<(), PartitionError> {
         let Some(mut held) = self.held.remove(&doc) else { return Ok(()) };
         loop {
-            let (after, up_to) = held.need;
-            let limit = (up_to - after) as usize;
-            let page = retry(self.partition, || self.store.read_events(&doc, after, up_to, limit)).await?;
-            let mut page = Some(page);
-            let mut late_again = false;
+            let mut page = match held.wait {
+                Wait::History { after, up_to } => {
+                    let limit = (up_to - after) as usize;
+                    Some(retry(self.partition, || self.store.read_events(&doc, after, up_to, limit)).await?)
+                }
+                Wait::NextRound => None,
+            };
+            let mut waits = None;
             while let Some(record) = held.records.pop_front() {
-                if let Some(need) = self.decide_record(&record, page.take().as_deref(), decided).await? {
+                if let Some(wait) = self.decide_record(&record, page.take().as_deref(), decided).await? {
                     held.records.push_front(record);
-                    held.need = need;
-                    late_again = true;
+                    waits = Some(wait);
                     break;
                 }
             }
-            if !late_again {
-                return Ok(());
-            }
-            if held.records.len() <= self.config.max_batch {
+            let Some(wait) = waits else { return Ok(()) };
+            held.wait = wait;
+            // Only history can be read now; what waits for the next round waits.
+            if wait == Wait::NextRound || held.records.len() <= self.config.max_batch {
                 self.held.insert(doc.clone(), held);
                 self.held_order.push_back(doc);
                 return Ok(());
@@ -573,14 +602,26 @@ impl PartitionOwner {
     }
 
     /// Decides one op (with a page of history for a late op), adding the decision to `decided`;
-    /// returns the page of history it needs instead when it needs one.
+    /// returns what it waits for instead when it cannot be decided in this round.
+    ///
+    /// A delete waits while an op that arrived before it (of another document) is held: until that
+    /// op is decided the stored offset stays at it, and a next owner would decide everything after
+    /// it again. The first op held is never kept waiting by this rule, so the wait ends.
     async fn decide_record(
         &mut self,
         record: &SubmissionRecord,
         page: Option<&[CommittedEvent]>,
         decided: &mut Decided,
-    ) -> Result<Option<(u64, u64)>, PartitionError> {
+    ) -> Result<Option<Wait>, PartitionError> {
         let sub = &record.submission;
+        if decided.deleted.contains(&sub.doc) {
+            return Ok(Some(Wait::NextRound));
+        }
+        let held_before =
+            || self.held.values().filter_map(|h| h.records.front()).any(|r| r.offset < record.offset);
+        if sub.delete_document && held_before() {
+            return Ok(Some(Wait::NextRound));
+        }
         let (decision, context) = match op_trace::decide_span(record) {
             Some(span) => {
                 let decision = self.decide(sub, page).instrument(span.clone()).await?;
@@ -590,7 +631,7 @@ impl PartitionOwner {
             None => (self.decide(sub, page).await?, None),
         };
         if let Decision::NeedHistory { after, up_to } = decision {
-            return Ok(Some((after, up_to)));
+            return Ok(Some(Wait::History { after, up_to }));
         }
         if let Some(context) = context {
             decided.traced.push((decided.records.len(), context));
@@ -679,23 +720,13 @@ impl PartitionOwner {
                 break;
             }
             let Some(cached) = self.docs.get_mut(&event.doc) else { continue };
-            let mut writing = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);
             // Bounded: one write per document, a few in all. Skipped, not queued: the snapshot stays
             // due and is taken after the document's next commit.
-            if writing.contains(&event.doc) || writing.len() >= self.config.snapshot_writes {
+            if !self.snapshots.has_room_for(&event.doc) {
                 continue;
             }
             if let Some(snapshot) = cached.state.snapshot_due(self.config.snapshot_every) {
-                writing.insert(event.doc.clone());
-                let guard = SnapshotWrite { writing: self.snapshots.clone(), doc: event.doc.clone() };
-                let store = self.store.clone();
-                // Off the hot path: a snapshot is only a read cache, so a failure costs nothing but time.
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    if let Err(e) = store.write_snapshot(&snapshot).await {
-                        warn!(doc = %snapshot.doc, version = snapshot.version, error = %e, "snapshot failed");
-                    }
-                });
+                self.snapshots.start(self.store.clone(), snapshot);
             }
         }
         self.evict();

@@ -1,6 +1,6 @@
 use prost::Message;
 use tandem_ot::{Component, Operation, MAX_COUNT};
-use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 
 use super::*;
@@ -23,7 +23,7 @@ fn emoji_op() -> Operation {
 
 fn submission() -> Submission {
     Submission {
-        author: String::new(),
+        author: "ana ✍".to_owned(),
         delete_document: false,
         doc: doc(),
         client: client(),
@@ -40,7 +40,7 @@ fn wire_submission() -> proto::Submission {
 fn all_records() -> Vec<SequencedRecord> {
     vec![
         SequencedRecord::Committed(CommittedEvent {
-            author: String::new(),
+            author: "ana ✍".to_owned(),
             doc: doc(),
             version: 42,
             client: client(),
@@ -56,7 +56,34 @@ fn all_records() -> Vec<SequencedRecord> {
             message: "op length 9 does not match document length 12 ✗".to_owned(),
             at_version: 42,
         }),
+        SequencedRecord::Deleted(DocumentDeleted { doc: doc(), last_version: 42, author: "ana".to_owned() }),
     ]
+}
+
+#[test]
+fn a_delete_submission_round_trips() {
+    let delete = Submission { delete_document: true, op: Operation::new(), ..submission() };
+    assert_eq!(Submission::try_from(proto::Submission::from(&delete)), Ok(delete));
+}
+
+#[test]
+fn an_author_longer_than_any_user_id_names_the_field_and_the_limit() {
+    // The longest user id a token may carry (256 characters of 4 UTF-8 bytes) passes.
+    let longest = "😀".repeat(256);
+    let ok = proto::Submission { author: longest.clone(), ..wire_submission() };
+    assert_eq!(Submission::try_from(ok).map(|s| s.author), Ok(longest));
+    let too_long = proto::Submission { author: "a".repeat(MAX_AUTHOR_BYTES + 1), ..wire_submission() };
+    let err = Submission::try_from(too_long).unwrap_err();
+    assert_eq!(err.field(), Some("author"));
+    assert!(err.to_string().contains("1025 bytes is over the maximum of 1024"), "{err}");
+    let deleted = proto::SequencedRecord {
+        record: Some(Record::Deleted(proto::DocumentDeleted {
+            doc: doc().to_string(),
+            last_version: 1,
+            author: "a".repeat(MAX_AUTHOR_BYTES + 1),
+        })),
+    };
+    assert_eq!(SequencedRecord::try_from(deleted).unwrap_err().field(), Some("deleted.author"));
 }
 
 #[test]

@@ -479,6 +479,9 @@ fn check(
         Decision::NeedClient => {
             return Err(TestCaseError::fail("a document that forgot no client asked for one"));
         }
+        Decision::Delete(_) => {
+            return Err(TestCaseError::fail("an op deleted the document"));
+        }
     }
     Ok(())
 }
