@@ -22,6 +22,11 @@ use tandem_protocol::DocId;
 use crate::undo::{UndoHistory, UndoOptions};
 use crate::ClientError;
 
+#[path = "document_saved.rs"]
+mod saved;
+
+pub use saved::{SavedDocument, SavedInFlight};
+
 /// An `op` message to send: kept exactly as first sent, because after a reconnect the protocol requires
 /// the unacknowledged op to be resubmitted with the same `seq`, `base` and `op`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +93,9 @@ pub struct DocumentClient {
     next_seq: u64,
     state: State,
     history: UndoHistory,
+    /// How many local edits the op in flight and the buffer carry ("3 edits waiting").
+    in_flight_edits: u64,
+    buffer_edits: u64,
 }
 
 impl DocumentClient {
@@ -100,6 +108,8 @@ impl DocumentClient {
             next_seq: 1,
             state: State::Synced,
             history: UndoHistory::new(UndoOptions::default()),
+            in_flight_edits: 0,
+            buffer_edits: 0,
         }
     }
 
@@ -145,6 +155,12 @@ impl DocumentClient {
     /// True when nothing is in flight and nothing is buffered: every local edit is committed.
     pub fn is_synced(&self) -> bool {
         matches!(self.state, State::Synced)
+    }
+
+    /// Local edits not yet acknowledged: carried by the op in flight or waiting in the buffer (an
+    /// undo or redo counts as one edit). Zero exactly when [`is_synced`](Self::is_synced).
+    pub fn pending_edits(&self) -> u64 {
+        self.in_flight_edits + self.buffer_edits
     }
 
     /// The `seq` of the op in flight, if any.
@@ -232,6 +248,7 @@ impl DocumentClient {
         match &mut self.state {
             State::Synced => {
                 apply(&op, &mut self.text)?;
+                self.in_flight_edits = 1;
                 return Ok(Some(self.send(op)));
             }
             State::AwaitingWithBuffer { buffer, .. } => {
@@ -246,6 +263,7 @@ impl DocumentClient {
             }
         }
         apply(&op, &mut self.text)?;
+        self.buffer_edits += 1;
         Ok(None)
     }
 
@@ -301,6 +319,7 @@ impl DocumentClient {
         }
         self.check_version(version)?;
         self.version = version;
+        self.in_flight_edits = std::mem::take(&mut self.buffer_edits);
         match std::mem::replace(&mut self.state, State::Synced) {
             State::Synced | State::AwaitingAck { .. } => Ok(None),
             State::AwaitingWithBuffer { buffer, .. } => Ok(Some(self.send(buffer))),
@@ -324,6 +343,8 @@ impl DocumentClient {
         self.text = Rope::from_str(text);
         self.version = version;
         self.state = State::Synced;
+        self.in_flight_edits = 0;
+        self.buffer_edits = 0;
         self.history.clear();
     }
 
@@ -372,6 +393,10 @@ fn apply(op: &Operation, text: &mut Rope) -> Result<(), ClientError> {
 #[cfg(test)]
 #[path = "document_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "document_saved_tests.rs"]
+mod saved_tests;
 
 #[cfg(test)]
 #[path = "undo_tests.rs"]

@@ -1,6 +1,7 @@
 //! Seeded randomized run: three [`DocumentClient`]s against a model of the sequencer, with random
 //! interleaving of deliveries, lost connections (reconnect with `since`, resubmission, duplicate
-//! suppression) and rejected ops (`invalid_op`, reset). Everyone must converge to the server text.
+//! suppression), restarts from the saved state ([`DocumentClient::to_saved`]) while disconnected, and
+//! rejected ops (`invalid_op`, reset). Everyone must converge to the server text.
 //!
 //! Every run prints its seed; `TANDEM_SEED=<n> cargo test -p tandem-client sim` replays one run.
 
@@ -82,6 +83,8 @@ struct Coverage {
     resubmissions: u64,
     catch_up_acks: u64,
     concurrent_transforms: u64,
+    /// Restarts from a saved state with something pending.
+    restarts_pending: u64,
 }
 
 struct Sim {
@@ -286,6 +289,18 @@ impl Sim {
         }
         peer.down.clear();
         peer.connected = false;
+        if !peer.resyncing && self.rng.gen_bool(0.5) {
+            // The process restarts from what the state folder keeps (through JSON, as a file).
+            let json = serde_json::to_string(&peer.doc.to_saved()).expect("serialisable");
+            let saved = serde_json::from_str(&json).expect("reads back");
+            let restored = DocumentClient::from_saved(saved).expect("a saved state fits together");
+            assert_eq!(
+                (restored.text(), restored.version(), restored.next_seq(), restored.resubmission()),
+                (peer.doc.text(), peer.doc.version(), peer.doc.next_seq(), peer.doc.resubmission())
+            );
+            self.coverage.restarts_pending += u64::from(!restored.is_synced());
+            peer.doc = restored;
+        }
     }
 
     fn deliver_limbo(&mut self) {
@@ -383,9 +398,10 @@ fn clients_converge_with_the_server_under_random_interleavings() {
         total.resubmissions += c.resubmissions;
         total.catch_up_acks += c.catch_up_acks;
         total.concurrent_transforms += c.concurrent_transforms;
+        total.restarts_pending += c.restarts_pending;
     }
     eprintln!("{total:?}");
     assert!(total.rejected > 0 && total.duplicate_resubmissions > 0, "{total:?}");
     assert!(total.resubmissions > 0 && total.catch_up_acks > 0, "{total:?}");
-    assert!(total.concurrent_transforms > 0, "{total:?}");
+    assert!(total.concurrent_transforms > 0 && total.restarts_pending > 0, "{total:?}");
 }

@@ -63,6 +63,17 @@ pub enum ClientError {
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
 
+    /// A saved document state ([`crate::SavedDocument`]) that does not fit together, or a state file
+    /// that cannot be read as one: refused rather than guessed at, because resending a wrong op under
+    /// a `seq` the server already knows would lose or garble edits.
+    #[error("saved state of document {doc} refused: {problem}")]
+    SavedState { doc: DocId, problem: String },
+
+    /// The state folder ([`crate::ClientOptions::state_dir`]) cannot be used: not writable, a file
+    /// that cannot be read, or held by another client.
+    #[error("state dir {}: {problem}", path.display())]
+    StateDir { path: std::path::PathBuf, problem: String },
+
     /// The connection is gone for good: reconnect is off, the server refused us, or the client was shut
     /// down. The text says why.
     #[error("client closed: {0}")]

@@ -61,17 +61,56 @@
 //!
 //! `undo_sim.rs` checks these rules on random interleavings; `vectors/undo-vectors.json` holds
 //! scripted cases that the JavaScript client replays too.
+//!
+//! # Offline edits kept across a restart
+//!
+//! With [`ClientOptions::state_dir`], edits not yet acknowledged when the process stops (offline, or
+//! an ack lost with the connection) are sent by the next process on that folder, **once, with their
+//! original `seq` and `base`**, as the JavaScript client does with its `storage` option:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tandem_client::ClientError> {
+//! use tandem_client::{Client, ClientOptions, DocId};
+//!
+//! let dir = "/var/lib/my-editor/tandem".into();
+//! let options = ClientOptions { state_dir: Some(dir), ..ClientOptions::default() };
+//! let client = Client::connect("ws://127.0.0.1:8080/v1/ws", options).await?; // the stored session
+//! let doc = client.open(&DocId::parse("notes/today").expect("valid id")).await?; // at once if stored
+//! println!("{} edits waiting", doc.pending_edits());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - What is kept: the session id (file `session`, taken over when [`ClientOptions::client_id`] is
+//!   unset; another id is refused) and per document a [`SavedDocument`] ([`DocumentClient::to_saved`]):
+//!   local text, version, next `seq`, the op in flight exactly as sent with what it still changes, the
+//!   buffer and the edit counts. Each file is written whole and atomically (temporary file, fsync,
+//!   rename) on every change, before anything the change makes the client send. Not kept: the undo
+//!   history.
+//! - Why exactly once: the next process reopens the document with `since` = the stored version, then
+//!   resends the op in flight unchanged (the server applies a (client, seq) at most once and
+//!   acknowledges a repeat), then the buffer with the next `seq`. [`Client::open`] resolves at once
+//!   with the stored text, before the server answers.
+//! - One client per folder: the folder is locked while a client uses it (a second one is refused),
+//!   because two clients on one session would send different ops under one `seq`.
+//! - A stored state that cannot be read or does not fit together is refused
+//!   ([`ClientError::SavedState`]), not guessed at; to start over, remove the whole folder (a new
+//!   session), never one document's file (its `seq`s would start again at 1 under the old session).
+//! - [`Client::connect`] still needs the server to answer (its first connection fails fast, as
+//!   always); a process that starts offline retries `connect` itself, and its edits wait on disk.
 
 mod connection;
 mod document;
 mod error;
+mod presence;
 mod undo;
 
 pub use connection::{
     Client, ClientEvent, ClientOptions, DocHandle, ErrorRecord, ErrorSource, Stats, MAX_ERROR_RECORDS,
 };
-pub use document::{DocumentClient, HistoryEdit, OutgoingOp};
+pub use document::{DocumentClient, HistoryEdit, OutgoingOp, SavedDocument, SavedInFlight};
 pub use error::ClientError;
+pub use presence::{Participant, RemoteSelections, SelectionAt, ShownSelection};
 /// Re-exported so that users of the client need not name the crates it is built on.
 pub use tandem_ot::Operation;
 pub use tandem_protocol::{ClientId, DocId, ErrorCode};

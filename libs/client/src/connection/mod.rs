@@ -14,10 +14,12 @@
 //! because a panic in the background task would only turn into a silent hang in the test that uses it.
 
 mod events;
+mod persist;
 mod socket;
 mod task;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -58,7 +60,8 @@ pub struct ClientOptions {
     /// the others, give different clients the fallbacks in different orders.
     pub fallback_urls: Vec<String>,
     /// The `client` of `hello`: identifies this editing session across reconnects, so the server can
-    /// recognise resubmissions. `None` draws 16 random alphanumerics.
+    /// recognise resubmissions. `None` draws 16 random alphanumerics, or, with a
+    /// [`ClientOptions::state_dir`], takes over the session stored there.
     pub client_id: Option<ClientId>,
     /// Sent as `Authorization: Bearer <token>` on the upgrade request.
     pub token: Option<String>,
@@ -87,6 +90,14 @@ pub struct ClientOptions {
     /// Limits of each document's undo history ([`DocHandle::undo`]); a depth of 0 keeps none, which
     /// saves a client that never undoes the work of transforming it against every remote op.
     pub undo: UndoOptions,
+    /// A folder where the client keeps its session id and each open document's state, pending edits
+    /// included, so that the next process on the folder sends them, once, with their original `seq`
+    /// and `base` (see "Offline edits kept across a restart" in the crate docs). Without
+    /// [`ClientOptions::client_id`], the stored session is taken over. One client at a time: the
+    /// folder is locked, and a client still holding it is waited for up to
+    /// [`ClientOptions::connect_timeout`]. Every change of a document's state is then a whole-file
+    /// write with fsync, so this is for editing sessions, not for thousands of simulated clients.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -104,6 +115,7 @@ impl Default for ClientOptions {
             command_capacity: 64,
             events: None,
             undo: UndoOptions::default(),
+            state_dir: None,
         }
     }
 }
@@ -160,6 +172,9 @@ pub struct Stats {
     pub errors_dropped: u64,
     /// Events not delivered to [`ClientOptions::events`] because the channel was full or closed.
     pub events_dropped: u64,
+    /// Writes to [`ClientOptions::state_dir`] that failed: the edits of that moment went on in
+    /// memory only, and a restart may not find them.
+    pub state_write_failures: u64,
 }
 
 /// Where a document stands on the current connection.
@@ -221,6 +236,8 @@ impl State {
 
 struct Shared {
     client_id: ClientId,
+    /// [`ClientOptions::state_dir`], locked for as long as this client lives.
+    state_dir: Option<persist::StateDir>,
     state: Mutex<State>,
     /// Bumped on every change a waiter may care about (version, sync, connection, close).
     changed: watch::Sender<()>,
@@ -266,6 +283,8 @@ enum Command {
     Open {
         doc: DocId,
         reply: oneshot::Sender<Result<(), ClientError>>,
+        /// The document's state from [`ClientOptions::state_dir`], if it has one there.
+        restored: Option<Box<persist::Restored>>,
     },
     Close {
         doc: DocId,
@@ -314,13 +333,18 @@ impl Client {
         for url in &urls {
             socket::check_url(url)?;
         }
-        let client_id = match &options.client_id {
-            Some(id) => id.clone(),
-            None => random_client_id(),
+        let state_dir = match &options.state_dir {
+            Some(path) => Some(persist::StateDir::open(path, options.connect_timeout).await?),
+            None => None,
+        };
+        let client_id = match &state_dir {
+            Some(dir) => dir.session(options.client_id.as_ref(), random_client_id)?,
+            None => options.client_id.clone().unwrap_or_else(random_client_id),
         };
         let (ws, current, author) = connect_first(&urls, &options, &client_id).await?;
         let shared = Arc::new(Shared {
             client_id,
+            state_dir,
             state: Mutex::new(State {
                 author,
                 docs: HashMap::new(),
@@ -354,9 +378,18 @@ impl Client {
 
     /// Subscribes to `doc` and resolves once its snapshot arrived. Opening a document again after
     /// [`DocHandle::close`] continues its `seq`, as the server expects from the same client id.
+    ///
+    /// With a [`ClientOptions::state_dir`] that holds a state of `doc`, it resolves at once, offline
+    /// too, with the stored text and pending edits; the document is reopened with `since` = the
+    /// stored version, and the op in flight is resent unchanged, then the buffer. A stored state that
+    /// cannot be read or does not fit together is [`ClientError::SavedState`].
     pub async fn open(&self, doc: &DocId) -> Result<DocHandle, ClientError> {
+        let restored = match &self.shared.state_dir {
+            Some(dir) => dir.load(doc, self.options.undo)?.map(Box::new),
+            None => None,
+        };
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Open { doc: doc.clone(), reply }).await?;
+        self.send(Command::Open { doc: doc.clone(), reply, restored }).await?;
         let timeout = self.options.request_timeout;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result?,
@@ -471,6 +504,11 @@ impl DocHandle {
         self.read(|d| d.len_chars())
     }
 
+    /// Local edits not yet acknowledged ([`DocumentClient::pending_edits`]): "3 edits waiting".
+    pub fn pending_edits(&self) -> u64 {
+        self.read(|d| d.pending_edits())
+    }
+
     /// True when every own edit is acknowledged and the document is not being reloaded.
     pub fn is_synced(&self) -> bool {
         let state = self.shared.lock();
@@ -513,7 +551,10 @@ impl DocHandle {
         // Sent now (nothing in flight) or composed into the buffer, which goes out with this `seq` once
         // the op in flight is acknowledged: `next_seq` moves only when an op is sent.
         let seq = entry.doc.next_seq();
-        if entry.doc.local_edit(op)?.is_some() {
+        let send = entry.doc.local_edit(op)?.is_some();
+        // On disk before the task can send it.
+        self.shared.persist(&mut state, &self.doc);
+        if send {
             state.mark_unsent(&self.doc);
             drop(state);
             self.shared.outbox_ready.notify_one();
@@ -560,6 +601,7 @@ impl DocHandle {
         let mut state = self.shared.lock();
         let entry = editable(&mut state, &self.doc)?;
         let Some(edit) = step(&mut entry.doc)? else { return Ok(None) };
+        self.shared.persist(&mut state, &self.doc);
         if edit.outgoing.is_some() {
             state.mark_unsent(&self.doc);
             drop(state);
@@ -579,7 +621,8 @@ impl DocHandle {
     }
 
     /// Unsubscribes. Unacknowledged edits may still be committed by the server, but their acks are not
-    /// taken any more.
+    /// taken any more. With a [`ClientOptions::state_dir`] they are kept, and sent (once) when the
+    /// document is opened again, by this client or the next one on the folder.
     pub async fn close(&self) -> Result<(), ClientError> {
         self.commands
             .send(Command::Close { doc: self.doc.clone() })

@@ -38,6 +38,7 @@ pub(crate) fn encode(msg: &ClientMessage) -> String {
         ClientMessage::Close { doc } => json!({"type": "close", "doc": doc}),
         ClientMessage::Ping => json!({"type": "ping"}),
         ClientMessage::Auth { token } => json!({"type": "auth", "token": token.expose()}),
+        ClientMessage::Presence(update) => return update.to_json(),
     };
     value.to_string()
 }

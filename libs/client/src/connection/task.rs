@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, warn};
 
+use super::persist::Restored;
 use super::socket::{self, encode, Ws, CLOSE_UNAUTHORIZED};
 use super::{
     backoff, is_fatal, ClientEvent, ClientOptions, Command, DocEntry, ErrorRecord, ErrorSource, Phase,
@@ -207,16 +208,31 @@ impl Task {
             return Flow::End("every Client and DocHandle was dropped".into());
         };
         match command {
-            Command::Open { doc, reply } => {
+            Command::Open { doc, reply, restored } => {
                 let open = self.shared.lock().docs.get(&doc).is_some_and(|e| e.phase != Phase::Closed);
                 if open || self.opening.contains_key(&doc) {
                     let _ = reply.send(Err(ClientError::AlreadyOpen(doc)));
-                } else {
-                    if connected {
-                        out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: None }));
-                    }
-                    self.opening.insert(doc, reply);
+                    return Flow::Continue;
                 }
+                match restored.map(|r| *r) {
+                    Some(Restored::Editing(client)) => {
+                        self.open_restored(doc, client, connected, out);
+                        let _ = reply.send(Ok(()));
+                        self.shared.notify_changed();
+                        return Flow::Continue;
+                    }
+                    Some(Restored::Fresh(client)) => {
+                        // A closed entry is what a snapshot reopens with its `seq` continuing.
+                        let entry =
+                            DocEntry { doc: client, phase: Phase::Closed, unsent: false, last_sent_seq: 0 };
+                        self.shared.lock().docs.insert(doc.clone(), entry);
+                    }
+                    None => {}
+                }
+                if connected {
+                    out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: None }));
+                }
+                self.opening.insert(doc, reply);
                 Flow::Continue
             }
             Command::Close { doc } => {
@@ -253,6 +269,21 @@ impl Task {
             }
             Command::Shutdown => Flow::End("shut down by the application".into()),
         }
+    }
+
+    /// Takes a document's stored state over: readable at once, reopened with `since` (now, or by the
+    /// next reconnect), its op in flight written again after `opened` as after any reconnect.
+    fn open_restored(&mut self, doc: DocId, client: DocumentClient, connected: bool, out: &mut Vec<String>) {
+        let since = client.version();
+        let in_flight = client.in_flight_seq();
+        // Every seq below next_seq may have reached the server from the process before.
+        let last_sent_seq = client.next_seq() - 1;
+        if connected {
+            out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: Some(since) }));
+        }
+        let entry =
+            DocEntry { doc: client, phase: Phase::CatchingUp, unsent: in_flight.is_some(), last_sent_seq };
+        self.shared.lock().docs.insert(doc, entry);
     }
 
     fn on_frame(
@@ -293,8 +324,27 @@ impl Task {
     }
 
     fn on_message(&mut self, message: ServerMessage, out: &mut Vec<String>) {
+        let about = match &message {
+            ServerMessage::Snapshot { doc, .. }
+            | ServerMessage::Opened { doc, .. }
+            | ServerMessage::Op { doc, .. }
+            | ServerMessage::Ack { doc, .. } => Some(doc.clone()),
+            ServerMessage::Error { doc, .. } => doc.clone(),
+            // Nothing else changes a document's state.
+            _ => None,
+        };
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
+        self.apply_message(&mut state, message, out);
+        // Before `step` writes what the message made due (the buffer after an ack): on disk first.
+        if let Some(doc) = about {
+            shared.persist(&mut state, &doc);
+        }
+        drop(state);
+        self.shared.notify_changed();
+    }
+
+    fn apply_message(&mut self, state: &mut State, message: ServerMessage, out: &mut Vec<String>) {
         match message {
             ServerMessage::Welcome { .. } | ServerMessage::Pong | ServerMessage::Authed { .. } => {}
             ServerMessage::Snapshot { doc, version, text } => {
@@ -345,12 +395,12 @@ impl Task {
                 if version != entry.doc.version() {
                     let have = entry.doc.version();
                     violation(
-                        &mut state,
+                        state,
                         Some(&doc),
                         None,
                         format!("opened at version {version}, but version {have} was the last delivered"),
                     );
-                    resync(&mut state, &doc, out);
+                    resync(state, &doc, out);
                     return;
                 }
                 entry.phase = Phase::Open;
@@ -362,7 +412,7 @@ impl Task {
             ServerMessage::Op { doc, version, client, op } => {
                 let at = std::time::Instant::now();
                 let own = client == state.author;
-                let Some(entry) = live_entry(&mut state, &doc) else { return };
+                let Some(entry) = live_entry(state, &doc) else { return };
                 let have = entry.doc.version();
                 let result = if own {
                     Err(format!("own op delivered as op at version {version} instead of ack"))
@@ -374,25 +424,25 @@ impl Task {
                 match result {
                     Ok(()) => {
                         state.stats.remote_ops += 1;
-                        self.emit(&mut state, || ClientEvent::RemoteOp { doc, version, author: client, at });
+                        self.emit(state, || ClientEvent::RemoteOp { doc, version, author: client, at });
                     }
                     Err(message) => {
-                        violation(&mut state, Some(&doc), None, message);
+                        violation(state, Some(&doc), None, message);
                         if version > have {
-                            resync(&mut state, &doc, out);
+                            resync(state, &doc, out);
                         }
                     }
                 }
             }
             ServerMessage::Ack { doc, seq, version } => {
                 let at = std::time::Instant::now();
-                let Some(entry) = live_entry(&mut state, &doc) else { return };
+                let Some(entry) = live_entry(state, &doc) else { return };
                 let have = entry.doc.version();
                 if version <= have {
                     let message = format!(
                         "ack of seq {seq} at version {version} delivered again (have {have}); ignored"
                     );
-                    violation(&mut state, Some(&doc), Some(seq), message);
+                    violation(state, Some(&doc), Some(seq), message);
                     return;
                 }
                 match entry.doc.on_ack(seq, version) {
@@ -401,11 +451,11 @@ impl Task {
                         if next.is_some() {
                             state.mark_unsent(&doc);
                         }
-                        self.emit(&mut state, || ClientEvent::Acked { doc, seq, version, at });
+                        self.emit(state, || ClientEvent::Acked { doc, seq, version, at });
                     }
                     Err(e) => {
-                        violation(&mut state, Some(&doc), Some(seq), e.to_string());
-                        resync(&mut state, &doc, out);
+                        violation(state, Some(&doc), Some(seq), e.to_string());
+                        resync(state, &doc, out);
                     }
                 }
             }
@@ -420,12 +470,10 @@ impl Task {
                 };
                 state.record(record);
                 if let Some(doc) = doc {
-                    self.on_doc_error(&mut state, code, message, doc, seq, out);
+                    self.on_doc_error(state, code, message, doc, seq, out);
                 }
             }
         }
-        drop(state);
-        self.shared.notify_changed();
     }
 
     /// Reports an event to the observer, if there is one, without ever waiting for it.

@@ -208,7 +208,8 @@ impl Fake {
             }
         };
         match message {
-            ClientMessage::Hello { .. } => {}
+            // This fake has no presence: selections are dropped.
+            ClientMessage::Hello { .. } | ClientMessage::Presence(_) => {}
             ClientMessage::Ping => send(state, conn, ServerMessage::Pong),
             ClientMessage::Auth { .. } => {
                 let authed = ServerMessage::Authed { user: "anonymous".to_owned(), expires: u64::MAX >> 11 };
@@ -782,3 +783,6 @@ async fn undo_and_redo_go_out_as_ops_and_keep_the_text_of_others() {
     assert_eq!(db.undo().unwrap(), None);
     assert!(a.errors().is_empty() && b.errors().is_empty(), "{:?} {:?}", a.errors(), b.errors());
 }
+
+#[path = "persist_tests.rs"]
+mod persist;
