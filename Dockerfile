@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The Tandem services in one image: tandem-gateway, tandem-sequencer, tandem-standalone and
-# tandem-loadgen in /usr/local/bin. Choose one with the container's command, e.g.
+# The Tandem services in one image: tandem-gateway, tandem-sequencer, tandem-analytics (the example
+# consumer of the events topic, docs/ANALYTICS.md), tandem-standalone and tandem-loadgen in
+# /usr/local/bin. Choose one with the container's command, e.g.
 #   docker build -t tandem .
 #   docker run --rm tandem tandem-gateway --help
 # Kubernetes manifests: k8s/ (each Deployment names its binary in `command`).
@@ -23,15 +24,16 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # The service binaries sit behind the crates' `service` feature (without it the libraries build
-# without librdkafka for the single-process mode). Cache mounts keep the registry and the target
-# directory between builds; the binaries are copied out because a cache mount is not in the image.
+# without librdkafka for the single-process mode); tandem-analytics, a Kafka consumer only, has no
+# such feature. Cache mounts keep the registry and the target directory between builds; the
+# binaries are copied out because a cache mount is not in the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p tandem-gateway -p tandem-sequencer -p tandem-standalone -p tandem-loadgen \
+        -p tandem-gateway -p tandem-sequencer -p tandem-analytics -p tandem-standalone -p tandem-loadgen \
         --features tandem-gateway/service,tandem-sequencer/service \
     && mkdir -p /out \
-    && cp target/release/tandem-gateway target/release/tandem-sequencer \
+    && cp target/release/tandem-gateway target/release/tandem-sequencer target/release/tandem-analytics \
           target/release/tandem-standalone target/release/tandem-loadgen /out/
 
 # Distroless "cc": glibc, libgcc and CA certificates, no shell, no package manager; the `nonroot`
@@ -45,7 +47,7 @@ USER 65532:65532
 # tandem-standalone keeps its documents in ./data: the nonroot user's home is writable by it
 # (`docker run -v tandem-data:/home/nonroot/data ...`); the distributed services write nothing.
 WORKDIR /home/nonroot
-# gateway / standalone HTTP and WebSocket, sequencer gRPC, sequencer metrics and health.
+# gateway / standalone HTTP and WebSocket, sequencer gRPC, sequencer and analytics metrics and health.
 EXPOSE 8080 50051 9090
 # No HEALTHCHECK: there is no shell or HTTP client in the image, and the orchestrator probes the
 # real endpoints (k8s/: /healthz, /readyz, grpc.health.v1). The default command runs the single

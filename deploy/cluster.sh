@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A distributed Tandem on loopback, for trying the distributed mode by hand: PostgreSQL, an Apache
-# Kafka broker (deploy/kafka.sh), 2 sequencers and 2 gateways, each service in the background with a
-# pidfile and a log in .tandem/cluster/ of this clone (the broker's, with its data, in
-# .tandem/cluster/kafka/).
+# Kafka broker (deploy/kafka.sh), 2 sequencers, 2 gateways and the analytics consumer of the events
+# topic (docs/ANALYTICS.md), each service in the background with a pidfile and a log in
+# .tandem/cluster/ of this clone (the broker's, with its data, in .tandem/cluster/kafka/).
 #
 #   deploy/cluster.sh up       install what is missing, build, start everything, print the URLs
 #   deploy/cluster.sh down     stop what `up` started (only the processes in the pidfiles)
@@ -12,9 +12,12 @@
 #   TANDEM_BROKER_PORT=9092        TANDEM_BROKER_CONTROLLER_PORT=9093  (Kafka: clients, KRaft)
 #   TANDEM_SEQUENCER_A_PORT=50051  TANDEM_SEQUENCER_B_PORT=50052   (gRPC)
 #   TANDEM_GATEWAY_A_PORT=8081     TANDEM_GATEWAY_B_PORT=8082      (HTTP and WebSocket)
+#   TANDEM_ANALYTICS_PORT=9464                                     (analytics /metrics, /healthz, /readyz)
 # Kafka partitions: TANDEM_CLUSTER_PARTITIONS=16.
 # The event log is database TANDEM_CLUSTER_DATABASE (default `tandem`) of the PostgreSQL server on
-# 127.0.0.1:5432 that deploy/postgres.sh provides; `down` never stops or changes that server.
+# 127.0.0.1:5432 that deploy/postgres.sh provides; `down` never stops or changes that server. The
+# analytics consumer keeps its tables (analytics_*) in the same database and reads tandem.events in
+# its own consumer group, tandem-analytics.
 # The broker keeps its data in .tandem/cluster/kafka/, so its topics and their records survive
 # `down`/`up`, as the documents in Postgres do. The topics keep the partition count they were created
 # with: to change TANDEM_CLUSTER_PARTITIONS, `down` and remove .tandem/cluster/kafka/ (an empty broker
@@ -28,6 +31,7 @@ state="$root/.tandem/cluster"
 target_dir="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}"
 sequencer_bin="$target_dir/release/tandem-sequencer"
 gateway_bin="$target_dir/release/tandem-gateway"
+analytics_bin="$target_dir/release/tandem-analytics"
 
 broker_port="${TANDEM_BROKER_PORT:-9092}"
 controller_port="${TANDEM_BROKER_CONTROLLER_PORT:-9093}"
@@ -36,6 +40,7 @@ sequencer_a_port="${TANDEM_SEQUENCER_A_PORT:-50051}"
 sequencer_b_port="${TANDEM_SEQUENCER_B_PORT:-50052}"
 gateway_a_port="${TANDEM_GATEWAY_A_PORT:-8081}"
 gateway_b_port="${TANDEM_GATEWAY_B_PORT:-8082}"
+analytics_port="${TANDEM_ANALYTICS_PORT:-9464}"
 database="${TANDEM_CLUSTER_DATABASE:-tandem}"
 partitions="${TANDEM_CLUSTER_PARTITIONS:-16}"
 pg_host=127.0.0.1
@@ -43,9 +48,10 @@ pg_port=5432
 postgres_url="postgres://postgres@${pg_host}:${pg_port}/${database}"
 ready_timeout=60 # seconds each service may take to print its ready line
 
-# Stop order: gateways first (they use the sequencers), the broker last (the sequencers leave its
-# consumer group when they stop).
-services=(gateway-a gateway-b sequencer-a sequencer-b kafka)
+# Stop order: gateways first (they use the sequencers), with the analytics consumer (it uses nothing
+# but the broker and Postgres); the broker last (the sequencers and the analytics consumer leave
+# their consumer groups when they stop).
+services=(gateway-a gateway-b analytics sequencer-a sequencer-b kafka)
 
 usage() {
     echo "usage: $0 up | down | status" >&2
@@ -59,6 +65,7 @@ port_of() {
         sequencer-b) echo "$sequencer_b_port" ;;
         gateway-a) echo "$gateway_a_port" ;;
         gateway-b) echo "$gateway_b_port" ;;
+        analytics) echo "$analytics_port" ;;
     esac
 }
 
@@ -74,6 +81,7 @@ port_table() {
     echo "sequencer-b $sequencer_b_port TANDEM_SEQUENCER_B_PORT"
     echo "gateway-a $gateway_a_port TANDEM_GATEWAY_A_PORT"
     echo "gateway-b $gateway_b_port TANDEM_GATEWAY_B_PORT"
+    echo "analytics $analytics_port TANDEM_ANALYTICS_PORT"
 }
 
 # The pid recorded for SERVICE, if its pidfile holds a number.
@@ -104,6 +112,9 @@ is_ours() {
             ;;
         gateway-*)
             [[ "${argv[0]}" == */tandem-gateway && " ${argv[*]} " == *" --instance $service "* ]]
+            ;;
+        analytics)
+            [[ "${argv[0]}" == */tandem-analytics && " ${argv[*]} " == *" --instance $service "* ]]
             ;;
         *) return 1 ;;
     esac
@@ -179,7 +190,7 @@ down() {
         say "no cluster from $root is running (no pidfiles in $state)"
         return 0
     fi
-    stop_group gateway-a gateway-b
+    stop_group gateway-a gateway-b analytics
     stop_group sequencer-a sequencer-b
     stop_group kafka
     say "cluster stopped (logs kept in $state; PostgreSQL on $pg_host:$pg_port left as it was)"
@@ -187,11 +198,12 @@ down() {
 
 status() {
     local service pid any=false
-    for service in kafka sequencer-a sequencer-b gateway-a gateway-b; do
+    for service in kafka sequencer-a sequencer-b gateway-a gateway-b analytics; do
         if pid="$(running_pid "$service")"; then
             any=true
             case "$service" in
                 gateway-*) printf '%-12s running  pid %-8s http://127.0.0.1:%s/\n' "$service" "$pid" "$(port_of "$service")" ;;
+                analytics) printf '%-12s running  pid %-8s http://127.0.0.1:%s/metrics (group tandem-analytics)\n' "$service" "$pid" "$(port_of "$service")" ;;
                 kafka)
                     # The ports the broker was started with (deploy/kafka.sh records them).
                     local ports=("$broker_port" "$controller_port")
@@ -209,7 +221,8 @@ status() {
     if $any; then echo "logs: $state/"; fi
 }
 
-# Starts SERVICE (a sequencer or a gateway) in the background and waits for READY in its output.
+# Starts SERVICE (a sequencer, a gateway or the analytics consumer) in the background and waits for
+# READY in its output.
 start_service() {
     local service=$1 ready=$2 bin=$3
     shift 3
@@ -273,9 +286,10 @@ up() {
     "$root/deploy/install-deps.sh" --build-only
     "$root/deploy/postgres.sh"
     "$root/deploy/kafka.sh" install >/dev/null
-    say "building tandem-sequencer and tandem-gateway (release; CARGO_TARGET_DIR=$target_dir)"
-    (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked --features service \
-        -p tandem-sequencer -p tandem-gateway)
+    say "building tandem-sequencer, tandem-gateway and tandem-analytics (release; CARGO_TARGET_DIR=$target_dir)"
+    (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked \
+        --features tandem-sequencer/service,tandem-gateway/service \
+        -p tandem-sequencer -p tandem-gateway -p tandem-analytics)
     ensure_database
 
     mkdir -p "$state"
@@ -311,6 +325,10 @@ up() {
         --listen "127.0.0.1:$gateway_a_port" --sequencer "$sequencers" "${common[@]}" --insecure-no-auth
     start_service gateway-b "listening on http://" "$gateway_bin" \
         --listen "127.0.0.1:$gateway_b_port" --sequencer "$sequencers" "${common[@]}" --insecure-no-auth
+    # Its own consumer group on tandem.events (never the sequencers'); `--partitions` is accepted
+    # and unused (it reads the partitions the topic has).
+    start_service analytics "http listening on " "$analytics_bin" \
+        --metrics-listen "127.0.0.1:$analytics_port" --group tandem-analytics "${common[@]}"
     starting=false
 
     cat <<EOF
@@ -318,6 +336,8 @@ up() {
 Tandem cluster running (logs and pidfiles in $state):
   gateway A: http://127.0.0.1:$gateway_a_port/?doc=welcome
   gateway B: http://127.0.0.1:$gateway_b_port/?doc=welcome
+  analytics: http://127.0.0.1:$analytics_port/metrics  (/healthz, /readyz; consumer group tandem-analytics;
+             tables analytics_* in database $database: docs/ANALYTICS.md has queries)
 Open both and type: the two gateways edit the same document.
 Stop it with: make cluster-down   (or deploy/cluster.sh down; deploy/cluster.sh status lists what runs)
 EOF

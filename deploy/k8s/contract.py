@@ -418,12 +418,18 @@ def main(argv):
         for w in workloads:
             rewrite_addresses(m, w, workloads, w.env)
         # Whatever a workload's environment points at starts first (the sequencers before the
-        # gateways): a Deployment's own Services must not wait for it.
+        # gateways): a Deployment's own Services must not wait for it. Among equals, what more
+        # others point at first: the sequencer also creates the Kafka topics, which the analytics
+        # consumer (pointing at nothing of ours) needs before it is ready.
         def depends(w, other):
             ports = {str(p) for p in other.ports.values()}
             return any(re.search(rf"127\.0\.0\.1:({'|'.join(ports)})\b", v) for v in w.env.values()) if ports else False
 
-        order = sorted(workloads, key=lambda w: sum(depends(w, o) for o in workloads if o is not w))
+        def start_key(w):
+            others = [o for o in workloads if o is not w]
+            return (sum(depends(w, o) for o in others), -sum(depends(o, w) for o in others))
+
+        order = sorted(workloads, key=start_key)
         for w in order:
             command = w.container.get("command", [])
             if not command:

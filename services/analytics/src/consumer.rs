@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::record::{self, Edit, Skip};
+use crate::record::{self, Position, Record, Skip};
 use crate::store::{is_conflict, AnalyticsStore, Batch, Summary};
 
 /// How long one poll waits for a first record: also how soon a stop is noticed while idle.
@@ -263,12 +263,12 @@ impl EventsConsumer {
             match self.consumer.poll(wait) {
                 None => break,
                 Some(Ok(message)) => {
-                    let now = now_ms();
+                    let position = Position { partition: message.partition(), offset: message.offset() };
+                    let timestamp_ms = message.timestamp().to_millis();
                     records.push(Read {
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        record: record::decode(message.payload(), message.timestamp().to_millis(), now),
-                        timestamp_ms: message.timestamp().to_millis(),
+                        position,
+                        record: record::decode(message.payload(), position, timestamp_ms, now_ms()),
+                        timestamp_ms,
                     });
                 }
                 // Transport errors and the like: librdkafka retries on its own and resumes at the
@@ -289,29 +289,24 @@ impl EventsConsumer {
         let owned = self.consumer.context().owned().clone();
         let mut batch = PendingBatch::default();
         for read in records {
-            if !owned.contains(&read.partition) {
-                debug!(
-                    partition = read.partition,
-                    offset = read.offset,
-                    "record of a revoked partition dropped"
-                );
+            let Position { partition, offset } = read.position;
+            if !owned.contains(&partition) {
+                debug!(partition, offset, "record of a revoked partition dropped");
                 continue;
             }
-            let next = batch.batch.next_offsets.entry(read.partition).or_insert(read.offset + 1);
-            *next = (*next).max(read.offset + 1);
+            let next = batch.batch.next_offsets.entry(partition).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
             if let Some(ms) = read.timestamp_ms {
                 batch.oldest_ms = Some(batch.oldest_ms.map_or(ms, |o: i64| o.min(ms)));
             }
             match read.record {
-                Ok(edit) => batch.batch.edits.push(edit),
+                Ok(record) => {
+                    *batch.read.entry(record.label()).or_default() += 1;
+                    batch.batch.records.push(record);
+                }
                 Err(skip) => {
                     if skip == Skip::Malformed || skip == Skip::Unknown {
-                        warn!(
-                            partition = read.partition,
-                            offset = read.offset,
-                            kind = skip.label(),
-                            "record skipped"
-                        );
+                        warn!(partition, offset, kind = skip.label(), "record skipped");
                     }
                     *batch.skipped.entry(skip).or_default() += 1;
                 }
@@ -362,9 +357,8 @@ impl EventsConsumer {
 
 /// One record as read, decoded.
 struct Read {
-    partition: i32,
-    offset: i64,
-    record: Result<Edit, Skip>,
+    position: Position,
+    record: Result<Record, Skip>,
     timestamp_ms: Option<i64>,
 }
 
@@ -372,19 +366,25 @@ struct Read {
 #[derive(Default)]
 struct PendingBatch {
     batch: Batch,
+    /// Records acted on, by kind (`committed`, `deleted`).
+    read: BTreeMap<&'static str, u64>,
     skipped: BTreeMap<Skip, u64>,
     oldest_ms: Option<i64>,
 }
 
 fn record_metrics(pending: &PendingBatch, summary: Summary, took: Duration) {
-    metrics::counter!("tandem_analytics_records_total", "kind" => "committed")
-        .increment(pending.batch.edits.len() as u64);
+    for (kind, n) in &pending.read {
+        metrics::counter!("tandem_analytics_records_total", "kind" => *kind).increment(*n);
+    }
     for (skip, n) in &pending.skipped {
         metrics::counter!("tandem_analytics_records_total", "kind" => skip.label()).increment(*n);
     }
     metrics::counter!("tandem_analytics_edits_counted_total").increment(summary.counted);
     metrics::counter!("tandem_analytics_duplicates_total").increment(summary.duplicates);
     metrics::counter!("tandem_analytics_versions_missed_total").increment(summary.versions_missed);
+    metrics::counter!("tandem_analytics_deleted_history_total").increment(summary.deleted_history);
+    metrics::counter!("tandem_analytics_documents_purged_total").increment(summary.purged);
+    metrics::counter!("tandem_analytics_tombstones_repeated_total").increment(summary.tombstones_repeated);
     metrics::histogram!("tandem_analytics_batch_seconds").record(took.as_secs_f64());
     if let Some(oldest) = pending.oldest_ms {
         // How far behind the topic the counts are: from the oldest record's publish to its commit.

@@ -2,9 +2,11 @@
 //! per-document and per-author activity in Postgres tables of its own (docs/ANALYTICS.md),
 //! exactly once in effect.
 //!
-//! - [`record`]: one record's bytes → an edit to count, or the reason to skip it (pure);
-//! - [`tally`]: the counting rules, deduplication by (doc, version) and edit runs (pure);
-//! - [`store`]: the analytics tables; one transaction per batch holds the counts and the offsets;
+//! - [`record`]: one record's bytes → an edit to count, a tombstone, or the reason to skip it (pure);
+//! - [`tally`]: the counting rules, deduplication by (doc, version), edit runs, and the purge of
+//!   deleted documents (pure);
+//! - [`store`]: the analytics tables; one transaction per batch holds the counts, the purges and
+//!   the offsets;
 //! - [`consumer`]: the consumer group member that reads the topic and commits each poll's batch;
 //! - [`health`]: `/healthz` and `/readyz`.
 
@@ -47,6 +49,9 @@ pub async fn run(
         "tandem_analytics_duplicates_total",
         "tandem_analytics_versions_missed_total",
         "tandem_analytics_commit_retries_total",
+        "tandem_analytics_deleted_history_total",
+        "tandem_analytics_documents_purged_total",
+        "tandem_analytics_tombstones_repeated_total",
     ] {
         metrics::counter!(name).increment(0);
     }

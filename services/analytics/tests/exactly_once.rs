@@ -400,6 +400,16 @@ fn check_against_the_event_log(db: &TestDatabase, docs: &[DocId]) {
     // The view per author agrees with the log.
     let view: u64 = db.query("SELECT sum(ops) FROM analytics_authors")[0].parse().unwrap();
     assert_eq!(view, per_doc.values().map(|(c, _)| c.ops).sum::<u64>());
+    // The per-user minutes split the same counts by user.
+    let per_user: BTreeMap<String, (Counts, u64)> = db
+        .query("SELECT doc, sum(ops), sum(chars_inserted), sum(chars_deleted) FROM analytics_user_minutes GROUP BY doc")
+        .iter()
+        .map(|row| {
+            let f: Vec<&str> = row.split('|').collect();
+            (f[0].to_owned(), (parse_counts(&f[1..4]), per_doc[f[0]].1))
+        })
+        .collect();
+    assert_eq!(per_user, per_doc, "analytics_user_minutes summed per document");
 }
 
 /// The value of one metric line (name with labels) of an analytics process, 0 when absent.

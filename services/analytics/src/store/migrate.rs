@@ -8,8 +8,10 @@ use anyhow::Context;
 use deadpool_postgres::Client;
 
 /// Every migration, in order: (version, name, SQL). A version, once released, never changes.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "analytics", include_str!("../../migrations/0001_analytics.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "analytics", include_str!("../../migrations/0001_analytics.sql")),
+    (2, "deletions_and_users", include_str!("../../migrations/0002_deletions_and_users.sql")),
+];
 
 /// The advisory lock that serialises these migrations ('TANA'); not the event store's.
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(1413566017, 0)";
