@@ -192,7 +192,7 @@ fn binary() -> PathBuf {
     if let Ok(bin) = std::env::var("TANDEM_JAEGER_BIN") {
         return PathBuf::from(bin);
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/jaeger.sh");
+    let script = crate::manifest_dir().join("../deploy/jaeger.sh");
     let output = Command::new("bash").arg(script).arg("path").output().expect("run deploy/jaeger.sh path");
     assert!(
         output.status.success(),

@@ -8,7 +8,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,7 +73,7 @@ impl Broker {
     pub fn restart(&mut self) {
         self.kill();
         let own = self.own();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kafka.sh");
+        let script = crate::manifest_dir().join("../deploy/kafka.sh");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

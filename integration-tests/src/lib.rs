@@ -16,6 +16,15 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// This crate's folder, read when the test runs: cargo and nextest set `CARGO_MANIFEST_DIR` for every
+/// test process. The compile-time value is only a fallback: a test binary that cargo reuses from a
+/// build in another clone (the target folder is shared) would read that clone's files.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+}
+
 pub mod auth;
 pub mod chaos;
 pub mod cluster;
@@ -184,6 +193,11 @@ impl Standalone {
     /// SIGTERM, then waits for a graceful exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         self.process.terminate()
+    }
+
+    /// SIGTERM without waiting: the test watches what the server does while it drains and stops.
+    pub fn request_stop(&self) {
+        self.process.request_stop();
     }
 
     /// Waits up to `limit` for the server to exit on its own: whether it exited successfully, `None`

@@ -38,7 +38,7 @@ fn exported(text: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_queries_is_exported() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/tandem.json");
+    let path = tandem_integration_tests::manifest_dir().join("../deploy/grafana/tandem.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard"))
         .expect("the dashboard is JSON");
     let queried = queried_metrics(&dashboard);

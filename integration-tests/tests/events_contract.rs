@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -439,7 +438,7 @@ fn read_until_complete(brokers: &str, topic: &str, db: &TestDatabase) -> Vec<Val
 /// Runs integration-tests/events/consume_events.py with the Python of the chaos venv on `topic`;
 /// its records, one JSON object each. Fails the test on any exit but 0.
 fn consume_events(brokers: &str, topic: &str) -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = &tandem_integration_tests::manifest_dir();
     let venv = bounded(Command::new("bash").arg(dir.join("chaos/venv.sh")), Duration::from_secs(900));
     let python =
         venv.stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();

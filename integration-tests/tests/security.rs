@@ -590,8 +590,8 @@ fn render(rows: &[Row], witness_ops: u64) -> String {
 
 /// Compares the table with docs/SECURITY.md, or rewrites it with TANDEM_UPDATE_SECURITY=1.
 fn check_document(table: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SECURITY.md");
-    let document = std::fs::read_to_string(path).expect("docs/SECURITY.md exists");
+    let path = tandem_integration_tests::manifest_dir().join("../docs/SECURITY.md");
+    let document = std::fs::read_to_string(&path).expect("docs/SECURITY.md exists");
     let start = document.find(TABLE_START).expect("docs/SECURITY.md has the table's start marker")
         + TABLE_START.len();
     let end = document.find(TABLE_END).expect("docs/SECURITY.md has the table's end marker");
@@ -601,7 +601,7 @@ fn check_document(table: &str) {
     }
     if std::env::var_os("TANDEM_UPDATE_SECURITY").is_some() {
         let updated = format!("{}\n{}\n{}", &document[..start], table.trim(), &document[end..]);
-        std::fs::write(path, updated).expect("write docs/SECURITY.md");
+        std::fs::write(&path, updated).expect("write docs/SECURITY.md");
         eprintln!("docs/SECURITY.md updated");
         return;
     }

@@ -310,7 +310,7 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
         println!("problem: {problem}");
     }
     if options.write_doc && !interrupted {
-        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/RELIABILITY.md");
+        let doc = crate::manifest_dir().join("../docs/RELIABILITY.md");
         std::fs::write(&doc, &markdown).context("write docs/RELIABILITY.md")?;
         println!("wrote {}", doc.display());
     }
@@ -464,7 +464,7 @@ fn write_manifest(
 /// Runs integration-tests/chaos/check.py with the Python of integration-tests/chaos/venv.sh, if
 /// both exist; bounded in time.
 fn run_checker(manifest: &Path, result: &Path) -> Checker {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("chaos");
+    let dir = crate::manifest_dir().join("chaos");
     let (venv, check) = (dir.join("venv.sh"), dir.join("check.py"));
     for file in [&venv, &check] {
         if !file.exists() {

@@ -7,7 +7,14 @@ use tandem_protocol::DocId;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 
 fn key_file(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("tests/keys")
+        .join(name),
+    )
+    .unwrap()
 }
 
 fn config(algorithm: KeyAlgorithm, keys: Vec<Vec<u8>>) -> VerifierConfig {

@@ -8,7 +8,7 @@
 //! differs from the generator's output; `TANDEM_UPDATE_VECTORS=1 cargo test -p tandem-client --test
 //! undo_vectors the_file` rewrites it (review the diff). `the_vectors_hold` replays the file as it is.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -20,7 +20,10 @@ use tandem_client::{DocId, DocumentClient, Operation, OutgoingOp, UndoOptions};
 mod scripts;
 
 fn vectors_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/undo-vectors.json")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("vectors/undo-vectors.json")
 }
 
 fn op(value: &Value) -> Operation {

@@ -42,7 +42,10 @@ impl Trace {
 
 /// The folder with the traces, at the workspace root.
 pub fn traces_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/editing-traces")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../testdata/editing-traces")
 }
 
 /// The names of the `*.json.gz` traces in the folder (file names without `.json.gz`), sorted.

@@ -11,7 +11,7 @@
 // Each target that includes this module uses only part of it.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,7 +24,10 @@ pub const SEED: u64 = 0x7a4d_0001;
 
 /// Where the vectors file lives.
 pub fn vectors_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/ot-vectors.json")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("vectors/ot-vectors.json")
 }
 
 #[derive(Debug, Serialize)]
