@@ -26,6 +26,7 @@ fn to_json(m: &ClientMessage) -> Value {
         ClientMessage::Close { doc } => json!({"type": "close", "doc": doc.as_str()}),
         ClientMessage::Ping => json!({"type": "ping"}),
         ClientMessage::Auth { token } => json!({"type": "auth", "token": token.expose()}),
+        ClientMessage::Presence(update) => serde_json::from_str(&update.to_json()).expect("JSON"),
     }
 }
 

@@ -4,11 +4,13 @@
 // Import it in a browser with `import { TandemClient } from '/tandem-client.js'` (it loads `./ot.js`
 // next to itself), in Node 20 with `--experimental-websocket` or by passing a WebSocket constructor.
 
-import { apply, compose, fromDiff, invert, transform, isNoop, normalize, UndoHistory } from './ot.js';
+import { apply, compose, fromDiff, invert, transform, transformIndex, isNoop, normalize, UndoHistory } from './ot.js';
 import { OfflineStore } from './offline.js';
+import { RemoteSelections } from './presence.js';
 
 export * from './ot.js';
 export { OfflineStore, MemoryStorage } from './offline.js';
+export { RemoteSelections } from './presence.js';
 
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -383,6 +385,14 @@ export class DocHandle {
     this.lastError = null;
     this.waiters = [];
     this.retryTimer = null;
+    /** Other participants' selections (see presence.js); null until the first snapshot. */
+    this.remote = null;
+    /** This client's own selection in `text` (code points), or null; see setSelection. */
+    this.selection = null;
+    /** Display fields sent with the selection ({name, colour}). */
+    this.display = {};
+    /** Whether this client takes part in presence: set by setSelection or an onPresence callback. */
+    this.presenceWanted = typeof callbacks.onPresence === 'function';
     /** Resolves with the handle once the first snapshot is in. */
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
@@ -422,6 +432,7 @@ export class DocHandle {
     const msg = this.state.localEdit(op);
     this.client._persist(this);
     if (msg && this.phase === 'ready') this.client._send(msg);
+    this._moved(normalize(op));
   }
 
   /**
@@ -494,7 +505,78 @@ export class DocHandle {
     if (!done) return null;
     this.client._persist(this);
     if (done.message && this.phase === 'ready') this.client._send(done.message);
+    this._moved(done.op);
     return done.op;
+  }
+
+  /**
+   * Tells the other participants where this client's selection is: `anchor` (where it started) and
+   * `head` (the caret), code points in `text`, or `null` to be present without a selection. `display`
+   * (`{name, colour}`, a CSS hex colour) is shown with it; omitted fields keep their last value. Moves
+   * faster than the server's limit (20 a second by default) are coalesced by the server, the latest
+   * winning. Sent now when online, and again after every reconnect.
+   * @param {number | null} anchor
+   * @param {number} [head]
+   * @param {{name?: string, colour?: string}} [display]
+   */
+  setSelection(anchor, head = anchor, display = {}) {
+    if (this.phase === 'closed') throw new Error(`document ${this.doc} is closed`);
+    if (anchor === null) {
+      this.selection = null;
+    } else {
+      const len = Array.from(this.text).length;
+      for (const [field, value] of [['anchor', anchor], ['head', head]]) {
+        if (!Number.isSafeInteger(value) || value < 0 || value > len) {
+          throw new Error(`${field} ${value} is outside the text (0 to ${len} code points)`);
+        }
+      }
+      this.selection = { anchor, head };
+    }
+    this.display = { ...this.display, ...display };
+    this.presenceWanted = true;
+    this._announce();
+  }
+
+  /**
+   * The other participants and where their selections are in `text` (code points; `anchor` and `head`
+   * absent for one without a selection): each remote selection moved through every version applied
+   * since it was announced and through this client's own pending edits, so it stays on its characters.
+   * @returns {Array<{client: string, user: string, name?: string, colour?: string, anchor?: number, head?: number}>}
+   */
+  presences() {
+    if (!this.remote || !this.state) return [];
+    return this.remote.shown(this._pending());
+  }
+
+  _pending() {
+    return [this.state?.inflight?.op, this.state?.buffer].filter(Boolean);
+  }
+
+  /** Sends this client's presence (online and loaded only; the server validates it in `version`'s text). */
+  _announce() {
+    if (!this.presenceWanted || !this.state || this.phase !== 'ready') return;
+    const msg = { type: 'presence', doc: this.doc };
+    if (this.selection) {
+      const pending = this._pending();
+      msg.version = this.state.version;
+      msg.anchor = RemoteSelections.toServer(this.selection.anchor, pending);
+      msg.head = RemoteSelections.toServer(this.selection.head, pending);
+    }
+    if (this.display.name) msg.name = this.display.name;
+    if (this.display.colour) msg.colour = this.display.colour;
+    this.client._send(msg);
+  }
+
+  /** The local text changed by `op` (an edit here or a remote op): move the own selection, redraw others. */
+  _moved(op) {
+    if (this.selection) {
+      this.selection = { anchor: transformIndex(op, this.selection.anchor), head: transformIndex(op, this.selection.head) };
+    }
+    this._presenceChanged();
+  }
+
+  _presenceChanged() {
+    if (this.remote && this.remote.others.size > 0) this.callbacks.onPresence?.(this.presences());
   }
 
   _checkWaiters() {
@@ -605,6 +687,9 @@ export class TandemClient {
    *   one of this client's own ops was committed as `version` (the text does not change, the version does)
    * @param {(status: string) => void} [callbacks.onStatus] 'connecting' | 'online' | 'offline'
    * @param {(error: {code: string, message: string, doc?: string, seq?: number}) => void} [callbacks.onError]
+   * @param {(presences: Array<{client: string, user: string, name?: string, colour?: string, anchor?: number, head?: number}>) => void} [callbacks.onPresence]
+   *   the other participants or their selections changed (`handle.presences()`, positions in `text`);
+   *   giving it makes this client take part in presence (see `DocHandle#setSelection`)
    * @returns {DocHandle}
    */
   open(doc, callbacks = {}) {
@@ -637,6 +722,7 @@ export class TandemClient {
       return;
     }
     handle.state = state;
+    handle.remote = new RemoteSelections(state.version);
     handle.fresh = false;
     handle.phase = 'offline';
     handle._resolveReady(handle);
@@ -753,6 +839,11 @@ export class TandemClient {
       clearTimeout(h.retryTimer);
       if (h.phase === 'ready' || h.phase === 'catching_up') h.phase = 'offline';
       if (h.phase !== 'failed') h._setStatus('offline');
+      // Who is here is unknown until the server tells again, after the reconnect.
+      if (h.remote && h.remote.others.size > 0) {
+        h.remote.clear();
+        h.callbacks.onPresence?.([]);
+      }
     }
     this._setStatus('offline');
     if (this.closed) return;
@@ -889,6 +980,10 @@ export class TandemClient {
         case 'opened':
           this._onOpened(handle, msg);
           break;
+        case 'presence':
+        case 'presence_left':
+          this._onPresence(handle, msg);
+          break;
         default:
           break;
       }
@@ -909,6 +1004,8 @@ export class TandemClient {
       // and seq continues.
       const oldText = handle.text;
       handle.state.reset(msg.text, msg.version);
+      handle.remote.reset(msg.version);
+      handle._moved(fromDiff(oldText, msg.text));
       handle.callbacks.onChange?.({ op: fromDiff(oldText, msg.text), text: msg.text, version: msg.version, reset: true });
       return;
     }
@@ -926,29 +1023,38 @@ export class TandemClient {
         undo: this.undoOptions,
       });
     }
+    if (handle.remote) handle.remote.reset(msg.version);
+    else handle.remote = new RemoteSelections(msg.version);
     handle.fresh = false;
     handle.phase = 'ready';
     handle._setStatus('online');
     handle._resolveReady(handle);
+    handle._moved(fromDiff(oldText, msg.text));
     handle.callbacks.onChange?.({
       op: fromDiff(oldText, msg.text),
       text: msg.text,
       version: msg.version,
       reset: true,
     });
+    handle._announce();
   }
 
   _onOp(handle, msg) {
     if (handle.phase !== 'ready' && handle.phase !== 'catching_up') return;
     if (msg.version <= handle.state.version) return; // already have it
     const op = handle.state.onRemoteOp(msg.version, msg.op);
+    handle.remote.apply(msg.version, msg.op);
+    handle._moved(op);
     handle.callbacks.onChange?.({ op, text: handle.state.text, version: msg.version, client: msg.client });
   }
 
   _onAck(handle, msg) {
     if (handle.phase !== 'ready' && handle.phase !== 'catching_up') return;
     if (msg.version <= handle.state.version) return; // already have it
+    // The op in flight, transformed past every version before it, is the version committed.
+    const committed = handle.state.inflight?.op;
     const next = handle.state.onAck(msg.seq, msg.version);
+    if (committed) handle.remote.apply(msg.version, committed);
     handle.callbacks.onAck?.({ seq: msg.seq, version: msg.version });
     // During catch-up the next op waits for `opened`, then goes out as the in-flight op.
     if (next && handle.phase === 'ready') this._send(next);
@@ -967,6 +1073,25 @@ export class TandemClient {
     // Not acknowledged by the catch-up: resend with the same seq, base and op.
     const resend = handle.state.resendMessage();
     if (resend) this._send(resend);
+    handle._announce();
+  }
+
+  _onPresence(handle, msg) {
+    if (!handle.remote || typeof msg.client !== 'string' || msg.client === this.author) return;
+    if (msg.type === 'presence_left') {
+      if (!handle.remote.others.has(msg.client)) return;
+      handle.remote.remove(msg.client);
+      handle.callbacks.onPresence?.(handle.presences());
+      return;
+    }
+    const participant = { client: msg.client, user: msg.user };
+    if (typeof msg.name === 'string') participant.name = msg.name;
+    if (typeof msg.colour === 'string') participant.colour = msg.colour;
+    const selection = Number.isSafeInteger(msg.version) && Number.isSafeInteger(msg.anchor) && Number.isSafeInteger(msg.head)
+      ? { version: msg.version, anchor: msg.anchor, head: msg.head }
+      : null;
+    handle.remote.update(participant, selection);
+    handle.callbacks.onPresence?.(handle.presences());
   }
 
   _onError(msg) {
@@ -978,6 +1103,8 @@ export class TandemClient {
       return;
     }
     this._reportError(err, handle);
+    // A refused `presence` (a selection outside its version's text): nothing else to do.
+    if (msg.presence === true) return;
     const inflight = handle.state?.inflight;
     const aboutInflight = msg.seq !== undefined && inflight && inflight.seq === msg.seq;
     switch (msg.code) {

@@ -7,6 +7,9 @@
 //! - **sequenced records** (topic `tandem.events`): the sequencer publishes what it committed through an
 //!   [`EventPublisher`]; every gateway reads all of it through [`EventSubscriber::subscribe`].
 //!
+//! A third, ephemeral channel runs between gateways only: **presence** (topic `tandem.presence`,
+//! [`presence::PresenceBus`]), where each editing session's selection is, best effort.
+//!
 //! Both streams are partitioned by document id, so one document's ops and records stay in order.
 //! [`in_process`] implements them with channels for the single-process mode; the Kafka implementation
 //! fits the same traits. Neither promises more than Kafka does: a reader may see a gap (a lagging
@@ -21,6 +24,7 @@ use tandem_protocol::{DocId, ErrorCode};
 pub mod in_process;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod presence;
 
 /// A partition of the op log; the unit of sequencer ownership.
 pub type PartitionId = u32;

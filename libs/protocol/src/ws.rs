@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_ot::Operation;
 
+use crate::presence::PresenceUpdate;
 use crate::{ClientId, DocId, ErrorCode, ProtocolError};
 
 /// A message from a client, validated.
@@ -34,6 +35,8 @@ pub enum ClientMessage {
     Auth {
         token: BearerToken,
     },
+    /// Where this session's selection is in an open document (see [`crate::presence`]).
+    Presence(PresenceUpdate),
 }
 
 /// A token as it travels in an `auth` message. Its `Debug` output is redacted, so a logged message
@@ -112,8 +115,12 @@ impl ClientMessage {
                 }
                 Ok(ClientMessage::Auth { token: BearerToken(m.token) })
             }
+            "presence" => {
+                let Value::Object(fields) = value else { unreachable!("the message was an object") };
+                Ok(ClientMessage::Presence(PresenceUpdate::from_fields(fields)?))
+            }
             other => Err(ProtocolError::bad_request(format!(
-                "unknown message type {other:?}; expected hello, open, op, close, ping or auth"
+                "unknown message type {other:?}; expected hello, open, op, close, ping, auth or presence"
             ))),
         }
     }

@@ -86,7 +86,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BusError> {
 
 /// How many partitions the broker's metadata shows for `topic`, and how many of them have a
 /// leader; `None` while it does not know the topic.
-async fn topic_partitions(
+pub(super) async fn topic_partitions(
     admin: &Arc<AdminClient<DefaultClientContext>>,
     topic: &str,
     config: &KafkaConfig,

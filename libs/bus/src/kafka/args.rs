@@ -14,7 +14,7 @@ pub struct KafkaArgs {
     /// Partitions of the Kafka topics (fixed for the life of a cluster; the same in every service).
     #[arg(long, env = "TANDEM_PARTITIONS", default_value_t = 16)]
     pub partitions: u32,
-    /// Prefix of the topics (`NAME.ops`, `NAME.events`) and of the sequencers' group
+    /// Prefix of the topics (`NAME.ops`, `NAME.events`, `NAME.presence`) and of the sequencers' group
     /// (`NAME-sequencer`): several Tandem clusters can share one Kafka cluster.
     #[arg(long, env = "TANDEM_KAFKA_NAMESPACE", default_value = "tandem")]
     pub kafka_namespace: String,
@@ -64,6 +64,7 @@ impl KafkaArgs {
             brokers: self.brokers.clone(),
             ops_topic: format!("{namespace}.ops"),
             events_topic: format!("{namespace}.events"),
+            presence_topic: format!("{namespace}.presence"),
             group_id: format!("{namespace}-sequencer"),
             partitions: self.partitions,
             replication_factor: self.kafka_replication_factor,

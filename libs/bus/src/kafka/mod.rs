@@ -15,6 +15,8 @@
 //!   traced op's `publish` span.
 //! - [`KafkaEventSubscriber`]: every gateway reads every partition of `tandem.events` without a
 //!   group, from the end at subscribe time; gaps become [`Delivery::Lagged`](crate::Delivery).
+//! - [`KafkaPresenceBus`]: gateways announce presence on `tandem.presence` (acks=1, best effort)
+//!   and read every partition of it without a group, from a little before the end.
 //!
 //! Record values are the protobuf messages of `proto/tandem/v1/records.proto` (`Submission` on
 //! `tandem.ops`, `SequencedRecord` on `tandem.events`), encoded and validated by tandem-proto: the
@@ -42,6 +44,7 @@ mod admin;
 #[cfg(feature = "cli")]
 mod args;
 mod op_log;
+mod presence;
 mod producer;
 mod subscriber;
 mod trace;
@@ -50,6 +53,7 @@ pub use admin::ensure_topics;
 #[cfg(feature = "cli")]
 pub use args::KafkaArgs;
 pub use op_log::{Assignment, KafkaOpLog, KafkaPartitionConsumer};
+pub use presence::{ensure_presence_topic, KafkaPresenceBus};
 pub use producer::{KafkaEventPublisher, KafkaOpSubmitter};
 pub use subscriber::KafkaEventSubscriber;
 
@@ -65,6 +69,9 @@ pub struct KafkaConfig {
     pub ops_topic: String,
     /// Committed records, keyed by document id. Default `tandem.events`.
     pub events_topic: String,
+    /// Presence between gateways, keyed by document id. Default `tandem.presence`. Created by the
+    /// gateways ([`ensure_presence_topic`]), with [`KafkaConfig::partitions`] partitions.
+    pub presence_topic: String,
     /// Partitions of both topics. Ops and records of a document share the partition number
     /// ([`partition_of`](crate::partition_of)), and it is the unit of sequencer ownership: more
     /// partitions spread load over more sequencers, but each one costs an owner task and a
@@ -86,6 +93,10 @@ pub struct KafkaConfig {
     /// Postgres), so this is for analytics consumers reading the topic from the beginning: a week
     /// to catch up after an outage. Default 7 days.
     pub events_retention: Duration,
+    /// `retention.ms` (and `segment.ms`) of the presence topic. A presence record matters until the
+    /// next heartbeat re-announces it (seconds); readers start near the end. A minute keeps the
+    /// topic a few segments long. Default 60 s.
+    pub presence_retention: Duration,
     /// The sequencers' consumer group protocol. Default [`GroupProtocol::Classic`]: see its
     /// variants and BENCHMARKS.md for the measured takeover times.
     pub group_protocol: GroupProtocol,
@@ -142,11 +153,13 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             ops_topic: "tandem.ops".to_owned(),
             events_topic: "tandem.events".to_owned(),
+            presence_topic: "tandem.presence".to_owned(),
             partitions: 16,
             replication_factor: 1,
             min_insync_replicas: 1,
             ops_retention: Duration::from_secs(24 * 3600),
             events_retention: Duration::from_secs(7 * 24 * 3600),
+            presence_retention: Duration::from_secs(60),
             group_protocol: GroupProtocol::Classic,
             group_id: "tandem-sequencer".to_owned(),
             session_timeout: Duration::from_secs(2),
