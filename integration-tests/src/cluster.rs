@@ -111,6 +111,7 @@ pub struct ClusterBuilder {
     own_broker: bool,
     extra_args: Vec<String>,
     gateway_args: Vec<String>,
+    sequencer_args: Vec<String>,
     extra_env: Vec<(String, String)>,
     /// The sequencer that reaches Postgres through a [`LoopbackProxy`] (see [`Cluster::postgres_proxy`]).
     postgres_proxy_for: Option<usize>,
@@ -129,6 +130,12 @@ impl ClusterBuilder {
     /// A flag given to every sequencer and gateway, e.g. `--kafka-group-protocol consumer`.
     pub fn service_arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
+        self
+    }
+
+    /// A flag given to every sequencer only, e.g. `--snapshot-every 5`.
+    pub fn sequencer_arg(mut self, arg: impl Into<String>) -> Self {
+        self.sequencer_args.push(arg.into());
         self
     }
 
@@ -275,6 +282,7 @@ impl Cluster {
             own_broker: false,
             extra_args: Vec::new(),
             gateway_args: Vec::new(),
+            sequencer_args: Vec::new(),
             extra_env: Vec::new(),
             postgres_proxy_for: None,
             logs_dir: None,
@@ -382,6 +390,7 @@ impl Cluster {
         let mut args = vec!["--grpc-listen".to_owned(), format!("127.0.0.1:{}", free_port())];
         args.extend(["--metrics-listen".to_owned(), http.to_owned()]);
         args.extend(self.common_args(format!("sequencer-{i}")));
+        args.extend(self.config.sequencer_args.iter().cloned());
         if let Some((_, proxy)) = self.postgres_proxy.as_ref().filter(|(p, _)| *p == i) {
             let at = args.iter().position(|a| a == "--postgres-url").expect("--postgres-url") + 1;
             args[at] = self.database.url_via(proxy.address());

@@ -7,6 +7,10 @@
 //! service here rather than generating it in tandem-rpc keeps a single copy of every message type.
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, so building needs no system package.
+//!
+//! It also writes the encoded `FileDescriptorSet` of these files, which the gateway's gRPC server
+//! reflection serves (`tandem_proto::FILE_DESCRIPTOR_SET`), so tools such as grpcurl can call the
+//! Documents API without a copy of the .proto files.
 
 use std::path::PathBuf;
 
@@ -30,7 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
+    let descriptor_set = PathBuf::from(std::env::var("OUT_DIR")?).join("tandem_descriptor.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptor_set)
         .build_client(grpc)
         .build_server(grpc)
         .emit_rerun_if_changed(false)

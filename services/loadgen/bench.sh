@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs="${RUNS:-3}"
 duration="${DURATION:-30}"
-presets="${PRESETS:-typing hot-doc max connections replay history}"
+presets="${PRESETS:-typing hot-doc max connections replay history api}"
 modes="${MODES:-standalone cluster}"
 out="${OUT:-$(mktemp -d /tmp/tandem-bench.XXXXXX)}"
 mkdir -p "$out"
@@ -68,7 +68,7 @@ for mode in $modes; do
             if [[ -f "$dir/run-$runs.txt" ]]; then
                 echo
                 echo '```'
-                grep -E '^(loadgen|standalone|kafka|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens) |^ +(first op|the op after)' \
+                grep -E '^(loadgen|standalone|kafka|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens|api) |^ +(first op|the op after|cpu per edit)' \
                     "$dir/run-$runs.txt" || true
                 [[ -f "$dir/stages.txt" ]] && cat "$dir/stages.txt"
                 echo '```'

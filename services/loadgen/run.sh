@@ -8,7 +8,7 @@
 # e.g. services/loadgen/run.sh cluster --runs 3 -- typing --docs 20 --clients 2 --rate 5 --duration 30
 #      services/loadgen/run.sh standalone --runs 1 -- stalled-readers --readers 1000
 #
-# PRESET is one of typing, hot-doc, max, connections, replay, stalled-readers, history (see README.md
+# PRESET is one of typing, hot-doc, max, connections, replay, stalled-readers, history, api (see README.md
 # beside this script; history needs the cluster: it gets the database as TANDEM_POSTGRES_URL).
 # Every process started here is watched (--watch NAME=PID: CPU and RSS in the report).
 #

@@ -15,6 +15,8 @@
 //! it depends on neither, so each can use it without a cycle.
 
 pub mod convert;
+/// The `tandem.presence` record value (ephemeral presence between gateways).
+pub mod presence;
 
 /// Generated from `proto/tandem/v1/*.proto`. Wire types: code past the edge uses the domain types
 /// that [`convert`] produces.
@@ -22,5 +24,9 @@ pub mod proto {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/tandem.v1.rs"));
 }
+
+/// The encoded `google.protobuf.FileDescriptorSet` of `proto/tandem/v1/*.proto`, for gRPC server
+/// reflection (the gateway serves it next to the Documents API).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tandem_descriptor.bin"));
 
 pub use convert::{decode_record, decode_submission, encode_record, encode_submission, ConvertError};

@@ -73,6 +73,17 @@ pub struct EdgeArgs {
     /// new ones) before it closes their connections with 1012 and exits.
     #[arg(long, env = "TANDEM_DRAIN_GRACE_SECONDS", default_value_t = 10)]
     pub drain_grace_seconds: u64,
+    /// Versions queued for one Documents API watcher that reads too slowly before its stream ends
+    /// as `overloaded`.
+    #[arg(long, env = "TANDEM_WATCH_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_queue: u64,
+    /// Seconds ApplyEdit and DeleteDocument of the Documents API wait for the sequencer's outcome
+    /// before answering `unavailable`.
+    #[arg(long, env = "TANDEM_API_WAIT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_wait_seconds: u64,
+    /// Presence: rate limit, heartbeat and timeout.
+    #[command(flatten)]
+    pub presence: crate::presence::PresenceArgs,
 }
 
 impl EdgeArgs {
@@ -110,6 +121,9 @@ impl EdgeArgs {
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             idle_timeout: Duration::from_secs(self.idle_timeout),
             drain_grace: Duration::from_secs(self.drain_grace_seconds),
+            watch_queue: usize::try_from(self.watch_queue).unwrap_or(usize::MAX),
+            api_wait: Duration::from_secs(self.api_wait_seconds),
+            presence: self.presence.config()?,
             ..GatewayConfig::default()
         })
     }

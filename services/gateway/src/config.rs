@@ -1,5 +1,8 @@
 //! The gateway's limits and timeouts.
 
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::Authentication;
@@ -71,6 +74,49 @@ pub struct GatewayConfig {
     /// On shutdown, how long connected clients keep being served (not ready, no new connections)
     /// before their connections are closed with 1012; a Kubernetes pod's grace period must be longer.
     pub drain_grace: Duration,
+    /// The token of trusted services: the Documents API lets its bearer read and write every
+    /// document (docs/DOCUMENTS.md). `None`: only user tokens (or nobody, without authentication).
+    pub service_token: Option<ServiceToken>,
+    /// Versions queued for one Documents API watcher that reads too slowly before its stream ends
+    /// as `overloaded`.
+    pub watch_queue: usize,
+    /// How long ApplyEdit and DeleteDocument wait for the sequencer's outcome before answering
+    /// `unavailable` (the caller retries with the same request id).
+    pub api_wait: Duration,
+    /// How long a document's task stays after the Documents API's last call or watcher on it,
+    /// loaded and following the record stream, so that a caller's next edit finds the document in
+    /// memory instead of loading it from the store again.
+    pub api_linger: Duration,
+    /// Presence limits and timing, and the channel to other gateways (see [`crate::presence`]).
+    pub presence: crate::presence::PresenceConfig,
+}
+
+/// A shared secret whose `Debug` form does not show it (configurations are printed and logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceToken(Arc<str>);
+
+impl ServiceToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceToken(<redacted>)")
+    }
+}
+
+impl FromStr for ServiceToken {
+    type Err = String;
+
+    /// Refuses an empty token: it would let anyone in.
+    fn from_str(token: &str) -> Result<Self, String> {
+        if token.trim().is_empty() {
+            return Err("the service token is empty".to_owned());
+        }
+        Ok(Self(token.into()))
+    }
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +147,11 @@ impl Default for GatewayConfig {
             resubmit_after: Duration::from_secs(3),
             max_resubmissions: 4,
             drain_grace: Duration::from_secs(10),
+            service_token: None,
+            watch_queue: 1024,
+            api_wait: Duration::from_secs(10),
+            api_linger: Duration::from_secs(10),
+            presence: crate::presence::PresenceConfig::default(),
         }
     }
 }

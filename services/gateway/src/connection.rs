@@ -22,6 +22,7 @@ use crate::admission::{unix_now, Authentication};
 use crate::hub::ConnId;
 use crate::limits::{ConnectionSlot, TokenBucket};
 use crate::outbound::{Inbound, Outbound};
+use crate::presence::PresenceOutlet;
 use crate::submit_queue::SubmitQueue;
 use crate::GatewayState;
 
@@ -66,6 +67,7 @@ pub(crate) async fn serve(
         state.hubs.clone(),
         outbound.clone(),
     );
+    let presence = state.presences.outlet(conn, client.clone(), principal.user.clone(), outbound.clone());
     let mut session = Session {
         conn,
         client,
@@ -76,6 +78,7 @@ pub(crate) async fn serve(
         submits,
         open: HashSet::new(),
         opening: None,
+        presence,
         state: state.clone(),
     };
     let end = session.run(&mut socket, &mut inbound).await;
@@ -244,6 +247,9 @@ struct Session {
     /// The document being opened, while the connection ends in the middle of its catch-up: its
     /// subscription is registered already and must be ended too.
     opening: Option<DocId>,
+    /// This session's `presence` messages on their way to the documents; dropped with the session,
+    /// which then leaves every document it was present in.
+    presence: PresenceOutlet,
     state: Arc<GatewayState>,
 }
 
@@ -418,7 +424,20 @@ impl Session {
             ClientMessage::Close { doc } => {
                 if self.open.remove(&doc) {
                     self.state.hubs.unsubscribe(&doc, self.conn).await;
+                    self.presence.leave(&doc);
                 }
+                None
+            }
+            ClientMessage::Presence(update) => {
+                if !self.open.contains(&update.doc) {
+                    let e = ProtocolError::bad_request(format!(
+                        "document {} is not open on this connection; open it before sending presence",
+                        update.doc
+                    ));
+                    return Some(e.with_doc(update.doc).into());
+                }
+                // Checked and relayed by the document's presence task, which answers a refusal.
+                self.presence.update(update);
                 None
             }
             ClientMessage::Op { doc, seq, base, op } => {
@@ -443,7 +462,8 @@ impl Session {
                 // Queued, not awaited: the loop goes on writing and reading while the op log takes
                 // its time (see [`crate::submit_queue`]).
                 let submission = Submission {
-                    author: String::new(),
+                    // The op's author: the connection's user ("anonymous" without authentication).
+                    author: self.principal.user.clone(),
                     delete_document: false,
                     doc,
                     client: self.client.clone(),
@@ -507,6 +527,7 @@ impl Session {
         for doc in withdrawn {
             self.open.remove(&doc);
             self.state.hubs.unsubscribe(&doc, self.conn).await;
+            self.presence.leave(&doc);
             let message = format!("the new token does not allow reading document {doc}; it was closed");
             let error = ServerMessage::from(ProtocolError::new(ErrorCode::Forbidden, message).with_doc(doc));
             crate::error_counts::count(&error);

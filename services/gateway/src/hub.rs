@@ -20,6 +20,10 @@
 //! its author is closed as `overloaded`, reconnects and resends), resubmissions in flight are
 //! limited by [`GatewayConfig::max_resubmissions_in_flight`], and a failed gap repair is retried
 //! by the task's own timer.
+//!
+//! The Documents API (`crate::documents`) uses the same tasks (see the `api` submodule): it waits here
+//! for the outcome of an op or a deletion it submitted, and its watchers get each committed version
+//! from the task, in the same order as every WebSocket subscriber.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +33,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use ropey::Rope;
 use tandem_bus::OpSubmitter;
-use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection, SequencedRecord, Submission};
 use tandem_protocol::ws::ServerMessage;
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError};
 use tandem_store::{EventStore, StoreError};
@@ -75,8 +79,23 @@ enum Command {
         client: ClientId,
         seq: u64,
     },
-    /// Records may have been lost: compare with the store.
+    /// Records may have been lost: compare with the store. Also sent when a Documents API call
+    /// stops waiting, so the task lets go of it (and ends if nothing else is left).
     Wake,
+    /// The Documents API waits for the outcome of an op or deletion it is about to submit.
+    Await {
+        waiter: api::Waiter,
+        registered: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A Documents API watcher: every version after the one answered goes to it.
+    Watch {
+        id: u64,
+        watcher: api::Watcher,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Unwatch {
+        id: u64,
+    },
 }
 
 /// How a subscription starts, as the document task answers it.
@@ -346,14 +365,15 @@ impl Hubs {
             lagged,
             lost,
             repair_due: None,
-            pending: PendingOps::new(
-                self.config.resubmit_after,
-                self.config.max_resubmissions,
-                self.config.document_queue,
-            ),
+            pending: self.pending_ops(),
+            api: api::ApiSubscribers::new(self.config.api_linger),
         };
         tokio::spawn(task.run(rx));
         tx
+    }
+
+    fn pending_ops(&self) -> PendingOps {
+        PendingOps::new(self.config.resubmit_after, self.config.max_resubmissions, self.config.document_queue)
     }
 }
 
@@ -409,6 +429,8 @@ struct DocTask {
     repair_due: Option<Instant>,
     /// Ops of this document's subscribers on their way through the sequencer.
     pending: PendingOps,
+    /// Documents API calls waiting for outcomes, and its watchers.
+    api: api::ApiSubscribers,
 }
 
 impl DocTask {
@@ -416,6 +438,7 @@ impl DocTask {
         loop {
             let next_due = self.pending.next_due();
             let repair_due = self.repair_due;
+            let linger = self.api.linger_until().filter(|_| self.subscribers.is_empty());
             let command = tokio::select! {
                 command = rx.recv() => match command {
                     Some(command) => command,
@@ -430,6 +453,8 @@ impl DocTask {
                     self.lagged.store(true, Ordering::Release);
                     Command::Wake
                 }
+                // Only to look again whether the task may end.
+                _ = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now)), if linger.is_some() => Command::Wake,
             };
             self.handle(command).await;
             if self.lagged.swap(false, Ordering::AcqRel) {
@@ -450,7 +475,8 @@ impl DocTask {
                     !lost
                 });
             }
-            if self.subscribers.is_empty() {
+            self.api.prune();
+            if self.subscribers.is_empty() && self.api.is_idle() {
                 // Leave the registry only if nothing is queued: a command sent meanwhile must be served.
                 let mut docs = self.hubs.docs.lock().expect("hub registry lock");
                 if rx.is_empty() {
@@ -492,6 +518,24 @@ impl DocTask {
             Command::Track(submission) => self.pending.track(submission, Instant::now()),
             Command::Untrack { client, seq } => self.pending.resolve(&client, seq),
             Command::Wake => {}
+            Command::Await { waiter, registered } => {
+                // Loaded (and kept up to date) while anyone waits: a shed record of the op is then
+                // repaired from the store like any other, and the outcome still found.
+                let loaded = self.catch_up_with_store(None).await;
+                if loaded.is_ok() {
+                    self.api.wait(waiter);
+                }
+                let _ = registered.send(loaded);
+            }
+            Command::Watch { id, watcher, reply } => {
+                let loaded = self.catch_up_with_store(None).await;
+                let answer = loaded.map(|()| {
+                    self.api.watch(id, watcher);
+                    self.loaded.as_ref().map_or(0, |l| l.version)
+                });
+                let _ = reply.send(answer);
+            }
+            Command::Unwatch { id } => self.api.unwatch(id),
         }
     }
 
@@ -577,6 +621,10 @@ impl DocTask {
         if !well_formed(record) {
             return Ok(());
         }
+        if let SequencedRecord::Deleted(deleted) = record {
+            self.on_deleted(deleted);
+            return Ok(());
+        }
         if self.loaded.is_none() {
             // Nobody has opened the document yet; the first subscription loads it from the store.
             return Ok(());
@@ -597,20 +645,60 @@ impl DocTask {
                     self.deliver(event, span.as_ref())?;
                 }
             }
-            SequencedRecord::Reacknowledged { version, .. } => {
+            SequencedRecord::Reacknowledged { client, seq, version, .. } => {
                 // Every subscriber has received every version up to ours (snapshot, catch-up or live),
                 // so the author has its ack already once we are at `version`.
                 self.catch_up_with_store(Some(*version)).await?;
+                self.api.resolve(client, *seq, || api::OpOutcome::Reacknowledged { version: *version });
             }
             SequencedRecord::Rejected(rejection) => {
                 // Versions committed before the refusal come first.
                 self.catch_up_with_store(Some(rejection.at_version)).await?;
                 self.reject(rejection);
+                let (code, message) = (rejection.code, &rejection.message);
+                self.api.resolve(&rejection.client, rejection.seq, || api::OpOutcome::Rejected {
+                    code,
+                    message: message.clone(),
+                });
             }
-            // TODO(issue 12): drop the document's state and tell its subscribers.
-            SequencedRecord::Deleted(_) => {}
+            SequencedRecord::Deleted(_) => unreachable!("handled above"),
         }
         Ok(())
+    }
+
+    /// The document was deleted: its events are purged and its versions start again from 0.
+    ///
+    /// Every WebSocket subscriber gets an `error` with code `invalid_op` about the document and no
+    /// `seq` (docs/PROTOCOL.md, "Deleted documents"), which makes a client do what it does after any
+    /// `invalid_op`: drop its pending edits and reopen the document (now at version 0); and it is
+    /// unsubscribed here. Watchers of the Documents API get the tombstone and their streams end; a
+    /// DeleteDocument waiting here is answered. The cached text goes, and so do the ops tracked for
+    /// resubmission: resubmitted now, they would land in the new document.
+    fn on_deleted(&mut self, deleted: &DocumentDeleted) {
+        debug!(doc = %self.doc, last_version = deleted.last_version, "document deleted");
+        let message = ServerMessage::Error {
+            code: ErrorCode::InvalidOp,
+            message: format!(
+                "document {} was deleted (its last version was {}); it is closed: open it again to start \
+                 from version 0",
+                deleted.doc, deleted.last_version
+            ),
+            doc: Some(self.doc.clone()),
+            seq: None,
+        };
+        let frame = frame(&message);
+        for (_, sub) in self.subscribers.drain() {
+            crate::error_counts::count(&message);
+            // A full queue marks the connection overloaded: it reconnects and finds the document gone.
+            let _ = sub.outbound.push(frame.clone());
+        }
+        self.api.deleted(deleted);
+        self.loaded = None;
+        self.pending = self.hubs.pending_ops();
+        if self.api.has_waiters() {
+            // Ops still awaited commit to the new document: load it (from the store) to see them.
+            self.lagged.store(true, Ordering::Release);
+        }
     }
 
     /// Brings the fanned-out version up to `target` (or the store's latest), delivering each missing
@@ -668,6 +756,7 @@ impl DocTask {
                 sub.send(shared_op.get_or_insert_with(|| frame(&op(event))).clone(), config)
             }
         });
+        self.api.delivered(event);
         Ok(())
     }
 
@@ -748,6 +837,9 @@ fn could_not_open(doc: &DocId) -> ProtocolError {
     ProtocolError::new(ErrorCode::Internal, "the document could not be opened; try again")
         .with_doc(doc.clone())
 }
+
+#[path = "hub_api.rs"]
+pub mod api;
 
 #[cfg(test)]
 #[path = "hub_tests.rs"]

@@ -3,7 +3,8 @@
 //! It speaks the client protocol (docs/PROTOCOL.md) at `GET /v1/ws`, hands ops to the sequencer through
 //! an [`OpSubmitter`], reads the sequenced record stream, and fans each committed version out to the
 //! subscribers of its document (see [`hub`]). It also serves the demo editor at `/`, `/healthz` (the
-//! process answers) and `/readyz` (it can do its work: see the `readiness` module). On shutdown it
+//! process answers) and `/readyz` (it can do its work: see the `readiness` module), and, on the same
+//! port, the Documents gRPC API with gRPC health and reflection (see [`documents`]). On shutdown it
 //! drains first (see the `drain` module).
 //!
 //! [`run`] takes an already-bound listener, so tests bind port 0 and start the real gateway in-process.
@@ -33,18 +34,22 @@ mod config;
 mod connection;
 mod delivery_trace;
 mod demo;
+pub mod documents;
 mod drain;
 mod error_counts;
+pub mod history;
+mod history_http;
 pub mod hub;
 mod limits;
 mod outbound;
 mod pending;
+pub mod presence;
 mod readiness;
 mod record_router;
 mod submit_queue;
 
 pub use admission::{Authentication, SESSION_COOKIE, SUBPROTOCOL};
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, ServiceToken};
 use drain::Drain;
 use hub::Hubs;
 use limits::ConnectionCounts;
@@ -74,6 +79,10 @@ pub(crate) struct GatewayState {
     pub connections: Arc<ConnectionCounts>,
     pub drain: Arc<Drain>,
     pub readiness: Readiness,
+    /// The event store (as the readiness checks observe it): history reads go straight to it.
+    pub store: Arc<dyn EventStore>,
+    /// Where participants' selections are (see [`presence`]).
+    pub presences: Arc<presence::Presences>,
 }
 
 /// Serves the gateway on `listener` until `shutdown` fires, then drains (see the `drain` module):
@@ -87,7 +96,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     export_rare_counters();
     let (readiness, store, submitter) = Readiness::observe(deps.store, deps.submitter);
-    let hubs = Hubs::new(store, submitter.clone(), config.clone());
+    let hubs = Hubs::new(store.clone(), submitter.clone(), config.clone());
     let send_buffer = config.socket_send_buffer;
     let drain = Arc::new(Drain::new(shutdown));
     let write_timeout = config.write_timeout;
@@ -106,6 +115,7 @@ pub async fn run(
         let (drain, grace) = (drain.clone(), config.drain_grace);
         async move { drain.run(grace).await }
     });
+    let presences = presence::Presences::start(hubs.clone(), store.clone(), &config, closing.clone());
     let state = Arc::new(GatewayState {
         config,
         hubs,
@@ -114,9 +124,14 @@ pub async fn run(
         connections: Arc::default(),
         drain: drain.clone(),
         readiness,
+        store,
+        presences,
     });
     info!(address = %listener.local_addr()?, "gateway listening");
-    let app = router(state).merge(deps.extra_routes);
+    // The Documents gRPC API shares the port (HTTP/2 with prior knowledge; see `documents`).
+    let (grpc, health) = documents::routes(&state).await?;
+    let health_task = tokio::spawn(documents::report_health(state.clone(), health));
+    let app = router(state).merge(grpc).merge(deps.extra_routes);
     // The peer address feeds the per-address connection limit.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(move |tcp| tune_socket(tcp, send_buffer));
@@ -125,6 +140,7 @@ pub async fn run(
     drain.closed(write_timeout + Duration::from_secs(2)).await;
     record_router.abort();
     drain_task.abort();
+    health_task.abort();
     Ok(())
 }
 
@@ -152,6 +168,7 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/readyz", get(readiness::readyz))
         .merge(demo::routes())
         .merge(admission::routes())
+        .merge(history_http::routes())
         .with_state(state)
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tandem_bus::kafka::{KafkaArgs, KafkaEventSubscriber};
+use tandem_bus::kafka::{ensure_presence_topic, KafkaArgs, KafkaEventSubscriber, KafkaPresenceBus};
 use tandem_gateway::cli::EdgeArgs;
 use tandem_gateway::GatewayDeps;
 use tandem_rpc::{GrpcSubmitter, SubmitterOptions};
@@ -39,7 +39,8 @@ struct Config {
     /// Names this process in logs and in the broker.
     #[arg(long, env = "TANDEM_INSTANCE", default_value = "gateway")]
     instance: String,
-    /// Shared token presented to the sequencers.
+    /// Shared token presented to the sequencers; the Documents API accepts it too, as a trusted
+    /// service that may read and write every document.
     #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
     service_token: Option<String>,
     /// Authentication, browser safety and per-connection limits.
@@ -54,7 +55,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let gateway_config = config.edge.gateway_config()?;
+    let mut gateway_config = config.edge.gateway_config()?;
+    // An empty token is no token: the Documents API must not accept an empty bearer.
+    gateway_config.service_token = config.service_token.as_deref().and_then(|t| t.parse().ok());
     let drain_grace = gateway_config.drain_grace;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
@@ -64,6 +67,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("connect to Postgres")?;
     let kafka = config.kafka.config(&config.instance);
     info!(kafka = %config.kafka.describe(), "kafka settings");
+    // Presence crosses gateways on a topic of its own (docs/ARCHITECTURE.md, "Presence").
+    if let Err(e) = ensure_presence_topic(&kafka).await {
+        tracing::warn!(error = %e, "cannot create the presence topic; presence stays local until it exists");
+    }
+    let presence_bus = KafkaPresenceBus::new(&kafka).context("create the presence producer")?;
+    gateway_config.presence.bus = Some(Arc::new(presence_bus));
     let options = SubmitterOptions { token: config.service_token.clone(), ..SubmitterOptions::default() };
     let submitter =
         GrpcSubmitter::new(config.sequencers.clone(), options).context("create the gRPC submitter")?;
@@ -79,6 +88,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut gateway = tokio::spawn(tandem_gateway::run(gateway_config, listener, deps, shutdown.clone()));
     println!("gateway {} listening on http://{address}/", config.instance);
+    println!(
+        "  Documents gRPC API on the same port (HTTP/2): tandem.v1.Documents, grpc.health.v1, reflection"
+    );
     config.edge.announce();
     tokio::select! {
         _ = tandem_telemetry::service::shutdown_signal() => info!("shutting down: draining"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::ApiConfig;
 use crate::broker::BrokerConfig;
 use crate::connections::{ConnectionsConfig, MAX_CONNECTIONS};
 use crate::history::HistoryConfig;
@@ -66,10 +67,17 @@ pub enum Command {
     /// to the whole `snapshot` (cluster mode only: it needs the event log's URL).
     #[command(mut_arg("warmup", |a| a.default_value("0")), mut_arg("duration", |a| a.default_value("1")))]
     History(HistoryArgs),
+    /// The Documents gRPC API: D documents, each with one writer submitting ApplyEdit at R edits/s
+    /// (closed-loop above its round trip) and W watchers following it with WatchDocument: ApplyEdit
+    /// latency and throughput, delivery latency to the watchers, CPU per edit.
+    Api(ApiArgs),
     /// One Kafka hop on its own: records published one per request at a steady rate into a fresh
     /// topic and read back, with Tandem's own producer and reader; publish and hop latency per step
     /// of records stored, to tell the broker's cost from Tandem's.
     Broker(BrokerArgs),
+    /// D documents × 2 editors on two gateways, each typing R keystrokes/s and announcing its caret
+    /// with each: the latency of a caret between gateways next to an op's remote latency.
+    Presence(crate::presence::PresenceArgs),
     /// Prints the medians of several JSON reports (`--json` of earlier runs) of one workload.
     Summarize {
         /// The reports.
@@ -195,6 +203,52 @@ pub struct StalledArgs {
     /// Receive buffer asked for on each stalled reader's socket, in bytes.
     #[arg(long, default_value_t = 4096)]
     pub recv_buffer: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Documents (D), each with one writer; the gRPC endpoint is the --url's host and port.
+    #[arg(long, default_value_t = 20)]
+    pub docs: usize,
+    /// Watchers per document (W), each a WatchDocument stream on a connection of its own.
+    #[arg(long, default_value_t = 2)]
+    pub watchers: usize,
+    /// ApplyEdits per second of each writer (R); each waits for the previous answer.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+}
+
+impl ApiArgs {
+    pub fn validate(self) -> Result<ApiConfig, String> {
+        if self.docs == 0 {
+            return Err("--docs must be at least 1".into());
+        }
+        let callers = self.docs.saturating_mul(self.watchers.saturating_add(1));
+        if callers > MAX_CLIENTS {
+            return Err(format!(
+                "--docs × (1 + --watchers) is {callers}, at most {MAX_CLIENTS} are supported"
+            ));
+        }
+        check_rate(self.rate)?;
+        let run = self.common.validate()?;
+        let grpc_urls = run.urls.iter().map(|url| grpc_url(url)).collect::<Result<_, _>>()?;
+        Ok(ApiConfig { run, grpc_urls, docs: self.docs, watchers: self.watchers, rate: self.rate })
+    }
+}
+
+/// The gRPC endpoint of a gateway, which serves the Documents API on its WebSocket's port:
+/// `ws://HOST:PORT/v1/ws` → `http://HOST:PORT`.
+fn grpc_url(ws: &str) -> Result<String, String> {
+    let rest = ws
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("--url {ws}: the api preset speaks plain gRPC, give ws://HOST:PORT/v1/ws"))?;
+    let host_port = rest.split('/').next().unwrap_or_default();
+    if host_port.is_empty() {
+        return Err(format!("--url {ws}: no host"));
+    }
+    Ok(format!("http://{host_port}"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -502,5 +556,20 @@ mod tests {
         assert_eq!(r.max_patches, Some(10));
         let Command::Replay(r) = parse("replay", &["--trace", "no-such-trace"]) else { panic!() };
         assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn the_api_preset_finds_the_grpc_port_at_the_websocket_s() {
+        let Command::Api(a) = parse("api", &["--url", "ws://10.0.0.2:8082/v1/ws"]) else { panic!() };
+        let a = a.validate().unwrap();
+        assert_eq!((a.docs, a.watchers, a.rate), (20, 2, 20.0));
+        assert_eq!(a.grpc_urls, ["http://127.0.0.1:1", "http://10.0.0.2:8082"]);
+        let Command::Api(a) = parse("api", &["--watchers", "0", "--rate", "1000"]) else { panic!() };
+        assert_eq!(a.validate().unwrap().watchers, 0);
+        let Command::Api(a) = parse("api", &["--docs", "0"]) else { panic!() };
+        assert!(a.validate().is_err());
+        let Command::Api(a) = parse("api", &["--docs", "10000", "--watchers", "2"]) else { panic!() };
+        assert!(a.validate().unwrap_err().contains("at most 20000"));
+        assert!(grpc_url("wss://x/v1/ws").unwrap_err().contains("plain gRPC"));
     }
 }

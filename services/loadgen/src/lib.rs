@@ -1,8 +1,9 @@
 //! `tandem-loadgen`: the load-test harness of Tandem (issue 5).
 //!
 //! Presets (one module each, on the shared [`driver`]): [`typing`] (also `hot-doc` and `max`),
-//! [`connections`], [`replay`], [`stalled`] (`stalled-readers`) and [`history`] (opening a document
-//! with a long history); [`broker`] probes one Kafka hop on its own. Every run samples the CPU and
+//! [`connections`], [`replay`], [`stalled`] (`stalled-readers`), [`history`] (opening a document
+//! with a long history) and [`api`] (the Documents gRPC API: ApplyEdit and WatchDocument);
+//! [`broker`] probes one Kafka hop on its own. Every run samples the CPU and
 //! RSS of the processes named with `--watch` ([`procstat`]), keeps a per-second timeline
 //! ([`monitor`]), and ends in a [`report::Report`]: a table, JSON, and an HTML page ([`html`]).
 //!
@@ -29,6 +30,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod api;
+pub mod api_tasks;
 pub mod broker;
 pub mod cli;
 pub mod connections;
@@ -37,6 +40,7 @@ pub mod driver;
 pub mod history;
 pub mod html;
 pub mod monitor;
+pub mod presence;
 pub mod procstat;
 pub mod recorder;
 pub mod replay;

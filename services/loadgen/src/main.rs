@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use tandem_loadgen::cli::{Cli, Command, CommonArgs};
 use tandem_loadgen::report::{self, Report};
-use tandem_loadgen::{broker, connections, history, html, replay, stalled, typing};
+use tandem_loadgen::{api, broker, connections, history, html, replay, stalled, typing};
 
 /// A validated preset, ready to run.
 enum Job {
@@ -17,6 +17,7 @@ enum Job {
     Replay(replay::ReplayConfig),
     Stalled(stalled::StalledConfig),
     History(history::HistoryConfig),
+    Api(api::ApiConfig),
 }
 
 impl Job {
@@ -27,6 +28,7 @@ impl Job {
             Job::Replay(config) => replay::run(&config).await,
             Job::Stalled(config) => stalled::run(&config).await,
             Job::History(config) => history::run(&config).await,
+            Job::Api(config) => api::run(&config).await,
         }
     }
 }
@@ -58,7 +60,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => (Outputs::of(&args.common), args.validate().map(Job::Replay)),
         Command::StalledReaders(args) => (Outputs::of(&args.common), args.validate().map(Job::Stalled)),
         Command::History(args) => (Outputs::of(&args.common), args.validate().map(Job::History)),
+        Command::Api(args) => (Outputs::of(&args.common), args.validate().map(Job::Api)),
         Command::Broker(args) => return probe_broker(&args),
+        Command::Presence(args) => return tandem_loadgen::presence::run_cli(&args),
         Command::Summarize { files } => return summarize(&files),
         Command::Html { json, out } => {
             return match Report::read_json(&json).and_then(|r| html::write(&r, &out)) {

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tandem_client::{Client, ErrorSource};
 
+use crate::api::ApiReport;
 use crate::connections::ConnectReport;
 use crate::converge::Convergence;
 use crate::history::HistoryReport;
@@ -67,6 +68,9 @@ pub struct Report {
     /// What only the `history` preset measures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<HistoryReport>,
+    /// What only the `api` preset measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiReport>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -315,6 +319,7 @@ impl Report {
             replay: None,
             stalled_readers: None,
             history: None,
+            api: None,
         }
     }
 
@@ -331,6 +336,7 @@ impl Report {
             && self.connect.as_ref().is_none_or(ConnectReport::is_clean)
             && self.replay.as_ref().is_none_or(ReplayReport::is_clean)
             && self.history.as_ref().is_none_or(HistoryReport::is_clean)
+            && self.api.as_ref().is_none_or(ApiReport::is_clean)
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
@@ -441,6 +447,9 @@ impl Report {
         }
         if let Some(history) = &self.history {
             history.table(&mut out);
+        }
+        if let Some(api) = &self.api {
+            api.table(&mut out);
         }
         out
     }

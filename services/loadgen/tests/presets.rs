@@ -315,3 +315,70 @@ async fn the_broker_probe_reads_back_every_record_it_publishes() {
         assert!(step.publish_p99_ms >= step.publish_p50_ms && step.hop_p99_ms >= step.hop_p50_ms);
     }
 }
+
+/// The api preset: ApplyEdit answered and every version delivered to every watcher, once, in
+/// order, each watcher rebuilding the text GetDocument answers; CPU per edit reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_edits_reach_every_watcher_once_and_in_order() {
+    use tandem_loadgen::api::{self, ApiConfig};
+
+    let server = Standalone::start();
+    let config = ApiConfig {
+        grpc_urls: vec![format!("http://127.0.0.1:{}", port(&server))],
+        run: run_config(&server, Duration::from_secs(2)),
+        docs: 3,
+        watchers: 2,
+        rate: 20.0,
+    };
+    let report = api::run(&config).await.expect("the run sets up");
+    assert_sane(&report);
+    assert!(report.is_clean());
+    let section = report.api.as_ref().expect("the api section");
+    assert_eq!((section.out_of_order, section.duplicates, section.watches_ended), (0, 0, 0), "{section:?}");
+    assert!(report.matching.acked > 0 && report.edits.submitted == report.matching.acked);
+    assert_eq!(
+        report.remote_latency_ms.count,
+        2 * report.matching.acked,
+        "one delivery sample per measured edit and watcher"
+    );
+    assert_eq!((report.matching.deliveries_missing, report.matching.deliveries_orphaned), (0, 0));
+    assert_eq!(report.convergence.clients, 3 + 6);
+    assert!(section.commit_to_watch_ms.count > 0 && section.edits_per_sec > 0.0, "{section:?}");
+    let cpu: Vec<&str> = section.cpu_per_edit_us.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(cpu, ["loadgen", "standalone"]);
+    assert!(report.table().contains("cpu per edit"));
+}
+
+/// The api preset against a real cluster (Kafka, Postgres, a sequencer, two gateways): every
+/// document's watchers sit on the other gateway than its writer, and still get every version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_edits_reach_watchers_on_the_other_gateway_of_a_cluster() {
+    use tandem_integration_tests::cluster::Cluster;
+    use tandem_loadgen::api::{self, ApiConfig};
+
+    let cluster = Cluster::builder().gateways(2).sequencers(1).partitions(2).start();
+    let urls = vec![cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
+    let grpc_urls = urls.iter().map(|u| u.replace("ws://", "http://").replace("/v1/ws", "")).collect();
+    let config = ApiConfig {
+        grpc_urls,
+        run: RunConfig {
+            urls,
+            token: None,
+            duration: Duration::from_secs(2),
+            warmup: Duration::from_millis(500),
+            settle_timeout: Duration::from_secs(20),
+            seed: tandem_integration_tests::seed(),
+            label: Some("test".into()),
+            progress: true,
+            watch: Vec::new(),
+        },
+        docs: 2,
+        watchers: 1,
+        rate: 20.0,
+    };
+    let report = api::run(&config).await.expect("the run sets up");
+    println!("{}", report.table());
+    assert!(report.is_clean(), "{:?}", report.convergence);
+    assert_eq!(report.remote_latency_ms.count, report.matching.acked, "one delivery per measured edit");
+    assert_eq!(report.matching.deliveries_missing, 0);
+}

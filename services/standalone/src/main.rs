@@ -50,6 +50,9 @@ struct Config {
     /// Authentication, browser safety and per-connection limits.
     #[command(flatten)]
     edge: EdgeArgs,
+    /// A token of trusted services: the Documents API lets its bearer read and write every document.
+    #[arg(long, env = "TANDEM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<tandem_gateway::ServiceToken>,
     /// fsync every commit (survives power loss); without it a commit survives a process crash only.
     #[arg(long, env = "TANDEM_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
@@ -70,7 +73,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     // Configuration errors (no authentication configured, an unreadable key) stop the start first.
-    let gateway_config = config.edge.gateway_config()?;
+    let mut gateway_config = config.edge.gateway_config()?;
+    gateway_config.service_token = config.service_token.clone();
     // Bind first: a taken port is reported before any real work starts.
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
@@ -130,6 +134,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tasks.close();
 
     println!("Tandem (single-process mode) listening on http://{address}/");
+    println!(
+        "  Documents gRPC API on the same port (HTTP/2): tandem.v1.Documents, grpc.health.v1, reflection"
+    );
     config.edge.announce();
     println!(
         "  open http://{address}/?doc=welcome in two browser tabs; data in {}",

@@ -55,7 +55,7 @@ impl Readiness {
     }
 
     /// One line per component, `name: ok` or `name: not ready: why`.
-    async fn report(&self, draining: bool) -> HealthReport {
+    pub(crate) async fn report(&self, draining: bool) -> HealthReport {
         let mut report = HealthReport::default();
         if draining {
             report.check("draining", Err("the gateway is shutting down".to_owned()));

@@ -227,30 +227,30 @@ mod tests {
 
         async fn read_history(
             &self,
-            doc: &DocId,
-            after: u64,
-            up_to: u64,
-            limit: usize,
+            _: &DocId,
+            _: u64,
+            _: u64,
+            _: usize,
         ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
             unreachable!("not called by these tests")
         }
 
         async fn snapshot_at_or_before(
             &self,
-            doc: &DocId,
-            version: u64,
+            _: &DocId,
+            _: u64,
         ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
             unreachable!("not called by these tests")
         }
 
         async fn create_checkpoint(
             &self,
-            checkpoint: &tandem_store::Checkpoint,
+            _: &tandem_store::Checkpoint,
         ) -> Result<tandem_store::Checkpoint, StoreError> {
             unreachable!("not called by these tests")
         }
 
-        async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
+        async fn list_checkpoints(&self, _: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
             unreachable!("not called by these tests")
         }
         async fn latest_version(&self, _: &DocId) -> Result<u64, StoreError> {
