@@ -16,13 +16,19 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// This crate's folder, read when the test runs: cargo and nextest set `CARGO_MANIFEST_DIR` for every
-/// test process. The compile-time value is only a fallback: a test binary that cargo reuses from a
-/// build in another clone (the target folder is shared) would read that clone's files.
+/// This crate's folder (`integration-tests/`) in the clone the test runs in. Found at run time from
+/// `CARGO_MANIFEST_DIR`, which cargo and nextest set for every test process to the folder of the
+/// package whose test it is (tests of other packages use this library too), by walking up to the
+/// workspace root (the folder with `Cargo.lock`). The compile-time path is only a fallback: the target
+/// folder is shared between clones, and cargo reuses an unchanged test binary built in another one.
 pub fn manifest_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(
+    let start = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
+    );
+    match start.ancestors().find(|dir| dir.join("Cargo.lock").is_file()) {
+        Some(root) => root.join("integration-tests"),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
 }
 
 pub mod auth;
