@@ -36,8 +36,11 @@ $(DEV_SECRET):
 ## Install what the tests need, then run every check and test.
 test: deps infra lint unit-tests k8s-test js-tests browser-tests fuzz-smoke chaos-checker-tests chaos-smoke-test
 
+# Chromium and the browser tests' npm packages too: the Rust tests include the cluster browser test
+# (integration-tests/tests/browser_cluster.rs), which needs them before `unit-tests` runs.
 deps:
 	@deploy/install-deps.sh
+	@deploy/install-browser-test-deps.sh
 
 # PostgreSQL on 127.0.0.1:5432 (installed and started when none answers), Apache Kafka's jars
 # (deploy/kafka.sh, from Maven Central into ~/.cache/tandem) and Jaeger, the OTLP receiver of the
@@ -109,14 +112,20 @@ fmt:
 clean-data:
 	rm -rf data
 
-## End-to-end test of the demo page in headless Chromium (Debian's); prints where the screenshots are.
+## End-to-end test of the demo page in headless Chromium (Debian's) on the single process: editing,
+## undo, history, presence (carets, who is here) and offline reload; prints where the screenshots are.
+## The history test names versions with the `tandem` CLI. The same page across two gateways runs in
+## `unit-tests` (integration-tests/tests/browser_cluster.rs, a cluster of its own), so `make test`
+## runs every browser test.
 browser-tests:
-	$(CARGO) build --locked -p tandem-standalone
+	$(CARGO) build --locked -p tandem-standalone -p tandem-cli
 	@deploy/install-browser-test-deps.sh
-	cd integration-tests/browser && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone node --test demo.test.mjs
+	cd integration-tests/browser && TANDEM_BIN=$(CARGO_TARGET_DIR)/debug/tandem-standalone \
+		TANDEM_CLI=$(CARGO_TARGET_DIR)/debug/tandem node --test --test-concurrency=1 demo.test.mjs history.test.mjs presence.test.mjs
 
-## Distributed mode on loopback: Postgres, Apache Kafka, 2 sequencers, 2 gateways (pidfiles, logs and
-## the broker's data in .tandem/cluster/); prints the gateways' URLs. Ports: see deploy/cluster.sh.
+## Distributed mode on loopback: Postgres, Apache Kafka, 2 sequencers, 2 gateways and the analytics
+## consumer (pidfiles, logs and the broker's data in .tandem/cluster/); prints the gateways' URLs and
+## the analytics consumer's metrics address. Ports: see deploy/cluster.sh.
 cluster:
 	@deploy/cluster.sh up
 
@@ -131,7 +140,7 @@ cluster-browser-test:
 	cd integration-tests/browser && \
 		TANDEM_URL_A="$${TANDEM_URL_A:-http://127.0.0.1:$${TANDEM_GATEWAY_A_PORT:-8081}}" \
 		TANDEM_URL_B="$${TANDEM_URL_B:-http://127.0.0.1:$${TANDEM_GATEWAY_B_PORT:-8082}}" \
-		node --test cluster-demo.test.mjs
+		node --test --test-concurrency=1 cluster-demo.test.mjs
 
 ## Fault-injection soak: a cluster (own Kafka broker, private Postgres, 3 sequencers, 2 gateways) and a
 ## typing load with gateway failover; FAULTS faults (default 1000) from a seeded schedule (SEED=n

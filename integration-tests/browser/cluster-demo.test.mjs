@@ -13,6 +13,12 @@
 // B; then both type at once (A at the start, B at the end), and both textareas must become equal and
 // contain both pages' text, with the same version shown. Screenshots of both pages are left in a temp
 // dir whose path is printed, also when the test fails.
+//
+// Presence and the offline state across gateways (presence-checks.mjs, the scenarios presence.test.mjs
+// runs on one process): each page shows the other's caret on the right character after concurrent
+// typing, and page A reloaded while offline delivers its edits exactly once through gateway A.
+//
+// `make test` runs this file against a cluster of its own (integration-tests/tests/browser_cluster.rs).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
+import { checkCarets, checkOfflineReload, offlineNoise } from './presence-checks.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT_MS = 15000; // for any single condition on a page
@@ -120,7 +127,8 @@ async function waitOnline(page, name) {
       );
     });
   } catch (err) {
-    throw new Error(`${name} did not come online: ${JSON.stringify(await readPage(page))}\n${err.message}`);
+    const seen = { sockets: page.sockets, problems: page.problems };
+    throw new Error(`${name} did not come online: ${JSON.stringify(await readPage(page))} ${JSON.stringify(seen)}\n${err.message}`);
   }
 }
 
@@ -215,3 +223,41 @@ async function editTogether(pageA, pageB, doc) {
   }
   console.log(`converged at version ${a.version} on both gateways: ${JSON.stringify(a.text)}`);
 }
+
+// --- presence and offline across gateways --------------------------------------------------------------
+
+function screenshots(pageA, pageB, prefix) {
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-cluster-shots-'));
+  console.log(`screenshots in ${dir}`);
+  return async (name) => {
+    await pageA.screenshot({ path: join(dir, `${prefix}-${name}-gateway-a.png`) }).catch(() => {});
+    await pageB.screenshot({ path: join(dir, `${prefix}-${name}-gateway-b.png`) }).catch(() => {});
+  };
+}
+
+test("each page shows the other's caret on the right character, across gateways", { timeout: 60000 }, async () => {
+  const doc = `cluster-presence-${randomBytes(6).toString('hex')}`;
+  console.log(`document ${doc}: page A on ${URL_A}, page B on ${URL_B}`);
+  const [pageA, pageB] = await Promise.all([openEditor('A', URL_A, doc), openEditor('B', URL_B, doc)]);
+  const shots = screenshots(pageA, pageB, 'presence');
+  try {
+    await checkCarets(pageA, pageB);
+  } finally {
+    await shots('carets');
+  }
+  assert.deepEqual([...pageA.problems, ...pageB.problems], [], 'errors on the pages');
+});
+
+test('a page on gateway A reloaded while offline delivers its edits once, across gateways', { timeout: 90000 }, async () => {
+  const doc = `cluster-offline-${randomBytes(6).toString('hex')}`;
+  console.log(`document ${doc}: page A on ${URL_A}, page B on ${URL_B}`);
+  const [pageA, pageB] = await Promise.all([openEditor('A', URL_A, doc), openEditor('B', URL_B, doc)]);
+  const shots = screenshots(pageA, pageB, 'offline');
+  try {
+    await checkOfflineReload(pageA, pageB, shots);
+  } catch (err) {
+    await shots('failed');
+    throw err;
+  }
+  assert.deepEqual([...pageA.problems, ...pageB.problems].filter((p) => !offlineNoise(p)), [], 'errors on the pages');
+});
