@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 import { checkCarets, checkOfflineReload, offlineNoise } from './presence-checks.mjs';
+import { checkUndo } from './undo-check.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT_MS = 15000; // for any single condition on a page
@@ -260,4 +261,17 @@ test('a page on gateway A reloaded while offline delivers its edits once, across
     throw err;
   }
   assert.deepEqual([...pageA.problems, ...pageB.problems].filter((p) => !offlineNoise(p)), [], 'errors on the pages');
+});
+
+test('undo on the page on gateway A reverts only its own edit while the page on gateway B keeps typing', { timeout: 60000 }, async () => {
+  const doc = `cluster-undo-${randomBytes(6).toString('hex')}`;
+  console.log(`document ${doc}: page A on ${URL_A}, page B on ${URL_B}`);
+  const [pageA, pageB] = await Promise.all([openEditor('A', URL_A, doc), openEditor('B', URL_B, doc)]);
+  const shots = screenshots(pageA, pageB, 'undo');
+  try {
+    await checkUndo(pageA, pageB);
+  } finally {
+    await shots('after-redo');
+  }
+  assert.deepEqual([...pageA.problems, ...pageB.problems], [], 'errors on the pages');
 });

@@ -1,7 +1,8 @@
 //! The demo page in headless Chromium on a real cluster (Kafka, Postgres, two sequencers, two
 //! gateways): runs integration-tests/browser/cluster-demo.test.mjs (`node --test`) with page A on
 //! gateway A and page B on gateway B: editing together, each page showing the other's caret on the
-//! right character, and a page reloaded while offline delivering its edits once. Passes only if node
+//! right character, a page reloaded while offline delivering its edits once, and undo on one page
+//! reverting only its own edit while the other types on. Passes only if node
 //! does; node's output (the test report, where the screenshots are) is printed.
 //!
 //! Needs Node.js, Debian's Chromium and the browser tests' npm packages: `make deps` installs them
@@ -53,7 +54,7 @@ fn the_demo_page_on_two_gateways_in_chromium() {
     assert!(output.status.success(), "the cluster browser test failed ({}):\n{report}", output.status);
     // node --test passes a file without tests too: make sure every test ran.
     assert!(
-        report.contains("# pass 3") && report.contains("# fail 0"),
-        "expected 3 passing tests:\n{report}"
+        report.contains("# pass 4") && report.contains("# fail 0"),
+        "expected 4 passing tests:\n{report}"
     );
 }
