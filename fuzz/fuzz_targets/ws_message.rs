@@ -16,9 +16,15 @@ fn to_json(m: &ClientMessage) -> Value {
         ClientMessage::Hello { protocol, client } => {
             json!({"type": "hello", "protocol": protocol, "client": client.as_str()})
         }
-        ClientMessage::Open { doc, since: None } => json!({"type": "open", "doc": doc.as_str()}),
-        ClientMessage::Open { doc, since: Some(since) } => {
-            json!({"type": "open", "doc": doc.as_str(), "since": since})
+        ClientMessage::Open { doc, since, presence } => {
+            let mut open = json!({"type": "open", "doc": doc.as_str()});
+            if let Some(since) = since {
+                open["since"] = json!(since);
+            }
+            if *presence {
+                open["presence"] = json!(true);
+            }
+            open
         }
         ClientMessage::Op { doc, seq, base, op } => {
             json!({"type": "op", "doc": doc.as_str(), "seq": seq, "base": base, "op": op.to_json()})

@@ -87,6 +87,39 @@ async fn a_newcomer_gets_every_presence_in_the_text_of_its_snapshot() {
 }
 
 #[tokio::test]
+async fn an_open_with_presence_gets_the_current_presences_after_its_snapshot() {
+    let keys = DevKeys::new();
+    let server = server(&keys);
+    let (mut ann, ann_author) = join(&server, &keys, "ann", "ann-tab").await;
+    ann.send(json!({"type": "op", "doc": DOC, "seq": 1, "base": 0, "op": ["hello"]})).await;
+    ann.expect("ack").await;
+    ann.send(json!({"type": "presence", "doc": DOC, "version": 1, "anchor": 2, "head": 2, "name": "Ann"}))
+        .await;
+    // Dan opens with `presence: true` and sends no presence message: the open's answer, then Ann's.
+    let token = keys.token("dan", &["team/*"], &["team/*"]);
+    let bearer = format!("Bearer {token}");
+    let mut dan = RawConn::upgrade(&server.ws_url(), &[("authorization", &bearer)]).await.expect("upgrade");
+    dan.send(json!({"type": "hello", "protocol": 1, "client": "dan-tab"})).await;
+    dan.expect("welcome").await;
+    dan.send(json!({"type": "open", "doc": DOC, "presence": true})).await;
+    let snapshot = dan.expect("snapshot").await;
+    assert_eq!(snapshot["version"], 1, "{snapshot}");
+    let seen = next(&mut dan, "presence").await;
+    assert_eq!((seen["user"].clone(), seen["client"].clone()), (json!("ann"), json!(ann_author)), "{seen}");
+    assert_eq!(selection(&seen), (json!(1), json!(2), json!(2)));
+    assert_eq!(seen["name"], "Ann");
+    // Dan takes part as a viewer: Ann hears of him, without a selection.
+    let heard = next(&mut ann, "presence").await;
+    assert_eq!(heard["user"], "dan", "{heard}");
+    assert!(heard.get("anchor").is_none(), "{heard}");
+    // An open without it gets no presence frame: a client that predates presence never sees one.
+    let (mut eve, _) = join(&server, &keys, "eve", "eve-tab").await;
+    ann.send(json!({"type": "presence", "doc": DOC, "version": 1, "anchor": 3, "head": 3})).await;
+    next(&mut dan, "presence").await;
+    eve.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn updates_over_the_limit_are_coalesced_and_the_latest_arrives() {
     let keys = DevKeys::new();
     let server =

@@ -869,12 +869,14 @@ export class TandemClient {
   }
 
   _sendOpen(handle) {
+    // A handle that takes part in presence asks for the current presences with the open itself.
+    const presence = handle.presenceWanted ? { presence: true } : {};
     if (handle.fresh || !handle.state) {
       handle.phase = 'opening';
-      this._send({ type: 'open', doc: handle.doc });
+      this._send({ type: 'open', doc: handle.doc, ...presence });
     } else {
       handle.phase = 'catching_up';
-      this._send({ type: 'open', doc: handle.doc, since: handle.state.version });
+      this._send({ type: 'open', doc: handle.doc, since: handle.state.version, ...presence });
     }
     handle._setStatus('connecting');
   }

@@ -20,6 +20,9 @@ pub enum ClientMessage {
     Open {
         doc: DocId,
         since: Option<u64>,
+        /// Take part in the document's presence from the start: the answer to the `open` is followed
+        /// by the current presences (docs/PROTOCOL.md, "Presence"). Optional, false by default.
+        presence: bool,
     },
     Op {
         doc: DocId,
@@ -89,7 +92,7 @@ impl ClientMessage {
                 if let Some(since) = m.since {
                     check_safe("since", since).map_err(|e| e.with_doc(doc.clone()))?;
                 }
-                Ok(ClientMessage::Open { doc, since: m.since })
+                Ok(ClientMessage::Open { doc, since: m.since, presence: m.presence })
             }
             "op" => {
                 let m: raw::Op = field_errors(value)?;
@@ -162,6 +165,8 @@ mod raw {
     pub struct Open {
         pub doc: String,
         pub since: Option<u64>,
+        #[serde(default)]
+        pub presence: bool,
     }
 
     #[derive(Deserialize)]
@@ -264,7 +269,7 @@ mod tests {
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"open","doc":"d","since":3}"#).unwrap(),
-            ClientMessage::Open { doc: DocId::parse("d").unwrap(), since: Some(3) }
+            ClientMessage::Open { doc: DocId::parse("d").unwrap(), since: Some(3), presence: false }
         );
         let op = ClientMessage::parse(r#"{"type":"op","doc":"d","seq":1,"base":0,"op":["hi"]}"#).unwrap();
         let ClientMessage::Op { seq: 1, base: 0, op, .. } = op else { panic!("{op:?}") };

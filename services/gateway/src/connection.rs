@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use tandem_auth::{Access, Principal};
+use tandem_protocol::presence::{PresenceState, PresenceUpdate};
 use tandem_protocol::records::Submission;
 use tandem_protocol::ws::{BearerToken, ClientMessage, ServerMessage};
 use tandem_protocol::{ClientId, DocId, ErrorCode, ProtocolError, PROTOCOL_VERSION};
@@ -291,10 +292,13 @@ impl Session {
                             return None;
                         }
                         Some(Ok(Message::Text(text))) => match ClientMessage::parse(&text) {
-                            Ok(ClientMessage::Open { doc, since }) => match self.admit_open(&doc) {
+                            Ok(ClientMessage::Open { doc, since, presence }) => match self.admit_open(&doc) {
                                 Err(refusal) => Some(refusal.into()),
-                                Ok(()) => match self.open_while_writing(socket, inbound, doc, since).await {
-                                    Ok(reply) => reply,
+                                Ok(()) => match self.open_while_writing(socket, inbound, doc.clone(), since).await {
+                                    Ok(reply) => {
+                                        self.take_part_on_open(&doc, presence);
+                                        reply
+                                    }
                                     Err(end) => return end,
                                 },
                             },
@@ -409,6 +413,14 @@ impl Session {
         }
     }
 
+    /// An `open` with `presence: true` that succeeded takes part in the document's presence at once,
+    /// as a `presence` without a selection would: the current presences follow the open's answer.
+    fn take_part_on_open(&mut self, doc: &DocId, wanted: bool) {
+        if wanted && self.open.contains(doc) {
+            self.presence.update(PresenceUpdate { doc: doc.clone(), state: PresenceState::default() });
+        }
+    }
+
     /// Handles one client message other than `open`; returns the direct reply, if any.
     async fn on_message(&mut self, message: ClientMessage) -> Option<ServerMessage> {
         match message {
@@ -416,8 +428,12 @@ impl Session {
                 Some(ProtocolError::bad_request("hello was already received").into())
             }
             ClientMessage::Ping => Some(ServerMessage::Pong),
-            ClientMessage::Open { doc, since } => match self.admit_open(&doc) {
-                Ok(()) => self.open(doc, since).await.err().map(Into::into),
+            ClientMessage::Open { doc, since, presence } => match self.admit_open(&doc) {
+                Ok(()) => {
+                    let reply = self.open(doc.clone(), since).await.err().map(Into::into);
+                    self.take_part_on_open(&doc, presence);
+                    reply
+                }
                 Err(refusal) => Some(refusal.into()),
             },
             ClientMessage::Auth { .. } => unreachable!("auth is handled by the connection loop"),

@@ -28,10 +28,10 @@ pub(crate) fn encode(msg: &ClientMessage) -> String {
         ClientMessage::Hello { protocol, client } => {
             json!({"type": "hello", "protocol": protocol, "client": client})
         }
-        ClientMessage::Open { doc, since: Some(since) } => {
+        ClientMessage::Open { doc, since: Some(since), .. } => {
             json!({"type": "open", "doc": doc, "since": since})
         }
-        ClientMessage::Open { doc, since: None } => json!({"type": "open", "doc": doc}),
+        ClientMessage::Open { doc, since: None, .. } => json!({"type": "open", "doc": doc}),
         ClientMessage::Op { doc, seq, base, op } => {
             json!({"type": "op", "doc": doc, "seq": seq, "base": base, "op": op})
         }
@@ -145,8 +145,8 @@ mod tests {
         let doc = DocId::parse("a/b").unwrap();
         let messages = [
             ClientMessage::Hello { protocol: 1, client: ClientId::parse("c1").unwrap() },
-            ClientMessage::Open { doc: doc.clone(), since: Some(4) },
-            ClientMessage::Open { doc: doc.clone(), since: None },
+            ClientMessage::Open { doc: doc.clone(), since: Some(4), presence: false },
+            ClientMessage::Open { doc: doc.clone(), since: None, presence: false },
             ClientMessage::Op {
                 doc: doc.clone(),
                 seq: 2,
@@ -159,7 +159,7 @@ mod tests {
         for m in messages {
             assert_eq!(ClientMessage::parse(&encode(&m)).unwrap(), m);
         }
-        let open = ClientMessage::Open { doc: DocId::parse("d").unwrap(), since: None };
+        let open = ClientMessage::Open { doc: DocId::parse("d").unwrap(), since: None, presence: false };
         assert!(!encode(&open).contains("since"), "absent since is omitted, not null");
     }
 }

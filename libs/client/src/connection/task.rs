@@ -230,7 +230,7 @@ impl Task {
                     None => {}
                 }
                 if connected {
-                    out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: None }));
+                    out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: None, presence: false }));
                 }
                 self.opening.insert(doc, reply);
                 Flow::Continue
@@ -279,7 +279,7 @@ impl Task {
         // Every seq below next_seq may have reached the server from the process before.
         let last_sent_seq = client.next_seq() - 1;
         if connected {
-            out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: Some(since) }));
+            out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: Some(since), presence: false }));
         }
         let entry =
             DocEntry { doc: client, phase: Phase::CatchingUp, unsent: in_flight.is_some(), last_sent_seq };
@@ -600,7 +600,7 @@ impl Task {
         let mut out: Vec<String> = self
             .opening
             .keys()
-            .map(|doc| encode(&ClientMessage::Open { doc: doc.clone(), since: None }))
+            .map(|doc| encode(&ClientMessage::Open { doc: doc.clone(), since: None, presence: false }))
             .collect();
         {
             let mut state = self.shared.lock();
@@ -614,7 +614,7 @@ impl Task {
                         Some(entry.doc.version())
                     }
                 };
-                out.push(encode(&ClientMessage::Open { doc: doc.clone(), since }));
+                out.push(encode(&ClientMessage::Open { doc: doc.clone(), since, presence: false }));
             }
         }
         write_all(&mut ws, out).await?;
@@ -663,7 +663,7 @@ fn resync(state: &mut State, doc: &DocId, out: &mut Vec<String>) {
     entry.unsent = false;
     state.stats.resyncs += 1;
     out.push(encode(&ClientMessage::Close { doc: doc.clone() }));
-    out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: None }));
+    out.push(encode(&ClientMessage::Open { doc: doc.clone(), since: None, presence: false }));
 }
 
 async fn write_all(ws: &mut Ws, frames: Vec<String>) -> Result<(), tungstenite::Error> {

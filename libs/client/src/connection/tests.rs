@@ -190,7 +190,7 @@ impl Fake {
         {
             let mut received = self.received.lock().unwrap();
             match &message {
-                ClientMessage::Open { doc, since } => {
+                ClientMessage::Open { doc, since, .. } => {
                     received.opens.push((client.clone(), doc.clone(), *since))
                 }
                 ClientMessage::Op { doc, seq, base, op } => {
@@ -220,7 +220,7 @@ impl Fake {
                     docs.retain(|d| *d != doc);
                 }
             }
-            ClientMessage::Open { doc, since } => {
+            ClientMessage::Open { doc, since, .. } => {
                 if let Some((_, docs, _)) = state.conns.get_mut(&conn) {
                     docs.push(doc.clone());
                 }
