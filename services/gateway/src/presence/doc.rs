@@ -202,6 +202,19 @@ impl DocTask {
         }
     }
 
+    /// A selection may name the version its client was just acknowledged, before the hub's frame of
+    /// that version has reached this task (the ack and the frame travel separately): waits for it up
+    /// to [`VERSION_WAIT`] before the selection is judged ahead of the document.
+    async fn await_version(&mut self, version: u64, hub: &mut Option<Inbound>) {
+        let deadline = tokio::time::Instant::now() + VERSION_WAIT;
+        while self.window.as_ref().is_some_and(|w| w.last() < version) {
+            match tokio::time::timeout_at(deadline, next_frame(hub)).await {
+                Ok(Some(frame)) => self.on_frame(&frame),
+                _ => return,
+            }
+        }
+    }
+
     fn on_frame(&mut self, frame: &Utf8Bytes) {
         match serde_json::from_str::<ServerMessage>(frame.as_str()) {
             Ok(ServerMessage::Snapshot { version, text, .. }) => {
@@ -284,6 +297,9 @@ impl DocTask {
         match command {
             DocCommand::Update { conn, client, user, outbound, state } => {
                 self.drain(hub);
+                if let Some(selection) = &state.selection {
+                    self.await_version(selection.version, hub).await;
+                }
                 self.release_parked().await;
                 self.on_update(conn, client, user, outbound, state).await;
             }
@@ -403,6 +419,9 @@ impl DocTask {
 /// The next frame of the hub subscription; never, without one. A subscription the hub ended (it
 /// dropped an overloaded subscriber, or a deleted document's) becomes none: the next tick
 /// subscribes again.
+/// How long a selection naming a version this task has not seen yet waits for it.
+const VERSION_WAIT: Duration = Duration::from_secs(1);
+
 async fn next_frame(hub: &mut Option<Inbound>) -> Option<Utf8Bytes> {
     let Some(inbound) = hub else { return std::future::pending().await };
     match inbound.frames.recv().await {
