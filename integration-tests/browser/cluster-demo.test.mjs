@@ -26,11 +26,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './harness.mjs';
 import { checkCarets, checkOfflineReload, offlineNoise } from './presence-checks.mjs';
 import { checkUndo } from './undo-check.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT_MS = 15000; // for any single condition on a page
 
 /** The base URL in `name` (http://HOST:PORT, no path), or a clear failure. */
@@ -70,21 +69,7 @@ before(async () => {
       throw new Error(`gateway ${name} at ${url} does not answer (${err.message}); start the cluster with make cluster`);
     }
   }
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30000,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

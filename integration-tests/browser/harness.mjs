@@ -75,28 +75,33 @@ async function startServer() {
   });
 }
 
+/** Headless Chromium (Debian's, or CHROMIUM) as every browser test here runs it. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      // A page answered by the test (TANDEM_DEMO_DIR) has no loopback address of its own, so Chromium's
+      // Local Network Access checks would block its WebSocket to 127.0.0.1.
+      ...(DEMO_DIR ? ['--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets'] : []),
+    ],
+  });
+}
+
 /** Starts the server and the browser before the file's tests, and stops them after. */
 export function useServerAndBrowser() {
   before(async () => {
     baseUrl = await startServer();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      timeout: 30000,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        // A page answered by the test (TANDEM_DEMO_DIR) has no loopback address of its own, so Chromium's
-        // Local Network Access checks would block its WebSocket to 127.0.0.1.
-        ...(DEMO_DIR ? ['--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets'] : []),
-      ],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {
