@@ -2,27 +2,33 @@
 //!
 //! Why SQLite: the single-process mode must keep the same promise as production (nothing
 //! acknowledged is ever lost) without asking anyone to run a database server. SQLite in WAL mode
-//! gives durable, atomic transactions in one file, concurrent readers next to one writer, and the
-//! same primary and unique keys as the Postgres schema, so the same contract suite holds for both.
+//! gives durable, atomic transactions in one file, concurrent readers next to one writer, and keys
+//! that enforce the same uniqueness as the Postgres schema's, so the same contract suite holds for
+//! both.
 //!
-//! rusqlite is blocking, so no call ever runs on the async runtime's threads: each one is moved to
-//! `tokio::task::spawn_blocking` with a connection from a small pool (one writer connection behind a
-//! mutex, since SQLite allows one writer at a time anyway, and a few reader connections, which WAL
-//! lets read while the writer writes).
+//! rusqlite is blocking, so no call ever runs on the async runtime's threads. Writes go to one
+//! writer thread that owns the writer connection (SQLite allows one writer at a time anyway; see
+//! `writer`); reads move to `tokio::task::spawn_blocking` with one of a few reader connections,
+//! which WAL lets read while the writer writes.
 //!
-//! Numbers: SQLite integers are `i64`. Versions, epochs and offsets are checked on the way in and
-//! out; `seq` is chosen by clients and may be any `u64`, so it is stored bit-for-bit as an `i64`
-//! (only ever compared for equality, never ordered), which round-trips every value exactly.
+//! The schema is laid out so that a commit dirties few pages whatever documents it touches (see
+//! `migrations`): the cost of a commit is the pages it writes to the WAL and fsyncs. Numbers
+//! follow the shared `codec`: SQLite integers are `i64`, and `seq` is stored bit-for-bit.
 
 mod codec;
+mod commit;
 mod history;
+mod ids;
+mod migrations;
 mod pool;
 mod queries;
 mod schema;
+mod tiers;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +41,7 @@ use crate::{
     StoreError, StoredDocument, UnpublishedCommit,
 };
 use pool::ReaderPool;
+use writer::{Writer, WriterState};
 
 /// The database file inside the data folder. Its `-wal` and `-shm` companions live next to it and
 /// belong to it: copy or delete the three together.
@@ -64,6 +71,24 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Knobs of the embedded store that trade memory and latency spikes for CPU and bytes written;
+/// the defaults are what the `commit_load` example measured best (see issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// How many events the recent tier of keys takes before the writer folds it into the main
+    /// tier. Larger: fewer folds (each writes about a page per document written since the last),
+    /// but a larger recent tier, all of whose few pages a commit tends to dirty.
+    pub fold_after: u64,
+    /// The page cache of each connection, in KiB.
+    pub cache_kib: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { fold_after: 4096, cache_kib: 8192 }
+    }
+}
+
 /// The [`EventStore`] of the single-process mode, durable in a data folder.
 ///
 /// Cheap to clone: clones share the same connections. Several stores (or processes) may open the
@@ -75,9 +100,9 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    /// The only connection that writes: SQLite admits one writer at a time, so a second writer
-    /// connection would only wait on the file lock instead of on this mutex.
-    writer: Mutex<Connection>,
+    /// The thread of the only connection that writes: SQLite admits one writer at a time, so a
+    /// second writer connection would only wait on the file lock.
+    writer: Writer,
     readers: ReaderPool,
 }
 
@@ -95,18 +120,24 @@ impl SqliteStore {
     /// Fails with [`StoreError::Corrupt`] when the file is not a database or was written by a newer
     /// build (a schema this build does not know), and [`StoreError::Unavailable`] on I/O errors.
     pub fn open(dir: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        Self::open_tuned(dir, options, Tuning::default())
+    }
+
+    /// [`SqliteStore::open`] with other [`Tuning`] than the default: for benchmarks, and for tests
+    /// that fold often.
+    pub fn open_tuned(dir: &Path, options: SqliteOptions, tuning: Tuning) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create data folder {}: {e}", dir.display()))
         })?;
         let path = dir.join(DATABASE_FILE);
-        let mut writer = schema::open_writer(&path, options)?;
-        schema::migrate(&mut writer)?;
+        let mut conn = schema::open_writer(&path, options, tuning)?;
+        schema::migrate(&mut conn)?;
+        let recent = tiers::recent_count(&conn)?;
         let readers =
             (0..READER_CONNECTIONS).map(|_| schema::open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
+        let writer = Writer::spawn(WriterState { conn, tuning, recent, ids: Default::default() })?;
         tracing::debug!(path = %path.display(), synchronous_full = options.synchronous_full, "event store opened");
-        Ok(Self {
-            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: ReaderPool::new(readers) }),
-        })
+        Ok(Self { inner: Arc::new(Inner { path, writer, readers: ReaderPool::new(readers) }) })
     }
 
     /// The database file, for logs and for tools that inspect it.
@@ -114,22 +145,14 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `work` on the writer connection on a blocking thread.
-    ///
-    /// If the caller stops awaiting (a timeout, a cancelled task), the work still runs to its end:
-    /// a commit may then be durable although its caller never learned it, which the sequencer
-    /// handles like any commit whose answer was lost (resubmissions are deduplicated).
+    /// Runs `work` on the writer connection, on the writer thread. If the caller stops awaiting,
+    /// the work still runs to its end (see `writer`).
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut conn)
-        })
-        .await
+        self.inner.writer.run(move |state| work(&mut state.conn)).await
     }
 
     /// Runs `work` on a reader connection on a blocking thread.
@@ -182,14 +205,19 @@ impl From<rusqlite::Error> for StoreError {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
-        self.write(move |conn| queries::claim_partition(conn, partition)).await
+        self.write(move |conn| commit::claim_partition(conn, partition)).await
     }
 
     async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
-        // The batch is copied once so the blocking thread owns it; encoding it there keeps the
-        // JSON work off the runtime too.
+        // The batch is copied once so the writer thread owns it; encoding it there keeps the JSON
+        // work off the runtime too.
         let batch = batch.clone();
-        self.write(move |conn| queries::commit(conn, &batch)).await
+        let run = move |state: &mut WriterState| {
+            let number = commit::commit(&mut state.conn, &mut state.ids, &batch)?;
+            state.recent += batch.events.len() as u64;
+            Ok(number)
+        };
+        self.inner.writer.run(run).await
     }
 
     async fn mark_published(
@@ -198,7 +226,7 @@ impl EventStore for SqliteStore {
         epoch: u64,
         through: u64,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| queries::mark_published(conn, partition, epoch, through)).await
+        self.write(move |conn| commit::mark_published(conn, partition, epoch, through)).await
     }
 
     async fn unpublished(
@@ -259,7 +287,7 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let doc = doc.clone();
-        self.read(move |conn| history::read_history(conn, &doc, after, up_to, limit)).await
+        self.read(move |conn| queries::read_history(conn, &doc, after, up_to, limit)).await
     }
 
     async fn snapshot_at_or_before(&self, doc: &DocId, version: u64) -> Result<Option<Snapshot>, StoreError> {

@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId};
 
+mod codec;
+mod commit_rules;
 #[cfg(feature = "testing")]
 pub mod contract;
 pub mod embedded;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tandem_ot::Operation;
 use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
-use tandem_store::embedded::{SqliteOptions, SqliteStore, DATABASE_FILE};
+use tandem_store::embedded::{SqliteOptions, SqliteStore, Tuning, DATABASE_FILE};
 use tandem_store::{contract, Checkpoint, CommitBatch, EventStore, Snapshot, StoreError};
 
 /// Tests trade power-loss durability for speed; one test checks the default below.
@@ -41,6 +41,16 @@ fn events(doc: &DocId, client: &ClientId, versions: std::ops::RangeInclusive<u64
 async fn contract_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), FAST).unwrap();
+    contract::run_all(Arc::new(store)).await;
+}
+
+/// The suite again with the recent tier of keys folded after nearly every commit, so every read
+/// and check meets keys in both tiers.
+#[tokio::test]
+async fn contract_suite_folding_after_every_few_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SqliteStore::open_tuned(dir.path(), FAST, Tuning { fold_after: 3, ..Tuning::default() }).unwrap();
     contract::run_all(Arc::new(store)).await;
 }
 
@@ -228,9 +238,14 @@ async fn damaged_rows_are_reported_as_corrupt() {
     store.commit(&CommitBatch { events: vec![], rejections: vec![rejection], ..batch }).await.unwrap();
 
     let raw = rusqlite::Connection::open(store.path()).unwrap();
-    raw.execute("UPDATE events SET op = '[\"unterminated' WHERE doc = 'damaged' AND version = 2", [])
+    let damaged = "(SELECT id FROM doc_ids WHERE name = 'damaged')";
+    raw.execute(
+        &format!("UPDATE event_log SET op = '[\"unterminated' WHERE doc = {damaged} AND version = 2"),
+        [],
+    )
+    .unwrap();
+    raw.execute(&format!("UPDATE rejection_log SET code = 'no_such_code' WHERE doc = {damaged}"), [])
         .unwrap();
-    raw.execute("UPDATE rejections SET code = 'no_such_code' WHERE doc = 'damaged'", []).unwrap();
     raw.execute(
         "INSERT INTO snapshots (doc, version, text, clients) VALUES ('damaged-snapshot', 1, 'x', '{not json')",
         [],

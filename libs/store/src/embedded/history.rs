@@ -1,6 +1,6 @@
 //! What the Documents API reads and writes besides the log itself: the snapshots kept for past
-//! versions, the history with authors and commit times, checkpoints, and the deletion of a
-//! document (which runs inside a commit, see [`delete_documents`]).
+//! versions, checkpoints, and the deletion of a document (which runs inside a commit, see
+//! [`delete_documents`]). (The history's events are read like the log's, in `queries`.)
 //!
 //! Every write here runs in an `IMMEDIATE` transaction, under SQLite's one write lock, so each
 //! check (a version that exists, a name that is free) holds until the write commits: no commit,
@@ -9,12 +9,12 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tandem_protocol::DocId;
 
-use super::codec::{
-    clamp_to_sql, decode_event, decode_snapshot, now_ms, stored_u64, version_to_sql, EventColumns,
-};
+use super::codec::now_ms;
 use super::queries::latest_version;
+use super::tiers::doc_id;
+use crate::codec::{clamp_to_sql, decode_snapshot, encode_clients, stored_u64, version_to_sql};
 use crate::history::{checkpoint_after_latest, same_version, snapshot_after_latest};
-use crate::{Checkpoint, CommitBatch, HistoryEntry, Snapshot, StoreError, SNAPSHOT_WINDOW};
+use crate::{Checkpoint, CommitBatch, Snapshot, StoreError, SNAPSHOT_WINDOW};
 
 const SNAPSHOT_AT_OR_BEFORE: &str = "SELECT version, text, clients FROM snapshots \
      WHERE doc = ?1 AND version <= ?2 ORDER BY version DESC LIMIT 1";
@@ -25,21 +25,26 @@ const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshots (doc, version, text, client
 const TRIM_SNAPSHOTS: &str = "DELETE FROM snapshots WHERE doc = ?1 \
      AND version < (SELECT version FROM snapshots WHERE doc = ?1 ORDER BY version DESC LIMIT 1 OFFSET 1) \
      AND version NOT IN (SELECT min(version) FROM snapshots WHERE doc = ?1 GROUP BY version / ?2)";
-const SELECT_HISTORY: &str = "SELECT version, client, seq, op, author, committed_at FROM events \
-     WHERE doc = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4";
 const SELECT_CHECKPOINT: &str =
     "SELECT version, author, created_at FROM checkpoints WHERE doc = ?1 AND name = ?2";
 const INSERT_CHECKPOINT: &str =
     "INSERT INTO checkpoints (doc, name, version, author, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const LIST_CHECKPOINTS: &str =
     "SELECT name, version, author, created_at FROM checkpoints WHERE doc = ?1 ORDER BY version, name";
-/// What deleting a document purges, each statement one range scan of its table's key on `doc`.
-const PURGE: [&str; 4] = [
-    "DELETE FROM events WHERE doc = ?1",
-    "DELETE FROM rejections WHERE doc = ?1",
-    "DELETE FROM snapshots WHERE doc = ?1",
-    "DELETE FROM checkpoints WHERE doc = ?1",
+/// What deleting a document purges, by its interned id (`?1`): its events (found through the keys
+/// of both tiers), then the keys and its rejections, each a range scan of its table's key.
+const PURGE_LOG: [&str; 6] = [
+    "DELETE FROM event_log WHERE id IN ( \
+       SELECT event FROM versions WHERE doc = ?1 UNION ALL SELECT event FROM recent_versions WHERE doc = ?1)",
+    "DELETE FROM versions WHERE doc = ?1",
+    "DELETE FROM recent_versions WHERE doc = ?1",
+    "DELETE FROM seqs WHERE doc = ?1",
+    "DELETE FROM recent_seqs WHERE doc = ?1",
+    "DELETE FROM rejection_log WHERE doc = ?1",
 ];
+/// And by its name (`?1`): its snapshots and checkpoints.
+const PURGE_BY_NAME: [&str; 2] =
+    ["DELETE FROM snapshots WHERE doc = ?1", "DELETE FROM checkpoints WHERE doc = ?1"];
 const INSERT_TOMBSTONE: &str = r#"INSERT INTO tombstones
      ("partition", commit_seq, ordinal, doc, last_version, author, deleted_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#;
@@ -52,7 +57,7 @@ const INSERT_TOMBSTONE: &str = r#"INSERT INTO tombstones
 pub(super) fn write_snapshot(conn: &mut Connection, snapshot: &Snapshot) -> Result<(), StoreError> {
     let doc = &snapshot.doc;
     let version = version_to_sql(snapshot.version, doc)?;
-    let clients = serde_json::to_string(&snapshot.clients).expect("client records always encode as JSON");
+    let clients = encode_clients(&snapshot.clients);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let latest = latest_version(&tx, doc)?;
     if snapshot.version > latest {
@@ -80,31 +85,6 @@ pub(super) fn snapshot_at_or_before(
         .optional()?
         .map(|(version, text, clients)| decode_snapshot(doc, version, text, &clients))
         .transpose()
-}
-
-pub(super) fn read_history(
-    conn: &Connection,
-    doc: &DocId,
-    after: u64,
-    up_to: u64,
-    limit: usize,
-) -> Result<Vec<HistoryEntry>, StoreError> {
-    if limit == 0 || up_to <= after {
-        return Ok(Vec::new());
-    }
-    let (after, up_to) = (clamp_to_sql(after), clamp_to_sql(up_to));
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(SELECT_HISTORY)?;
-    let rows = stmt.query_map(params![doc.as_str(), after, up_to, limit], |row| {
-        let event: EventColumns = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-        Ok((event, row.get::<_, i64>(5)?))
-    })?;
-    let mut entries = Vec::new();
-    for row in rows {
-        let (event, committed_at_ms) = row?;
-        entries.push(HistoryEntry { event: decode_event(doc, event)?, committed_at_ms });
-    }
-    Ok(entries)
 }
 
 /// Creates the checkpoint, or returns the stored one of the same name and version; see
@@ -171,7 +151,12 @@ pub(super) fn delete_documents(
     for (ordinal, deleted) in batch.deletions.iter().enumerate() {
         let doc = deleted.doc.as_str();
         let last_version = version_to_sql(deleted.last_version, &deleted.doc)?;
-        for purge in PURGE {
+        if let Some(id) = doc_id(tx, doc)? {
+            for purge in PURGE_LOG {
+                tx.prepare_cached(purge)?.execute([id])?;
+            }
+        }
+        for purge in PURGE_BY_NAME {
             tx.prepare_cached(purge)?.execute([doc])?;
         }
         let ordinal = i64::try_from(ordinal).unwrap_or(i64::MAX);

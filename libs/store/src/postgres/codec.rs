@@ -1,19 +1,16 @@
 //! What crosses between Rust values and Postgres rows: number conversions, decoding of stored
 //! values, and the mapping of driver and pool errors to [`StoreError`].
 //!
-//! The rules are the embedded store's: versions, epochs and offsets are checked on the way in and
-//! out; `seq` is stored bit-for-bit; anything read back that this code never writes is `Corrupt`.
+//! The value encodings and the conflict messages are the embedded store's, from one home
+//! ([`crate::codec`], [`crate::commit_rules`]); this module adds reading them from Postgres rows.
 
-use std::collections::BTreeMap;
-
-use tandem_ot::Operation;
 use tandem_protocol::records::CommittedEvent;
-use tandem_protocol::{ClientId, DocId, ErrorCode};
+use tandem_protocol::DocId;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
-use crate::{ClientRecord, PartitionId, Snapshot, StoreError};
+use crate::{Snapshot, StoreError};
 
 /// A column of `row`; a value of another type or a NULL where none belongs is `Corrupt`, since
 /// every statement of the store names its columns and their types.
@@ -21,99 +18,31 @@ pub(super) fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize, what: &str)
     row.try_get(index).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// A non-negative integer read back; a negative one was never written by this store.
-pub(super) fn stored_u64(value: i64, what: impl FnOnce() -> String) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{} is negative: {value}", what())))
-}
-
-/// A version to store. Versions count commits, so one past `i64::MAX` never happens; it is refused
-/// like any other version the log cannot take, and nothing is written.
-pub(super) fn version_to_sql(version: u64, doc: &DocId) -> Result<i64, StoreError> {
-    i64::try_from(version).map_err(|_| {
-        StoreError::Conflict(format!(
-            "version {version} of document {doc} is beyond the largest storable version"
-        ))
-    })
-}
-
-/// A read bound: beyond what a bigint holds means "to the end", as no stored version is that large.
-pub(super) fn clamp_to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// `seq` stored bit-for-bit: clients choose it, so every `u64` must round-trip.
-pub(super) fn seq_to_sql(seq: u64) -> i64 {
-    seq as i64
-}
-
-pub(super) fn seq_from_sql(seq: i64) -> u64 {
-    seq as u64
-}
-
-pub(super) fn seq_conflict(doc: &DocId, client: &ClientId, seq: u64, what: &str) -> StoreError {
-    StoreError::Conflict(format!("seq {seq} of client {client} on document {doc} {what}"))
-}
-
-/// Refuses to mark commits of `partition` published that it does not have yet.
-pub(super) fn check_published(
-    partition: PartitionId,
-    through: u64,
-    last_commit: u64,
-) -> Result<(), StoreError> {
-    if through > last_commit {
-        return Err(StoreError::Conflict(format!(
-            "commit {through} of partition {partition} cannot be published: its last commit is {last_commit}"
-        )));
-    }
-    Ok(())
-}
-
-pub(super) fn version_conflict(doc: &DocId, version: u64) -> StoreError {
-    StoreError::Conflict(format!("version {version} of document {doc} already exists"))
-}
+pub(super) use crate::codec::{
+    clamp_to_sql, seq_from_sql, seq_to_sql, stored_client, stored_code, stored_u64, version_to_sql,
+};
+pub(super) use crate::commit_rules::{seq_conflict, version_conflict};
 
 /// An event row of `doc`: `version, client, seq, op, author`.
 pub(super) fn decode_event(doc: &DocId, row: &Row) -> Result<CommittedEvent, StoreError> {
-    let version: i64 = column(row, 0, "event version")?;
-    let client: &str = column(row, 1, "event client")?;
-    let seq: i64 = column(row, 2, "event seq")?;
-    let op: &str = column(row, 3, "event op")?;
-    let author: String = column(row, 4, "event author")?;
-    let op: Operation = serde_json::from_str(op).map_err(|e| {
-        StoreError::Corrupt(format!("op of version {version} of document {doc} is not an operation: {e}"))
-    })?;
-    Ok(CommittedEvent {
-        author,
-        doc: doc.clone(),
-        version: stored_u64(version, || format!("a version of document {doc}"))?,
-        client: stored_client(client, doc)?,
-        seq: seq_from_sql(seq),
-        op,
-    })
+    crate::codec::decode_event(
+        doc,
+        column(row, 0, "event version")?,
+        column(row, 1, "event client")?,
+        column(row, 2, "event seq")?,
+        column(row, 3, "event op")?,
+        column(row, 4, "event author")?,
+    )
 }
 
-/// A snapshot row of `doc`: `version, text, clients::text`.
+/// A snapshot row of `doc`: `version, text, clients::text`. The text is read as bytes (`bytea`
+/// keeps NUL characters, which `text` cannot hold).
 pub(super) fn decode_snapshot(doc: &DocId, row: &Row) -> Result<Snapshot, StoreError> {
     let version: i64 = column(row, 0, "snapshot version")?;
-    let version = stored_u64(version, || format!("version of a snapshot of document {doc}"))?;
     let text: Vec<u8> = column(row, 1, "snapshot text")?;
     let text = String::from_utf8(text)
         .map_err(|e| StoreError::Corrupt(format!("text of snapshot {version} of document {doc}: {e}")))?;
-    let clients: &str = column(row, 2, "snapshot clients")?;
-    let clients: BTreeMap<ClientId, ClientRecord> = serde_json::from_str(clients).map_err(|e| {
-        StoreError::Corrupt(format!("client records of snapshot {version} of document {doc}: {e}"))
-    })?;
-    Ok(Snapshot { doc: doc.clone(), version, text, clients })
-}
-
-pub(super) fn stored_client(client: &str, doc: &DocId) -> Result<ClientId, StoreError> {
-    ClientId::parse(client)
-        .map_err(|e| StoreError::Corrupt(format!("client id {client:?} stored for document {doc}: {e}")))
-}
-
-pub(super) fn stored_code(code: &str, doc: &DocId) -> Result<ErrorCode, StoreError> {
-    ErrorCode::parse(code)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown error code {code:?} stored for document {doc}")))
+    crate::codec::decode_snapshot(doc, version, text, column(row, 2, "snapshot clients")?)
 }
 
 /// Maps a driver error that the caller did not handle itself, with `doing` (a verb phrase) saying

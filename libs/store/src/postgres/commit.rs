@@ -17,9 +17,10 @@
 //!    locks, then one statement that purges their events, rejections, snapshots and checkpoints
 //!    and stores their tombstones (see the `deletion` module).
 //!
-//! Checks that need no database (versions too large, keys repeated within the batch) run on the
-//! batch before the transaction starts, but their error is reported only after the epoch check, so
-//! a stale owner always learns first that it is stale.
+//! The checks that need no database (the fence, the retry of a committed batch, the published
+//! bound, versions too large, keys repeated within the batch) are [`crate::commit_rules`], shared
+//! with the embedded store: the batch's own verdict is found before the transaction starts, but
+//! reported only after the epoch check, so a stale owner always learns first that it is stale.
 
 use std::collections::HashSet;
 
@@ -27,10 +28,12 @@ use deadpool_postgres::Client;
 use tandem_protocol::{ClientId, DocId};
 
 use super::codec::{
-    check_published, clamp_to_sql, column, pg_error, seq_conflict, seq_from_sql, seq_to_sql, stored_client,
-    stored_u64, unique_violation, version_conflict, version_to_sql,
+    clamp_to_sql, column, pg_error, seq_conflict, seq_from_sql, seq_to_sql, stored_client, stored_u64,
+    unique_violation, version_conflict,
 };
 use super::deletion;
+use crate::codec::encode_op;
+use crate::commit_rules::{self, PartitionState, Plan, ALREADY_COMMITTED, ALREADY_REJECTED};
 use crate::{CommitBatch, StoreError};
 
 const LOCK_PARTITION: &str = r#"SELECT epoch, last_commit FROM partitions WHERE "partition" = $1 FOR UPDATE"#;
@@ -100,44 +103,26 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     /// Lays the batch out in columns, and finds what makes it unwritable without asking the
-    /// database: a version too large to store, or a key the batch itself repeats.
+    /// database ([`commit_rules::verdict`]).
     fn new(batch: &'a CommitBatch) -> (Self, Result<(), StoreError>) {
         let mut cols = Columns::default();
-        let mut verdict = Ok(());
-        let mut versions = HashSet::with_capacity(batch.events.len());
-        let mut seqs = HashSet::with_capacity(batch.events.len() + batch.rejections.len());
+        let mut verdict = commit_rules::verdict(batch);
         for e in &batch.events {
-            let version = version_to_sql(e.version, &e.doc).unwrap_or_else(|err| {
-                refuse(err, &mut verdict);
-                i64::MAX
-            });
-            if !versions.insert((&e.doc, e.version)) {
-                refuse(version_conflict(&e.doc, e.version), &mut verdict);
-            }
-            if !seqs.insert((&e.doc, &e.client, e.seq)) {
-                refuse(seq_conflict(&e.doc, &e.client, e.seq, "appears twice in one batch"), &mut verdict);
-            }
             cols.event_doc.push(e.doc.as_str());
-            cols.event_version.push(version);
+            // A version too large is in `verdict`: the batch is never written.
+            cols.event_version.push(clamp_to_sql(e.version));
             cols.event_client.push(e.client.as_str());
             cols.event_seq.push(seq_to_sql(e.seq));
-            cols.event_op.push(serde_json::to_string(&e.op).expect("an operation always encodes as JSON"));
+            cols.event_op.push(encode_op(&e.op));
             cols.event_author.push(&e.author);
         }
         for r in &batch.rejections {
-            let at_version = version_to_sql(r.at_version, &r.doc).unwrap_or_else(|err| {
-                refuse(err, &mut verdict);
-                i64::MAX
-            });
-            if !seqs.insert((&r.doc, &r.client, r.seq)) {
-                refuse(seq_conflict(&r.doc, &r.client, r.seq, "has two outcomes in one batch"), &mut verdict);
-            }
             cols.rejection_doc.push(r.doc.as_str());
             cols.rejection_client.push(r.client.as_str());
             cols.rejection_seq.push(seq_to_sql(r.seq));
             cols.rejection_code.push(r.code.as_str());
             cols.rejection_message.push(&r.message);
-            cols.rejection_at_version.push(at_version);
+            cols.rejection_at_version.push(clamp_to_sql(r.at_version));
         }
         cols.key_doc = [&cols.event_doc[..], &cols.rejection_doc[..]].concat();
         cols.key_client = [&cols.event_client[..], &cols.rejection_client[..]].concat();
@@ -206,37 +191,19 @@ async fn write(
             }
             None => (0, 0),
         };
-    // Epoch 0 is never current: a partition must be claimed before anything is committed to it,
-    // or two owners that both skipped the claim would write unfenced.
-    if batch.epoch == 0 || batch.epoch != current {
-        return Err(StoreError::Fenced { partition: batch.partition, epoch: batch.epoch, current }.into());
-    }
-    if let Some(expected) = batch.expected_commit.filter(|_| batch.has_records()) {
-        if last_commit == expected {
-            // A retry of a batch that did commit (its answer was lost): nothing to write again.
-            tx.commit().await.map_err(fail("end a retried commit"))?;
-            return Ok(expected);
+    // Only `published_through` is left out of the state: the row lock makes the fence exact, and
+    // the bound is checked against `last_commit`.
+    let state = PartitionState { epoch: current, last_commit, published_through: 0 };
+    let number = match commit_rules::plan(batch, &state, verdict)? {
+        Plan::Answer(number) => {
+            // A retry of a batch that did commit, or an epoch check: nothing to write.
+            tx.commit().await.map_err(fail("end a commit that writes nothing"))?;
+            return Ok(number);
         }
-        if last_commit + 1 != expected {
-            return Err(StoreError::Conflict(format!(
-                "partition {} is at commit {last_commit}, but the batch expects to be commit {expected}",
-                batch.partition
-            ))
-            .into());
-        }
-    }
-    verdict?;
-    if let Some(through) = batch.published_through {
-        check_published(batch.partition, through, last_commit)?;
-    }
-    if batch.is_empty() {
-        tx.commit().await.map_err(fail("end an epoch check"))?;
-        return Ok(last_commit);
-    }
-    let number = if batch.has_records() { last_commit + 1 } else { last_commit };
-    let number_sql = i64::try_from(number).map_err(|_| {
-        StoreError::Conflict(format!("partition {} has no commit number left", batch.partition))
-    })?;
+        Plan::Write(number) => number,
+    };
+    // `plan` only hands out numbers that fit.
+    let number_sql = clamp_to_sql(number);
 
     if !cols.docs.is_empty() {
         let stmt = tx.prepare_cached(LOCK_DOCUMENTS).await.map_err(fail("prepare the document locks"))?;
@@ -307,7 +274,7 @@ fn taken_seq(row: &tokio_postgres::Row) -> Result<StoreError, StoreError> {
     let client: ClientId = stored_client(column(row, 1, "client of a taken seq")?, &doc)?;
     let seq = seq_from_sql(column(row, 2, "a taken seq")?);
     let committed: bool = column(row, 3, "outcome of a taken seq")?;
-    let what = if committed { "was already committed" } else { "was already rejected" };
+    let what = if committed { ALREADY_COMMITTED } else { ALREADY_REJECTED };
     Ok(seq_conflict(&doc, &client, seq, what))
 }
 

@@ -3,15 +3,16 @@
 //! once per connection.
 
 use deadpool_postgres::Client;
-use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
 use tandem_protocol::{ClientId, DocId};
 use tokio_postgres::IsolationLevel;
 
 use super::codec::{
-    check_published, clamp_to_sql, column, decode_event, decode_snapshot, pg_error, seq_from_sql, seq_to_sql,
-    stored_client, stored_code, stored_u64, version_to_sql,
+    clamp_to_sql, column, decode_event, decode_snapshot, pg_error, seq_to_sql, stored_code, stored_u64,
+    version_to_sql,
 };
+use crate::codec::{decode_outbox, OutboxFields};
+use crate::commit_rules::{self, PartitionState};
 use crate::outbox::{self, OutboxRow, Page};
 use crate::{ClientRecord, PartitionClaim, PartitionId, StoreError, StoredDocument, UnpublishedCommit};
 
@@ -119,11 +120,8 @@ pub(super) async fn mark_published(
             }
             None => (0, 0, 0),
         };
-    if epoch == 0 || epoch != current {
-        return Err(StoreError::Fenced { partition, epoch, current });
-    }
-    check_published(partition, through, last_commit)?;
-    if through > published {
+    let state = PartitionState { epoch: current, last_commit, published_through: published };
+    if commit_rules::mark_published(partition, epoch, through, &state)? {
         let stmt = tx.prepare_cached(MARK_PUBLISHED).await.map_err(fail("prepare the published mark"))?;
         tx.execute(&stmt, &[&key, &clamp_to_sql(through)]).await.map_err(fail("mark published"))?;
     }
@@ -185,38 +183,18 @@ pub(super) async fn unpublished(
 /// An outbox row: `commit_seq, kind, doc, version, client, seq, op or code, message, author` (see
 /// [`UNPUBLISHED_AFTER`]).
 fn decode_outbox_row(row: &tokio_postgres::Row) -> Result<OutboxRow, StoreError> {
-    let doc: &str = column(row, 2, "outbox document")?;
-    let doc =
-        DocId::parse(doc).map_err(|e| StoreError::Corrupt(format!("document id {doc:?} stored: {e}")))?;
-    let commit: i64 = column(row, 0, "outbox commit")?;
-    let commit = stored_u64(commit, || format!("commit number of a record of document {doc}"))?;
     let kind: i32 = column(row, 1, "outbox record kind")?;
-    let version: i64 = column(row, 3, "outbox version")?;
-    let version = stored_u64(version, || format!("a version of document {doc}"))?;
-    let text: &str = column(row, 6, "outbox op or code")?;
-    let message: Option<String> = column(row, 7, "outbox message")?;
-    let author: String = column(row, 8, "outbox author")?;
-    let record = match (kind, message) {
-        (0, None) => {
-            let op: Operation = serde_json::from_str(text).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "op of version {version} of document {doc} is not an operation: {e}"
-                ))
-            })?;
-            let client = stored_client(column(row, 4, "outbox client")?, &doc)?;
-            let seq = seq_from_sql(column(row, 5, "outbox seq")?);
-            SequencedRecord::Committed(CommittedEvent { author, doc, version, client, seq, op })
-        }
-        (1, Some(message)) => {
-            let client = stored_client(column(row, 4, "outbox client")?, &doc)?;
-            let seq = seq_from_sql(column(row, 5, "outbox seq")?);
-            let code = stored_code(text, &doc)?;
-            SequencedRecord::Rejected(Rejection { doc, client, seq, code, message, at_version: version })
-        }
-        (2, None) => SequencedRecord::Deleted(DocumentDeleted { doc, last_version: version, author }),
-        _ => return Err(StoreError::Corrupt(format!("outbox row of kind {kind} for document {doc}"))),
-    };
-    Ok((commit, record))
+    decode_outbox(OutboxFields {
+        commit: column(row, 0, "outbox commit")?,
+        kind: i64::from(kind),
+        doc: column(row, 2, "outbox document")?,
+        version: column(row, 3, "outbox version")?,
+        client: column(row, 4, "outbox client")?,
+        seq: column(row, 5, "outbox seq")?,
+        text: column(row, 6, "outbox op or code")?,
+        message: column(row, 7, "outbox message")?,
+        author: column(row, 8, "outbox author")?,
+    })
 }
 
 pub(super) async fn latest_version(client: &Client, doc: &DocId) -> Result<u64, StoreError> {
@@ -287,15 +265,14 @@ pub(super) async fn load_document(client: &mut Client, doc: &DocId) -> Result<St
 
 /// A rejection row of `doc`: `client, seq, code, message, at_version`.
 fn decode_rejection(doc: &DocId, row: &tokio_postgres::Row) -> Result<Rejection, StoreError> {
-    let at_version: i64 = column(row, 4, "rejection version")?;
-    Ok(Rejection {
-        doc: doc.clone(),
-        client: stored_client(column(row, 0, "rejection client")?, doc)?,
-        seq: seq_from_sql(column(row, 1, "rejection seq")?),
-        code: stored_code(column(row, 2, "rejection code")?, doc)?,
-        message: column(row, 3, "rejection message")?,
-        at_version: stored_u64(at_version, || format!("version of a rejection on document {doc}"))?,
-    })
+    crate::codec::decode_rejection(
+        doc,
+        column(row, 0, "rejection client")?,
+        column(row, 1, "rejection seq")?,
+        column(row, 2, "rejection code")?,
+        column(row, 3, "rejection message")?,
+        column(row, 4, "rejection version")?,
+    )
 }
 
 pub(super) async fn last_outcome(
