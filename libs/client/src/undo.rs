@@ -91,6 +91,11 @@ impl UndoHistory {
         self.trim();
     }
 
+    /// False when the depth is 0: nothing recorded is ever kept.
+    pub(crate) fn keeps_steps(&self) -> bool {
+        self.options.depth > 0
+    }
+
     pub(crate) fn can_undo(&self) -> bool {
         !self.undo.is_empty()
     }

@@ -542,6 +542,18 @@ impl DocHandle {
         self.edit_with(|len| Operation::from_patch(len, pos, delete, insert))
     }
 
+    /// Applies the op `build` makes from the current length in characters, as one edit, under the
+    /// lock that remote ops take too, so a position-based edit cannot miss. Returns the `seq` that
+    /// carries it, like [`DocHandle::splice`]. For several edits that must leave as one op (a load
+    /// generator's keystrokes that fell due together, composed): applied one by one, the first would
+    /// be sent alone and the rest would wait for its ack.
+    pub fn edit_from_len(
+        &self,
+        build: impl FnOnce(usize) -> Result<Operation, OtError>,
+    ) -> Result<u64, ClientError> {
+        self.edit_with(build)
+    }
+
     /// Builds the op from the current length and applies it under one lock, so that a remote op taken
     /// in between cannot make a position-based edit miss. Returns the `seq` that carries the edit.
     fn edit_with(&self, build: impl FnOnce(usize) -> Result<Operation, OtError>) -> Result<u64, ClientError> {

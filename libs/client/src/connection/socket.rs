@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -17,6 +18,10 @@ use crate::ClientError;
 
 /// The socket type the client runs on.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bytes read from the socket at a time. Frames larger than this are read in several reads; the
+/// gateway uses the same size.
+const READ_BUFFER: usize = 4 << 10;
 
 /// Close code the server uses when the token expired during the session.
 pub(crate) const CLOSE_UNAUTHORIZED: u16 = 4401;
@@ -84,7 +89,12 @@ async fn connect_inner(
             .map_err(|_| ClientError::InvalidConfig("the token is not a valid header value".into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, value);
     }
-    let (mut ws, _response) = tokio_tungstenite::connect_async(request).await.map_err(|e| match e {
+    // Nagle off: an op is one small frame the server should see now, not after the previous
+    // frame's ack. A small read buffer: tungstenite zero-fills the whole buffer before every read,
+    // and its 128 KiB default made that memset the client's largest cost under load.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let connected = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await;
+    let (mut ws, _response) = connected.map_err(|e| match e {
         tungstenite::Error::Http(response) if response.status() == StatusCode::UNAUTHORIZED => {
             ClientError::Unauthorized("the server refused the token (HTTP 401)".into())
         }

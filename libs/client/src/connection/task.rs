@@ -295,7 +295,7 @@ impl Task {
             None => Flow::Lost("the server closed the stream".into()),
             Some(Err(e)) => Flow::Lost(format!("read failed: {e}")),
             Some(Ok(Message::Text(text))) => {
-                match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                match ServerMessage::parse(text.as_str()) {
                     Ok(message) => self.on_message(message, out),
                     Err(e) => {
                         let shown: String = text.as_str().chars().take(200).collect();
