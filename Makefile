@@ -101,6 +101,7 @@ bench: infra
 	$(CARGO) bench -p tandem-ot --bench traces
 	$(CARGO) bench -p tandem-sequencer --bench document
 	services/loadgen/bench.sh
+	services/loadgen/targets.sh
 
 ## Regenerate the shared OT test vectors after an intended change of the algebra.
 vectors:

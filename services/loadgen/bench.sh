@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`'s end-to-end half: runs the load-generator presets against the single process and the
 # cluster (each started afresh by run.sh, so the broker is fresh too) and writes the results between
-# the markers of BENCHMARKS.md, with the machine, the versions and the commands.
+# the markers of BENCHMARKS.md, with the machine, the versions and the commands; then Tandem next to
+# ShareDB (sharedb-bench.sh, its own markers; SHAREDB=0 skips it).
 #
 #   services/loadgen/bench.sh            # RUNS=3 DURATION=30 (medians of three runs)
 #   RUNS=1 DURATION=10 services/loadgen/bench.sh
@@ -68,7 +69,7 @@ for mode in $modes; do
             if [[ -f "$dir/run-$runs.txt" ]]; then
                 echo
                 echo '```'
-                grep -E '^(loadgen|standalone|kafka|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens|api) |^ +(first op|the op after|cpu per edit)' \
+                grep -E '^(loadgen|standalone|kafka|postgres|sequencer-[0-9]|gateway-[0-9]|connections|memory|history|opens|api) |^ +(first op|the op after|cpu per edit)' \
                     "$dir/run-$runs.txt" || true
                 [[ -f "$dir/stages.txt" ]] && cat "$dir/stages.txt"
                 echo '```'
@@ -127,5 +128,12 @@ a = text.index(start) + len(start)
 b = text.index(end)
 open(doc, "w").write(text[:a] + "\n" + body + text[b:])
 PY
+
+# Tandem next to ShareDB in memory, same RUNS and DURATION: its own section of BENCHMARKS.md.
+if [[ "${SHAREDB:-1}" != 0 ]]; then
+    say "Tandem next to ShareDB → $out/sharedb"
+    RUNS="$runs" DURATION="$duration" OUT="$out/sharedb" "$root/services/loadgen/sharedb-bench.sh" \
+        >"$out/sharedb.log" 2>&1 || { say "sharedb-bench.sh failed; see $out/sharedb.log"; status=1; }
+fi
 say "BENCHMARKS.md updated; reports in $out"
 exit "$status"

@@ -15,7 +15,7 @@
 # cluster:    an Apache Kafka broker on an empty data folder (deploy/kafka.sh start; watched as
 #             `kafka`, its log kept as logs/kafka.log, its data removed at the end), a fresh database
 #             on the PostgreSQL server at 127.0.0.1:5432 (trust auth, user postgres; deploy/postgres.sh
-#             provides one), 2 sequencers and 2 gateways on free loopback ports; the load generator
+#             provides one; watched as `postgres`, with its backends), 2 sequencers and 2 gateways on free loopback ports; the load generator
 #             gets both gateways (--url twice), so the clients of a document sit on different gateways.
 # standalone: tandem-standalone on a free port with a fresh data folder.
 #
@@ -172,6 +172,11 @@ if [[ "$mode" == cluster ]]; then
         >"$out/logs/kafka.out" || { cat "$out/logs/kafka.out" >&2; say "the broker did not start"; exit 1; }
     broker="$(tail -n 1 "$out/logs/kafka.out")"
     watch+=(--watch "kafka=$(cat "$kafka_dir/broker.pid")")
+    # The PostgreSQL server's CPU is in its backends: watched with its children, when it is this
+    # machine's (not started here, so it is only sampled; other databases' work counts too).
+    if [[ "$postgres" == *"@127.0.0.1:"* || "$postgres" == *"@localhost:"* ]]; then
+        watch+=(--watch "postgres=listen:${postgres##*:}+")
+    fi
     database="tandem_loadgen_$$_$RANDOM"
     psql -X -q -v ON_ERROR_STOP=1 -d "$postgres/postgres" -c "CREATE DATABASE $database" >/dev/null
     common=(--brokers "$broker" --postgres-url "$postgres/$database" --partitions "$partitions")

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::ApiConfig;
 use crate::broker::BrokerConfig;
@@ -114,7 +114,8 @@ pub struct CommonArgs {
     #[arg(long, default_value = "30", value_parser = parse_secs)]
     pub settle_timeout: Duration,
     /// A process to sample (CPU, RSS) every 500 ms: NAME=PID, or NAME=listen:PORT for the process
-    /// listening on that TCP port here; repeat for several. The load generator is always sampled.
+    /// listening on that TCP port here; a trailing `+` adds its children (`postgres=listen:5432+`);
+    /// repeat for several. The load generator is always sampled.
     #[arg(long = "watch", value_name = "NAME=PID")]
     pub watch: Vec<WatchSpec>,
     /// Write the report as JSON to this file.
@@ -148,6 +149,17 @@ pub struct TypingArgs {
     /// Keystrokes per second typed by each client (R).
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+    /// What the clients talk to: Tandem, or a ShareDB 7 server (`deploy/sharedb.sh run PORT`,
+    /// `--url ws://127.0.0.1:PORT`) with the same keystrokes, for a side-by-side.
+    #[arg(long, value_enum, default_value_t = Server::Tandem)]
+    pub server: Server,
+}
+
+/// The server a typing preset runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Server {
+    Tandem,
+    Sharedb,
 }
 
 #[derive(Debug, Clone, Args)]

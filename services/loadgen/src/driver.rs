@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::converge::Convergence;
 use crate::monitor::{self, Clients, Monitor, Observed};
-use crate::procstat::Watcher;
+use crate::procstat::{Watched, Watcher};
 use crate::recorder::{Record, RECORD_CAPACITY};
 use crate::report::{Edits, Params, Report};
 use crate::{RunConfig, Schedule};
@@ -39,6 +39,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an editor paced by acks checks that its pipeline has not stalled (an op rejected, an
 /// ack event dropped): when nothing is in flight, it types again.
 const STALL_CHECK: Duration = Duration::from_millis(50);
+/// Most keystrokes of a fixed pace typed at once when the editor is late: more were skipped.
+const MAX_CATCH_UP: u32 = 64;
 
 /// One run of a preset, from before the first connection to the report.
 pub struct Session {
@@ -76,12 +78,13 @@ impl Session {
             let mut rng = SmallRng::seed_from_u64(run.seed ^ u64::from(std::process::id()));
             (0..8).map(|_| char::from(b'a' + rng.gen_range(0..26))).collect()
         };
-        let mut processes = vec![("loadgen".to_owned(), std::process::id())];
+        let mut processes =
+            vec![Watched { name: "loadgen".to_owned(), pid: std::process::id(), with_children: false }];
         for spec in &run.watch {
-            processes.push((spec.name.clone(), spec.resolve()?));
+            processes.push(spec.resolve()?);
         }
         if run.progress {
-            let watched: Vec<String> = processes.iter().map(|(n, p)| format!("{n}={p}")).collect();
+            let watched: Vec<String> = processes.iter().map(|w| format!("{}={}", w.name, w.pid)).collect();
             eprintln!(
                 "{preset} run {run_id}, seed {}: {}; watching {}",
                 run.seed,
@@ -283,6 +286,13 @@ pub trait Script: Send + 'static {
     /// Makes the next edit on `doc` and returns the `seq` of the op that carries it (see
     /// [`DocHandle::splice`]), or `None` once there is nothing left to type.
     fn edit(&mut self, doc: &DocHandle) -> Option<Result<u64, ClientError>>;
+
+    /// Makes `n` edits that fell due together and returns what became of each, in order (fewer once
+    /// there is nothing left to type). A script that can should compose them into one op, as an
+    /// editor composes keystrokes while an op is in flight; the default makes them one by one.
+    fn edit_many(&mut self, doc: &DocHandle, n: usize) -> Vec<Result<u64, ClientError>> {
+        (0..n).map_while(|_| self.edit(doc)).collect()
+    }
 }
 
 /// When an editor types.
@@ -316,6 +326,12 @@ pub struct Editor<S> {
     pub done: mpsc::Sender<(u32, Instant)>,
 }
 
+/// When a fixed-pace editor's next keystroke is due.
+struct KeyClock {
+    next: Instant,
+    period: Duration,
+}
+
 /// What an editor tracks while it runs.
 #[derive(Default)]
 struct Progress {
@@ -332,35 +348,59 @@ impl<S: Script> Editor<S> {
 
     async fn run(mut self, stop: CancellationToken) -> Edits {
         let mut state = Progress::default();
-        let (period, first) = match self.pace {
-            Pace::Every(period) => (period, self.schedule.start + period.mul_f64(self.phase.clamp(0.0, 1.0))),
-            Pace::PerAck(_) => (STALL_CHECK, self.schedule.start),
-        };
-        let mut ticks = tokio::time::interval_at(first.into(), period);
-        // An editor that fell behind (the load generator was starved) skips edits rather than
-        // bursting; the report shows it as submitted below offered.
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let (mut typing, mut events_open) = (true, self.events.is_some());
-        loop {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                event = recv(&mut self.events), if events_open => match event {
-                    Some(event) => {
-                        let acked = matches!(event, ClientEvent::Acked { .. });
-                        self.on_event(&mut state, event);
-                        if let (Pace::PerAck(n), true, true) = (self.pace, acked, typing) {
-                            typing = self.type_some(&mut state, n);
+        match self.pace {
+            Pace::Every(period) => {
+                let first = self.schedule.start + period.mul_f64(self.phase.clamp(0.0, 1.0));
+                let mut clock = KeyClock { next: first, period };
+                loop {
+                    // While an op is in flight, keystrokes are only composed into the buffer, which
+                    // leaves with the ack: they are typed then, each stamped with the instant it was
+                    // due, instead of waking this task once per keystroke (40,000 wake-ups a second
+                    // at `max`). A lost ack event still lets typing resume after STALL_CHECK.
+                    let wake = if self.handle.is_synced() { clock.next } else { clock.next + STALL_CHECK };
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break,
+                        event = recv(&mut self.events), if events_open => match event {
+                            Some(event) => {
+                                let acked = matches!(event, ClientEvent::Acked { .. });
+                                self.on_event(&mut state, event);
+                                if acked && typing {
+                                    typing = self.type_due(&mut state, &mut clock);
+                                }
+                            }
+                            None => events_open = false,
+                        },
+                        () = tokio::time::sleep_until(wake.into()), if typing => {
+                            typing = self.type_due(&mut state, &mut clock);
                         }
                     }
-                    None => events_open = false,
-                },
-                _ = ticks.tick(), if typing => {
-                    typing = match self.pace {
-                        Pace::Every(_) => self.type_some(&mut state, 1),
-                        Pace::PerAck(n) if self.handle.is_synced() => self.type_some(&mut state, n),
-                        Pace::PerAck(_) => true,
-                    };
+                }
+            }
+            Pace::PerAck(n) => {
+                let mut ticks = tokio::time::interval_at(self.schedule.start.into(), STALL_CHECK);
+                ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break,
+                        event = recv(&mut self.events), if events_open => match event {
+                            Some(event) => {
+                                let acked = matches!(event, ClientEvent::Acked { .. });
+                                self.on_event(&mut state, event);
+                                if acked && typing {
+                                    typing = self.type_some(&mut state, n, None);
+                                }
+                            }
+                            None => events_open = false,
+                        },
+                        _ = ticks.tick(), if typing => {
+                            if self.handle.is_synced() {
+                                typing = self.type_some(&mut state, n, None);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -372,41 +412,77 @@ impl<S: Script> Editor<S> {
         state.edits
     }
 
-    /// Makes up to `n` edits; false once typing is over (script done or window closed), which it
-    /// reports on `done`.
-    fn type_some(&mut self, state: &mut Progress, n: usize) -> bool {
+    /// Types every keystroke of a fixed pace that is due by now, each stamped with its due instant.
+    /// One that fell more than a period behind (the load generator was starved) is skipped rather
+    /// than typed in a burst; the report shows it as submitted below offered.
+    fn type_due(&mut self, state: &mut Progress, clock: &mut KeyClock) -> bool {
+        let now = Instant::now();
+        if clock.next + clock.period * MAX_CATCH_UP < now {
+            let behind =
+                now.saturating_duration_since(clock.next).as_nanos() / clock.period.as_nanos().max(1);
+            clock.next +=
+                clock.period * u32::try_from(behind).unwrap_or(u32::MAX).saturating_sub(MAX_CATCH_UP);
+        }
+        let mut due = Vec::new();
+        while clock.next <= now && clock.next < self.schedule.measure_end {
+            due.push(clock.next);
+            clock.next += clock.period;
+        }
+        // Composed into one op: typed one by one, the first would leave alone and the others wait
+        // for its ack, a round trip more than an editor typing them as they fall due.
+        let wanted = due.len();
+        let results = if due.is_empty() { Vec::new() } else { self.script.edit_many(&self.handle, wanted) };
+        let script_done = results.len() < wanted;
+        for (at, result) in due.into_iter().zip(results) {
+            self.record_edit(state, at, result);
+        }
+        if script_done || clock.next >= self.schedule.measure_end {
+            let _ = self.done.try_send((self.doc, now));
+            return false;
+        }
+        true
+    }
+
+    /// Makes up to `n` edits, stamped `at` (now when `None`); false once typing is over (script done
+    /// or window closed), which it reports on `done`.
+    fn type_some(&mut self, state: &mut Progress, n: usize, at: Option<Instant>) -> bool {
         for _ in 0..n {
-            let at = Instant::now();
+            let at = at.unwrap_or_else(Instant::now);
             let result = if at >= self.schedule.measure_end { None } else { self.script.edit(&self.handle) };
             let Some(result) = result else {
                 let _ = self.done.try_send((self.doc, at));
                 return false;
             };
-            let measured = self.schedule.measures(at);
-            match result {
-                Ok(seq) => {
-                    if state.pending.len() >= MAX_PENDING_EDITS {
-                        if let Some((_, old)) = state.pending.pop_front() {
-                            state.edits.lost += u64::from(self.schedule.measures(old));
-                        }
-                    }
-                    state.pending.push_back((seq, at));
-                    state.edits.submitted += u64::from(measured);
-                }
-                Err(e) => {
-                    let kind = match e {
-                        // Another client's op shortened the text between reading its length and the edit.
-                        ClientError::Ot(_) => "raced_with_remote_op",
-                        ClientError::Resyncing(_) => "document_reloading",
-                        ClientError::NotOpen(_) => "document_not_open",
-                        ClientError::Closed(_) => "client_closed",
-                        _ => "other",
-                    };
-                    *state.edits.refused.entry(kind.to_owned()).or_default() += 1;
-                }
-            }
+            self.record_edit(state, at, result);
         }
         true
+    }
+
+    /// Books one edit made at `at`: pending until its ack, or refused.
+    fn record_edit(&mut self, state: &mut Progress, at: Instant, result: Result<u64, ClientError>) {
+        let measured = self.schedule.measures(at);
+        match result {
+            Ok(seq) => {
+                if state.pending.len() >= MAX_PENDING_EDITS {
+                    if let Some((_, old)) = state.pending.pop_front() {
+                        state.edits.lost += u64::from(self.schedule.measures(old));
+                    }
+                }
+                state.pending.push_back((seq, at));
+                state.edits.submitted += u64::from(measured);
+            }
+            Err(e) => {
+                let kind = match e {
+                    // Another client's op shortened the text between reading its length and the edit.
+                    ClientError::Ot(_) => "raced_with_remote_op",
+                    ClientError::Resyncing(_) => "document_reloading",
+                    ClientError::NotOpen(_) => "document_not_open",
+                    ClientError::Closed(_) => "client_closed",
+                    _ => "other",
+                };
+                *state.edits.refused.entry(kind.to_owned()).or_default() += 1;
+            }
+        }
     }
 
     fn on_event(&mut self, state: &mut Progress, event: ClientEvent) {

@@ -3,7 +3,8 @@
 //! Presets (one module each, on the shared [`driver`]): [`typing`] (also `hot-doc` and `max`),
 //! [`connections`], [`replay`], [`stalled`] (`stalled-readers`), [`history`] (opening a document
 //! with a long history) and [`api`] (the Documents gRPC API: ApplyEdit and WatchDocument);
-//! [`broker`] probes one Kafka hop on its own. Every run samples the CPU and
+//! [`broker`] probes one Kafka hop on its own; [`sharedb_editor`] runs the typing presets against
+//! ShareDB instead ([`sharedb`]: its protocol), for a side-by-side. Every run samples the CPU and
 //! RSS of the processes named with `--watch` ([`procstat`]), keeps a per-second timeline
 //! ([`monitor`]), and ends in a [`report::Report`]: a table, JSON, and an HTML page ([`html`]).
 //!
@@ -45,6 +46,9 @@ pub mod procstat;
 pub mod recorder;
 pub mod replay;
 pub mod report;
+pub mod sharedb;
+pub mod sharedb_editor;
+pub mod sharedb_replica;
 pub mod stalled;
 pub mod typing;
 pub mod wire;

@@ -6,13 +6,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tandem_loadgen::cli::{Cli, Command, CommonArgs};
+use tandem_loadgen::cli::{Cli, Command, CommonArgs, Server, TypingArgs};
 use tandem_loadgen::report::{self, Report};
-use tandem_loadgen::{api, broker, connections, history, html, replay, stalled, typing};
+use tandem_loadgen::{api, broker, connections, history, html, replay, sharedb_editor, stalled, typing};
+
+/// mimalloc instead of glibc's malloc, as the single process uses: the load generator allocates
+/// for every frame it sends and reads, and must cost less than the server it measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A validated preset, ready to run.
 enum Job {
     Typing(typing::TypingConfig),
+    /// A typing preset against ShareDB (`--server sharedb`).
+    ShareDb(typing::TypingConfig),
     Connections(connections::ConnectionsConfig),
     Replay(replay::ReplayConfig),
     Stalled(stalled::StalledConfig),
@@ -24,6 +31,7 @@ impl Job {
     async fn run(self) -> anyhow::Result<Report> {
         match self {
             Job::Typing(config) => typing::run(&config).await,
+            Job::ShareDb(config) => sharedb_editor::run(&config).await,
             Job::Connections(config) => connections::run(&config).await,
             Job::Replay(config) => replay::run(&config).await,
             Job::Stalled(config) => stalled::run(&config).await,
@@ -53,9 +61,9 @@ fn main() -> ExitCode {
     }
     tandem_telemetry::init();
     let (outputs, job) = match cli.command {
-        Command::Typing(args) => (Outputs::of(&args.common), args.validate("typing").map(Job::Typing)),
-        Command::HotDoc(args) => (Outputs::of(&args.common), args.validate("hot-doc").map(Job::Typing)),
-        Command::Max(args) => (Outputs::of(&args.common), args.validate("max").map(Job::Typing)),
+        Command::Typing(args) => (Outputs::of(&args.common), typing_job(args, "typing")),
+        Command::HotDoc(args) => (Outputs::of(&args.common), typing_job(args, "hot-doc")),
+        Command::Max(args) => (Outputs::of(&args.common), typing_job(args, "max")),
         Command::Connections(args) => (Outputs::of(&args.common), args.validate().map(Job::Connections)),
         Command::Replay(args) => (Outputs::of(&args.common), args.validate().map(Job::Replay)),
         Command::StalledReaders(args) => (Outputs::of(&args.common), args.validate().map(Job::Stalled)),
@@ -87,6 +95,15 @@ fn main() -> ExitCode {
         Ok(report) => finish(&report, &outputs),
         Err(e) => fail(&e),
     }
+}
+
+/// A typing preset against the server `--server` names.
+fn typing_job(args: TypingArgs, preset: &'static str) -> Result<Job, String> {
+    let server = args.server;
+    args.validate(preset).map(|config| match server {
+        Server::Tandem => Job::Typing(config),
+        Server::Sharedb => Job::ShareDb(config),
+    })
 }
 
 /// The broker probe: its own table and JSON, not a load report.

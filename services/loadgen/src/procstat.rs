@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Time between two samples.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
+/// How often the machine's TCP send queues are read again (see [`Sample::send_queue_mib`]).
+const SEND_QUEUES_PERIOD: Duration = Duration::from_secs(2);
 /// How often the sockets of a watched process are listed again (see [`Sample::send_queue_mib`]).
 const SOCKETS_REFRESH: Duration = Duration::from_secs(5);
 /// Clock ticks per second of the CPU times in `/proc/PID/stat`: the kernel's `USER_HZ`, which is 100
@@ -36,11 +38,22 @@ pub enum Target {
     Listener(u16),
 }
 
-/// `NAME=PID` or `NAME=listen:PORT`.
+/// `NAME=PID` or `NAME=listen:PORT`; a trailing `+` counts the process's children too (a
+/// PostgreSQL server's CPU is in the backends its postmaster forks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchSpec {
     pub name: String,
     pub target: Target,
+    pub with_children: bool,
+}
+
+/// A process being watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub name: String,
+    pub pid: u32,
+    /// Its children's CPU and RSS are added to its own.
+    pub with_children: bool,
 }
 
 impl FromStr for WatchSpec {
@@ -49,6 +62,10 @@ impl FromStr for WatchSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, target) =
             s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=PID or NAME=listen:PORT"))?;
+        let (target, with_children) = match target.strip_suffix('+') {
+            Some(target) => (target, true),
+            None => (target, false),
+        };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(format!("{s:?}: the name must be letters, digits, '-', '_' or '.'"));
         }
@@ -60,30 +77,34 @@ impl FromStr for WatchSpec {
                 Target::Pid(target.parse().map_err(|_| format!("{s:?}: {target:?} is not a process id"))?)
             }
         };
-        Ok(Self { name: name.to_owned(), target })
+        Ok(Self { name: name.to_owned(), target, with_children })
     }
 }
 
 impl fmt::Display for WatchSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.target {
-            Target::Pid(pid) => write!(f, "{}={pid}", self.name),
-            Target::Listener(port) => write!(f, "{}=listen:{port}", self.name),
+            Target::Pid(pid) => write!(f, "{}={pid}", self.name)?,
+            Target::Listener(port) => write!(f, "{}=listen:{port}", self.name)?,
         }
+        if self.with_children {
+            write!(f, "+")?;
+        }
+        Ok(())
     }
 }
 
 impl WatchSpec {
-    /// The process id, looking up a listener in `/proc` if need be.
-    pub fn resolve(&self) -> anyhow::Result<u32> {
+    /// The process to watch, looking up a listener in `/proc` if need be.
+    pub fn resolve(&self) -> anyhow::Result<Watched> {
         let pid = match self.target {
             Target::Pid(pid) => pid,
             Target::Listener(port) => pid_listening_on(port)?.ok_or_else(|| {
                 anyhow::anyhow!("--watch {self}: no process of this machine listens on port {port}")
             })?,
         };
-        read(pid).map_err(|e| anyhow::anyhow!("--watch {self}: cannot read /proc/{pid}: {e}"))?;
-        Ok(pid)
+        read(pid, false).map_err(|e| anyhow::anyhow!("--watch {self}: cannot read /proc/{pid}: {e}"))?;
+        Ok(Watched { name: self.name.clone(), pid, with_children: self.with_children })
     }
 }
 
@@ -157,7 +178,38 @@ struct Reading {
     rss_kib: u64,
 }
 
-fn read(pid: u32) -> std::io::Result<Reading> {
+/// The process's CPU time and RSS, with those of its children when `with_children`.
+fn read(pid: u32, with_children: bool) -> std::io::Result<Reading> {
+    let mut reading = read_one(pid)?;
+    if with_children {
+        for child in children_of(pid) {
+            // A child that ended between the listing and the read is simply not counted.
+            if let Ok(child) = read_one(child) {
+                reading.cpu_ticks += child.cpu_ticks;
+                reading.rss_kib += child.rss_kib;
+            }
+        }
+    }
+    Ok(reading)
+}
+
+/// The processes whose parent is `pid`. A child that ends during the run takes its CPU time with
+/// it, so this suits servers whose children live long (database backends on pooled connections).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { return false };
+            // Field 4, the parent, is the second after the command name's closing parenthesis.
+            stat.rsplit_once(')').and_then(|(_, after)| after.split_whitespace().nth(1)?.parse().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn read_one(pid: u32) -> std::io::Result<Reading> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unreadable {what}"));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
@@ -240,9 +292,9 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts sampling `processes` (name, pid) at once; times are counted from `t0`.
-    pub fn start(processes: Vec<(String, u32)>, t0: Instant) -> Self {
-        let latest: Latest = Arc::new(Mutex::new(processes.iter().map(|(n, _)| (n.clone(), None)).collect()));
+    /// Starts sampling `processes` at once; times are counted from `t0`.
+    pub fn start(processes: Vec<Watched>, t0: Instant) -> Self {
+        let latest: Latest = Arc::new(Mutex::new(processes.iter().map(|w| (w.name.clone(), None)).collect()));
         let stop = CancellationToken::new();
         let task = tokio::spawn(sample(processes, t0, Arc::clone(&latest), stop.clone()));
         Self { latest, stop, task }
@@ -264,19 +316,23 @@ impl Watcher {
 }
 
 async fn sample(
-    processes: Vec<(String, u32)>,
+    processes: Vec<Watched>,
     t0: Instant,
     latest: Latest,
     stop: CancellationToken,
 ) -> Vec<ProcessReport> {
     let mut reports: Vec<ProcessReport> = processes
         .iter()
-        .map(|(name, pid)| ProcessReport { name: name.clone(), pid: *pid, ..Default::default() })
+        .map(|w| ProcessReport { name: w.name.clone(), pid: w.pid, ..Default::default() })
         .collect();
+    let with_children: Vec<bool> = processes.iter().map(|w| w.with_children).collect();
     let mut last: Vec<Option<(Instant, u64)>> = vec![None; processes.len()];
     // Each process's sockets, listed again every SOCKETS_REFRESH: with thousands of connections a
     // listing is thousands of readlink calls.
     let mut sockets: Vec<(Option<Instant>, Vec<u64>)> = vec![(None, Vec::new()); processes.len()];
+    // The machine's TCP table, read again every SEND_QUEUES_PERIOD: parsing it costs the load
+    // generator as much CPU as a few thousand ops.
+    let (mut send_queues, mut queues_read) = (HashMap::<u64, u64>::new(), None::<Instant>);
     let mut ticks = tokio::time::interval(SAMPLE_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -285,14 +341,17 @@ async fn sample(
             _ = ticks.tick() => {}
         }
         let now = Instant::now();
-        let send_queues: HashMap<u64, u64> =
-            tcp_sockets().into_iter().filter(|s| !s.listening).map(|s| (s.inode, s.send_queue)).collect();
+        if queues_read.is_none_or(|at| now.saturating_duration_since(at) >= SEND_QUEUES_PERIOD) {
+            send_queues =
+                tcp_sockets().into_iter().filter(|s| !s.listening).map(|s| (s.inode, s.send_queue)).collect();
+            queues_read = Some(now);
+        }
         let mut shown = latest.lock().unwrap_or_else(|e| e.into_inner());
         for (i, report) in reports.iter_mut().enumerate() {
             if report.gone {
                 continue;
             }
-            let Ok(reading) = read(report.pid) else {
+            let Ok(reading) = read(report.pid, with_children[i]) else {
                 report.gone = true;
                 shown[i].1 = None;
                 continue;
@@ -338,11 +397,15 @@ mod tests {
     fn watch_specs_parse() {
         assert_eq!(
             "gateway=42".parse::<WatchSpec>().unwrap(),
-            WatchSpec { name: "gateway".into(), target: Target::Pid(42) }
+            WatchSpec { name: "gateway".into(), target: Target::Pid(42), with_children: false }
+        );
+        assert_eq!(
+            "postgres=listen:5432+".parse::<WatchSpec>().unwrap(),
+            WatchSpec { name: "postgres".into(), target: Target::Listener(5432), with_children: true }
         );
         assert_eq!(
             "seq-a=listen:50051".parse::<WatchSpec>().unwrap(),
-            WatchSpec { name: "seq-a".into(), target: Target::Listener(50051) }
+            WatchSpec { name: "seq-a".into(), target: Target::Listener(50051), with_children: false }
         );
         for bad in ["gateway", "=1", "gateway=x", "gateway=listen:99999", "a b=1"] {
             assert!(bad.parse::<WatchSpec>().is_err(), "{bad}");
@@ -351,8 +414,25 @@ mod tests {
 
     #[test]
     fn this_process_can_be_read() {
-        let reading = read(std::process::id()).unwrap();
+        let reading = read(std::process::id(), false).unwrap();
         assert!(reading.rss_kib > 0);
+    }
+
+    #[test]
+    fn a_watch_with_children_adds_their_cpu_and_memory() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let me = std::process::id();
+        let found = children_of(me).contains(&child.id());
+        let (alone, with) = (read(me, false).unwrap(), read(me, true).unwrap());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found, "the child {} is listed", child.id());
+        assert!(
+            with.rss_kib > alone.rss_kib,
+            "{} KiB with the child, {} KiB alone",
+            with.rss_kib,
+            alone.rss_kib
+        );
     }
 
     #[test]

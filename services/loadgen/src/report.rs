@@ -240,6 +240,14 @@ pub struct Outcome<'a> {
 }
 
 impl Report {
+    /// The process's CPU time per committed op over the measuring window, in µs: its mean CPU (a
+    /// share of one core) divided by the committed ops per second. A figure that holds on a busy
+    /// machine, where latencies do not. `None` when nothing was committed.
+    pub fn cpu_us_per_committed_op(&self, process: &ProcessReport) -> Option<f64> {
+        (self.rates.committed_ops > 0.0)
+            .then(|| process.cpu_mean_pct / 100.0 * 1e6 / self.rates.committed_ops)
+    }
+
     /// Gathers the figures of a finished run; the preset adds its own section afterwards.
     pub fn build(outcome: Outcome<'_>) -> Self {
         let Outcome {
@@ -422,9 +430,11 @@ impl Report {
         }
         for p in &self.processes {
             let gone = if p.gone { "  (ended during the run)" } else { "" };
+            let per_op =
+                self.cpu_us_per_committed_op(p).map_or_else(String::new, |us| format!(" ({us:.1} µs/op)"));
             let _ = writeln!(
                 out,
-                "{:<16}pid {}  cpu mean {:.0} % max {:.0} %  rss first {:.1} peak {:.1} last {:.1} MiB  \
+                "{:<16}pid {}  cpu mean {:.0} %{per_op} max {:.0} %  rss first {:.1} peak {:.1} last {:.1} MiB  \
                  send queues peak {:.1} MiB{gone}",
                 p.name,
                 p.pid,
@@ -507,6 +517,25 @@ fn summarize_history(reports: &[Report], out: &mut String) {
     }
 }
 
+/// "standalone 41.3 µs" for each watched process of the first report: the median over the reports of
+/// its CPU time per committed op.
+fn cpu_per_op_medians(reports: &[Report]) -> Vec<String> {
+    let Some(first) = reports.first() else { return Vec::new() };
+    first
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let of = |r: &Report| {
+                let same = r.processes.iter().find(|q| q.name == p.name)?;
+                r.cpu_us_per_committed_op(same)
+            };
+            let values: Vec<f64> = reports.iter().filter_map(of).collect();
+            (values.len() == reports.len())
+                .then(|| format!("{} {:.1} µs", p.name, median_of(reports, &|r| of(r).unwrap_or(0.0))))
+        })
+        .collect()
+}
+
 /// The median of each headline figure over several reports, as a Markdown table.
 pub fn summarize(reports: &[Report]) -> String {
     let median = |f: &dyn Fn(&Report) -> f64| median_of(reports, f);
@@ -537,6 +566,11 @@ pub fn summarize(reports: &[Report]) -> String {
         reports.len(),
     );
     let _ = writeln!(out);
+    let per_op = cpu_per_op_medians(reports);
+    if !per_op.is_empty() {
+        let _ = writeln!(out, "CPU per committed op (medians): {}", per_op.join(", "));
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "medians of {} runs; errors are listed per run", reports.len());
     for r in reports {
         let _ = writeln!(

@@ -18,6 +18,7 @@ use std::time::Instant;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tandem_client::{ClientError, DocHandle};
+use tandem_ot::Operation;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -64,27 +65,88 @@ impl Keystrokes {
     pub fn new(seed: u64) -> Self {
         Self { rng: SmallRng::seed_from_u64(seed), pos: 0 }
     }
-}
 
-impl Script for Keystrokes {
-    fn edit(&mut self, doc: &DocHandle) -> Option<Result<u64, ClientError>> {
-        let len = doc.len_chars();
+    /// Where in its period a typist's first keystroke falls, as a fraction (drawn from its script,
+    /// so that a seed gives the same run whatever the server).
+    pub fn phase(&mut self) -> f64 {
+        self.rng.gen()
+    }
+
+    /// The next keystroke on a text of `len` characters; [`Keystrokes::typed`] moves the cursor once
+    /// it was applied. Public for the ShareDB editor ([`crate::sharedb_editor`]), which types the
+    /// same keystrokes into its own replica.
+    pub fn next_key(&mut self, len: usize) -> Key {
         if self.rng.gen_bool(JUMP_SHARE) {
             let moved = self.pos as i64 + self.rng.gen_range(-MAX_JUMP..=MAX_JUMP);
             self.pos = usize::try_from(moved.max(0)).unwrap_or(0);
         }
         self.pos = self.pos.min(len);
-        let backspace = self.pos > 0 && self.rng.gen_bool(DELETE_SHARE);
-        let result = if backspace {
-            doc.splice(self.pos - 1, 1, "")
+        if self.pos > 0 && self.rng.gen_bool(DELETE_SHARE) {
+            Key { pos: self.pos - 1, delete: 1, insert: "" }
         } else {
-            let ch = ALPHABET[self.rng.gen_range(0..ALPHABET.len())];
-            doc.splice(self.pos, 0, ch)
-        };
+            Key { pos: self.pos, delete: 0, insert: ALPHABET[self.rng.gen_range(0..ALPHABET.len())] }
+        }
+    }
+
+    /// The cursor after `key`: left of a deleted character, right of an inserted one.
+    pub fn typed(&mut self, key: &Key) {
+        self.pos = if key.delete > 0 { key.pos } else { key.pos + 1 };
+    }
+}
+
+/// One keystroke: at `pos`, delete `delete` characters, then insert `insert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub pos: usize,
+    pub delete: usize,
+    pub insert: &'static str,
+}
+
+impl Script for Keystrokes {
+    fn edit(&mut self, doc: &DocHandle) -> Option<Result<u64, ClientError>> {
+        let key = self.next_key(doc.len_chars());
+        let result = doc.splice(key.pos, key.delete, key.insert);
         if result.is_ok() {
-            self.pos = if backspace { self.pos - 1 } else { self.pos + 1 };
+            self.typed(&key);
         }
         Some(result)
+    }
+
+    /// The `n` keystrokes composed into one op, built on the text's length under the handle's lock,
+    /// so they leave together as one op (see [`DocHandle::edit_from_len`]).
+    fn edit_many(&mut self, doc: &DocHandle, n: usize) -> Vec<Result<u64, ClientError>> {
+        let result = doc.edit_from_len(|len| {
+            let mut len = len;
+            let mut composed: Option<Operation> = None;
+            for _ in 0..n {
+                let key = self.next_key(len);
+                let op = Operation::from_patch(len, key.pos, key.delete, key.insert)?;
+                self.typed(&key);
+                len = len - key.delete + key.insert.chars().count();
+                composed = Some(match composed {
+                    None => op,
+                    Some(before) => before.compose(&op)?,
+                });
+            }
+            Ok(composed.unwrap_or_else(|| Operation::identity(len)))
+        });
+        match result {
+            Ok(seq) => (0..n).map(|_| Ok(seq)).collect(),
+            // Refused as a whole: each keystroke is counted under the same kind of refusal.
+            Err(e) => (0..n).map(|_| Err(same_error(&e))).collect(),
+        }
+    }
+}
+
+/// A copy of a refusal of an edit, for counting it once per keystroke (the client's error type is
+/// not `Clone`; the variants an edit can meet are copied, any other counts as "other").
+fn same_error(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Ot(e) => ClientError::Ot(e.clone()),
+        ClientError::Resyncing(doc) => ClientError::Resyncing(doc.clone()),
+        ClientError::NotOpen(doc) => ClientError::NotOpen(doc.clone()),
+        ClientError::Closed(reason) => ClientError::Closed(reason.clone()),
+        other => ClientError::InvalidConfig(other.to_string()),
     }
 }
 
@@ -105,7 +167,7 @@ pub fn spawn_typists(
         .enumerate()
         .map(|(i, sim)| {
             let mut script = Keystrokes::new(seed.wrapping_add(i as u64));
-            let phase = script.rng.gen::<f64>();
+            let phase = script.phase();
             Editor {
                 doc: sim.doc,
                 author: sim.client.author_id(),

@@ -35,7 +35,11 @@ fn run_config(server: &Standalone, duration: Duration) -> RunConfig {
         seed: tandem_integration_tests::seed(),
         label: Some("test".into()),
         progress: true,
-        watch: vec![WatchSpec { name: "standalone".into(), target: Target::Listener(port(server)) }],
+        watch: vec![WatchSpec {
+            name: "standalone".into(),
+            target: Target::Listener(port(server)),
+            with_children: false,
+        }],
     }
 }
 
