@@ -188,7 +188,13 @@ export async function checkOfflineReload(pageA, pageB, shots) {
   await shots('offline-before-reload');
 
   await pageA.reload();
-  await waitFor(pageA, 'A reloaded offline to show its text', () => !document.getElementById('editor').disabled);
+  // The text shows from the saved state first; the status turns from 'connecting' to 'offline' once
+  // the page's connection attempt fails, a moment later (a fresh-clone run read it in between).
+  await waitFor(
+    pageA,
+    'A reloaded offline to show its text and say offline',
+    () => !document.getElementById('editor').disabled && document.getElementById('status').textContent === 'offline',
+  );
   const reloaded = await readPage(pageA);
   assert.equal(reloaded.text, `${seed} ~offline`, 'A reloaded offline shows its text, its edits included');
   assert.equal(reloaded.status, 'offline', 'A reloaded offline says offline');

@@ -364,9 +364,7 @@ impl<S: Script> Editor<S> {
                         () = stop.cancelled() => break,
                         event = recv(&mut self.events), if events_open => match event {
                             Some(event) => {
-                                let acked = matches!(event, ClientEvent::Acked { .. });
-                                self.on_event(&mut state, event);
-                                if acked && typing {
+                                if self.took_ack(&mut state, event) && typing {
                                     typing = self.type_due(&mut state, &mut clock);
                                 }
                             }
@@ -387,9 +385,7 @@ impl<S: Script> Editor<S> {
                         () = stop.cancelled() => break,
                         event = recv(&mut self.events), if events_open => match event {
                             Some(event) => {
-                                let acked = matches!(event, ClientEvent::Acked { .. });
-                                self.on_event(&mut state, event);
-                                if acked && typing {
+                                if self.took_ack(&mut state, event) && typing {
                                     typing = self.type_some(&mut state, n, None);
                                 }
                             }
@@ -483,6 +479,13 @@ impl<S: Script> Editor<S> {
                 *state.edits.refused.entry(kind.to_owned()).or_default() += 1;
             }
         }
+    }
+
+    /// Takes a client event; true when it was an ack, after which an editor types.
+    fn took_ack(&mut self, state: &mut Progress, event: ClientEvent) -> bool {
+        let acked = matches!(event, ClientEvent::Acked { .. });
+        self.on_event(state, event);
+        acked
     }
 
     fn on_event(&mut self, state: &mut Progress, event: ClientEvent) {

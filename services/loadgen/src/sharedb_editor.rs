@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::converge::Convergence;
 use crate::driver::{self, Session};
 use crate::recorder::Record;
-use crate::report::{Edits, Params, Report};
+use crate::report::{Edits, Report};
 use crate::sharedb::{self, Incoming, Ws};
 use crate::sharedb_replica::{Outcome, Replica};
 use crate::typing::{Keystrokes, TypingConfig};
@@ -275,14 +275,7 @@ pub async fn run(config: &TypingConfig) -> anyhow::Result<Report> {
     for f in &finished {
         edits.add(&f.edits);
     }
-    let params = Params {
-        docs: config.docs,
-        clients_per_doc: config.clients,
-        rate_per_client: config.rate,
-        duration_secs: run.duration.as_secs_f64(),
-        warmup_secs: run.warmup.as_secs_f64(),
-    };
-    let mut report = session.finish(params, run.duration, edits, convergence).await?;
+    let mut report = session.finish(config.params(), run.duration, edits, convergence).await?;
     report.connections.clients = n;
     for (code, message) in finished.into_iter().flat_map(|f| f.errors) {
         report.errors.total += 1;

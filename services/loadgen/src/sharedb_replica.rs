@@ -193,6 +193,31 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
+    /// The minimal server's side of replica `i`'s next op, if it has one to send: transformed
+    /// against what was committed after its version, committed, acknowledged to `i` and sent to the
+    /// other replica.
+    fn submit<'a>(
+        replica: &mut Replica,
+        i: usize,
+        name: &'a str,
+        server: &mut String,
+        log: &mut Vec<(Operation, &'a str, u64)>,
+        inbox: &mut [Vec<Value>; 2],
+    ) -> bool {
+        let Some((seq, v, op)) = replica.next_submit() else { return false };
+        let mut op = op.clone();
+        for (committed, _, _) in &log[(v - 1) as usize..] {
+            op = Operation::transform(&op, committed).unwrap().0;
+        }
+        *server = op.apply(server).unwrap();
+        let version = log.len() as u64 + 1;
+        log.push((op.clone(), name, seq));
+        inbox[i].push(json!({"a": "op", "v": version, "src": name, "seq": seq}));
+        let wire = sharedb::to_wire(&op);
+        inbox[1 - i].push(json!({"a": "op", "v": version, "src": name, "seq": seq, "op": wire}));
+        true
+    }
+
     /// Two replicas typing concurrently, their ops sequenced by a minimal server that transforms a
     /// late op against what was committed after its version (the later op on the left of a tie, as
     /// ShareDB's `ot.transform` does) and delivers in commit order; both end at the server's text.
@@ -218,18 +243,7 @@ mod tests {
                     keys[i].typed(&key);
                 }
                 1 => {
-                    let Some((seq, v, op)) = replicas[i].next_submit() else { continue };
-                    let mut op = op.clone();
-                    for (committed, _, _) in &log[(v - 1) as usize..] {
-                        op = Operation::transform(&op, committed).unwrap().0;
-                    }
-                    server = op.apply(&server).unwrap();
-                    let version = log.len() as u64 + 1;
-                    log.push((op.clone(), names[i], seq));
-                    inbox[i].push(json!({"a": "op", "v": version, "src": names[i], "seq": seq}));
-                    let wire = sharedb::to_wire(&op);
-                    inbox[1 - i]
-                        .push(json!({"a": "op", "v": version, "src": names[i], "seq": seq, "op": wire}));
+                    submit(&mut replicas[i], i, names[i], &mut server, &mut log, &mut inbox);
                 }
                 _ => {
                     if !inbox[i].is_empty() {
@@ -249,18 +263,7 @@ mod tests {
                     replicas[i].on_message(incoming(message), names[i]);
                     moved = true;
                 }
-                if let Some((seq, v, op)) = replicas[i].next_submit() {
-                    let mut op = op.clone();
-                    for (committed, _, _) in &log[(v - 1) as usize..] {
-                        op = Operation::transform(&op, committed).unwrap().0;
-                    }
-                    server = op.apply(&server).unwrap();
-                    let version = log.len() as u64 + 1;
-                    log.push((op.clone(), names[i], seq));
-                    inbox[i].push(json!({"a": "op", "v": version, "src": names[i], "seq": seq}));
-                    let wire = sharedb::to_wire(&op);
-                    inbox[1 - i]
-                        .push(json!({"a": "op", "v": version, "src": names[i], "seq": seq, "op": wire}));
+                if submit(&mut replicas[i], i, names[i], &mut server, &mut log, &mut inbox) {
                     moved = true;
                 }
             }

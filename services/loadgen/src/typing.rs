@@ -54,6 +54,19 @@ pub struct TypingConfig {
     pub rate: f64,
 }
 
+impl TypingConfig {
+    /// The run's parameters as the report shows them.
+    pub fn params(&self) -> Params {
+        Params {
+            docs: self.docs,
+            clients_per_doc: self.clients,
+            rate_per_client: self.rate,
+            duration_secs: self.run.duration.as_secs_f64(),
+            warmup_secs: self.run.warmup.as_secs_f64(),
+        }
+    }
+}
+
 /// Random keystrokes near the previous one.
 pub struct Keystrokes {
     rng: SmallRng,
@@ -206,12 +219,5 @@ pub async fn run(config: &TypingConfig) -> anyhow::Result<Report> {
     stop.cancel();
     let edits = driver::join_editors(editors).await?;
 
-    let params = Params {
-        docs: config.docs,
-        clients_per_doc: config.clients,
-        rate_per_client: config.rate,
-        duration_secs: run.duration.as_secs_f64(),
-        warmup_secs: run.warmup.as_secs_f64(),
-    };
-    session.finish(params, run.duration, edits, convergence).await
+    session.finish(config.params(), run.duration, edits, convergence).await
 }
