@@ -54,6 +54,7 @@ infra:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --all-features --no-deps --locked
 
 # Rust tests: unit, property, simulation, store contracts (SQLite and Postgres), the Kafka bus on
 # Apache Kafka, and integration tests against real server processes (built first: the tests start

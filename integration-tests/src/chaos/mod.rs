@@ -5,7 +5,7 @@
 //! `observations.jsonl` for the independent checker (integration-tests/chaos/check.py), and the
 //! run's figures to a report (docs/RELIABILITY.md with `--write-doc`).
 //!
-//! - [`schedule`]: the seeded, pure fault schedule;
+//! - [`schedule`](mod@schedule): the seeded, pure fault schedule;
 //! - [`faults`]: applying one fault and restarting, which sequencer owns what;
 //! - [`load`]: the typing clients and what they observe;
 //! - [`recovery`]: the time until the affected documents commit again;

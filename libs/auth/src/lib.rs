@@ -4,7 +4,7 @@
 //! with keys and an algorithm pinned by configuration (never `none`), its `exp`, `nbf`, `aud` and `iss`
 //! with a small leeway, and turns its claims into a [`Principal`]: the user id and the documents the
 //! user may read or write ([`Permissions`]). [`scoped_client_id`] binds a client's chosen id to its
-//! user. [`mint`] makes development tokens (the `tandem-token` command).
+//! user. [`mint`](mod@mint) makes development tokens (the `tandem-token` command).
 //!
 //! The claims Tandem reads:
 //!

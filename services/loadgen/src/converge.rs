@@ -44,7 +44,7 @@ impl Convergence {
 }
 
 /// Checks `members[d]` (the handles of every client of `docs[d]`) against fresh snapshots read
-/// through `urls`, within `timeout` overall (plus at most [`MIN_WAIT`] per step).
+/// through `urls`, within `timeout` overall (plus at most `MIN_WAIT`, 2 s, per step).
 pub async fn check(
     urls: &[String],
     token: Option<&str>,

@@ -122,7 +122,7 @@ impl Sinks {
     }
 }
 
-/// A latency histogram in microseconds, from 1 µs to [`MAX_MICROS`].
+/// A latency histogram in microseconds, from 1 µs to an hour (`MAX_MICROS`).
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("the bounds are valid")
 }

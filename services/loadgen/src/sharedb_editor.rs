@@ -7,9 +7,10 @@
 //! behaves as ShareDB's browser client (`client/doc.js`): one op in flight, the keystrokes made
 //! meanwhile composed into one pending op, incoming ops transformed against both with the client's
 //! own ops on the left of a tie (`transformX`), which is also the tie-break of
-//! [`Operation::transform`]. Latency is measured as for Tandem: from a keystroke to the ack of the
-//! op that carries it, and to that op's arrival at the document's other clients, matched by
-//! (document, version, author) in the [recorder](crate::recorder).
+//! [`Operation::transform`](tandem_ot::Operation::transform). Latency is measured as for Tandem:
+//! from a keystroke to the ack of the op that carries it, and to that op's arrival at the
+//! document's other clients, matched by (document, version, author) in the
+//! [recorder](crate::recorder).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! What each subcommand does: connect, call the Documents API, print. One module per kind of work:
-//! [`read`] (get, history, diff, export, checkpoint list), [`write`] (apply, checkpoint create,
+//! [`read`] (get, history, diff, export, checkpoint list), [`write`](mod@write) (apply, checkpoint create,
 //! delete), [`watch`] and [`import`].
 
 use std::io::Write;
