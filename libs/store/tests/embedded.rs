@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, Rejection, SequencedRecord};
+use tandem_protocol::records::{CommittedEvent, Outcome, Rejection};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_store::embedded::{SqliteOptions, SqliteStore, Tuning, DATABASE_FILE};
-use tandem_store::{contract, Checkpoint, CommitBatch, EventStore, Snapshot, StoreError};
+use tandem_store::{contract, CommitBatch, EventStore, Snapshot, StoreError};
 
 /// Tests trade power-loss durability for speed; one test checks the default below.
 const FAST: SqliteOptions = SqliteOptions { synchronous_full: false };
@@ -326,24 +326,7 @@ async fn events_from_before_the_history_migration_have_no_author_or_time() {
     assert_eq!((history[0].event.author.as_str(), history[0].committed_at_ms), ("", 0));
     assert_eq!(store.read_events(&old, 0, 10, 10).await.unwrap()[0].author, "");
 
-    let named = Checkpoint {
-        doc: old.clone(),
-        name: "first".into(),
-        version: 1,
-        author: "ann".into(),
-        created_at_ms: 0,
-    };
-    store.create_checkpoint(&named).await.unwrap();
-    let epoch = store.claim_partition(4).await.unwrap().epoch;
-    let deletion = DocumentDeleted { doc: old.clone(), last_version: 1, author: "ann".into() };
-    let batch =
-        CommitBatch { partition: 4, epoch, deletions: vec![deletion.clone()], ..CommitBatch::default() };
-    assert_eq!(store.commit(&batch).await.unwrap(), 1);
-    assert_eq!(store.latest_version(&old).await.unwrap(), 0);
-    assert_eq!(store.list_checkpoints(&old).await.unwrap(), []);
-    assert_eq!(store.find_outcome(&old, &client("c"), 2).await.unwrap(), None, "the old rejection is purged");
-    let outbox = store.unpublished(4, 0, 100).await.unwrap();
-    assert_eq!(outbox[0].records, [SequencedRecord::Deleted(deletion)]);
+    contract::migrated_document_checkpoints_and_deletes(&store, &old, &client("c"), 4).await;
 }
 
 #[test]

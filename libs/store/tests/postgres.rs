@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection, SequencedRecord};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Rejection};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_store::postgres::{PostgresConfig, PostgresStore};
 use tandem_store::{contract, Checkpoint, CommitBatch, EventStore, Snapshot, StoreError};
@@ -537,24 +537,7 @@ async fn events_from_before_the_history_migration_have_no_author() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     assert!((now - 300_000..=now + 300_000).contains(&history[0].committed_at_ms), "{history:?} at {now}");
 
-    let named = Checkpoint {
-        doc: old.clone(),
-        name: "first".into(),
-        version: 1,
-        author: "ann".into(),
-        created_at_ms: 0,
-    };
-    store.create_checkpoint(&named).await.unwrap();
-    let epoch = store.claim_partition(4).await.unwrap().epoch;
-    let deletion = DocumentDeleted { doc: old.clone(), last_version: 1, author: "ann".into() };
-    let batch =
-        CommitBatch { partition: 4, epoch, deletions: vec![deletion.clone()], ..CommitBatch::default() };
-    assert_eq!(store.commit(&batch).await.unwrap(), 1);
-    assert_eq!(store.latest_version(&old).await.unwrap(), 0);
-    assert_eq!(store.list_checkpoints(&old).await.unwrap(), []);
-    assert_eq!(store.find_outcome(&old, &client("c"), 2).await.unwrap(), None, "the old rejection is purged");
-    let outbox = store.unpublished(4, 0, 100).await.unwrap();
-    assert_eq!(outbox[0].records, [SequencedRecord::Deleted(deletion)]);
+    contract::migrated_document_checkpoints_and_deletes(&store, &old, &client("c"), 4).await;
 }
 
 /// A snapshot or checkpoint write racing a deletion of its document never outlives it: the write

@@ -254,18 +254,11 @@ pub fn to_wire(op: &Operation) -> Value {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
-
-    /// The seed of a randomized test: `TANDEM_SEED` to replay one, else a random one; printed.
-    pub(crate) fn seed() -> u64 {
-        let seed =
-            std::env::var("TANDEM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-        println!("seed {seed} (replay with TANDEM_SEED={seed})");
-        seed
-    }
+    use tandem_integration_tests::seed;
 
     #[test]
     fn ops_convert_both_ways() {

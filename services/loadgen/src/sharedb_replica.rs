@@ -223,7 +223,7 @@ mod tests {
     /// ShareDB's `ot.transform` does) and delivers in commit order; both end at the server's text.
     #[test]
     fn replicas_converge_through_a_sequencing_server() {
-        let seed = crate::sharedb::tests::seed();
+        let seed = tandem_integration_tests::seed();
         let mut rng = SmallRng::seed_from_u64(seed);
         let names = ["a", "b"];
         let mut replicas = [Replica::new(1, "", 1), Replica::new(1, "", 0)];

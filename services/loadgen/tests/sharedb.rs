@@ -17,8 +17,10 @@ use tandem_loadgen::sharedb::{from_wire, to_wire};
 use tandem_loadgen::typing::TypingConfig;
 use tandem_loadgen::{sharedb_editor, RunConfig};
 
+/// The clone's root, found at run time: the target folder is shared between clones, and cargo may
+/// reuse this test binary built in another one (see `tandem_integration_tests::manifest_dir`).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    tandem_integration_tests::manifest_dir().join("..")
 }
 
 fn node_missing() -> bool {

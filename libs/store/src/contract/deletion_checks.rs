@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use tandem_protocol::records::{DocumentDeleted, Outcome, SequencedRecord};
-use tandem_protocol::DocId;
+use tandem_protocol::{ClientId, DocId};
 
 use super::{
     all_events, batch, claim, client, committed, event, expect_conflict, history, outbox, rejection,
@@ -205,4 +205,32 @@ pub async fn a_late_snapshot_or_checkpoint_cannot_outlive_a_deletion(store: &dyn
     expect_conflict(store.write_snapshot(&snapshot(&doc, 5)).await, "latest version 0");
     expect_conflict(store.create_checkpoint(&checkpoint(&doc, "late", 5)).await, "latest version is 0");
     assert_gone(store, &doc).await;
+}
+
+/// A document written before the history migration (version 1 by `client`, and a rejection of its
+/// seq 2) is named and deleted like a new one: its checkpoint, events and rejection go, and the
+/// tombstone is published. For the migration tests of both stores; `partition` is unclaimed.
+pub async fn migrated_document_checkpoints_and_deletes(
+    store: &dyn EventStore,
+    old: &DocId,
+    client: &ClientId,
+    partition: PartitionId,
+) {
+    let named = Checkpoint {
+        doc: old.clone(),
+        name: "first".into(),
+        version: 1,
+        author: "ann".into(),
+        created_at_ms: 0,
+    };
+    store.create_checkpoint(&named).await.unwrap();
+    let epoch = store.claim_partition(partition).await.unwrap().epoch;
+    let deletion = DocumentDeleted { doc: old.clone(), last_version: 1, author: "ann".into() };
+    let batch = CommitBatch { partition, epoch, deletions: vec![deletion.clone()], ..CommitBatch::default() };
+    assert_eq!(store.commit(&batch).await.unwrap(), 1);
+    assert_eq!(store.latest_version(old).await.unwrap(), 0);
+    assert_eq!(store.list_checkpoints(old).await.unwrap(), []);
+    assert_eq!(store.find_outcome(old, client, 2).await.unwrap(), None, "the old rejection is purged");
+    let outbox = store.unpublished(partition, 0, 100).await.unwrap();
+    assert_eq!(outbox[0].records, [SequencedRecord::Deleted(deletion)]);
 }
