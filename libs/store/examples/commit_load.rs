@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p tandem-store --example commit_load -- [EVENTS] [DIR]`
 //!
-//! `FOLD_AFTER` and `CACHE_KIB` in the environment override the store's [`Tuning`].
+//! `FOLD_AFTER`, `FOLD_STEP` and `CACHE_KIB` in the environment override the store's [`Tuning`].
 //!
 //! One partition commits group batches the way the sequencer does: `BATCH` events per commit, each
 //! of a different document picked at random among `DOCS`, versions advancing, one character typed
@@ -165,6 +165,9 @@ async fn main() {
     let mut tuning = Tuning::default();
     if let Ok(v) = std::env::var("FOLD_AFTER") {
         tuning.fold_after = v.parse().expect("FOLD_AFTER is a number");
+    }
+    if let Ok(v) = std::env::var("FOLD_STEP") {
+        tuning.fold_step = v.parse().expect("FOLD_STEP is a number");
     }
     if let Ok(v) = std::env::var("CACHE_KIB") {
         tuning.cache_kib = v.parse().expect("CACHE_KIB is a number");

@@ -79,13 +79,17 @@ pub struct Tuning {
     /// tier. Larger: fewer folds (each writes about a page per document written since the last),
     /// but a larger recent tier, all of whose few pages a commit tends to dirty.
     pub fold_after: u64,
+    /// About how many keys one step of a fold moves, in one transaction (whole documents, so more
+    /// when one document has more). Smaller: a commit that arrives during a fold waits less, for
+    /// a few more transactions per fold.
+    pub fold_step: u64,
     /// The page cache of each connection, in KiB.
     pub cache_kib: u32,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { fold_after: 4096, cache_kib: 8192 }
+        Self { fold_after: 4096, fold_step: 512, cache_kib: 8192 }
     }
 }
 

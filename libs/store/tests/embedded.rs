@@ -54,6 +54,16 @@ async fn contract_suite_folding_after_every_few_events() {
     contract::run_all(Arc::new(store)).await;
 }
 
+/// The suite with every fold made of steps of one document each, so commits and reads land while
+/// a fold is half done: some documents' keys already in the main tier, others still recent.
+#[tokio::test]
+async fn contract_suite_folding_one_document_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning { fold_after: 3, fold_step: 1, ..Tuning::default() };
+    let store = SqliteStore::open_tuned(dir.path(), FAST, tuning).unwrap();
+    contract::run_all(Arc::new(store)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_suite_with_full_synchronous_on_a_multi_thread_runtime() {
     let dir = tempfile::tempdir().unwrap();

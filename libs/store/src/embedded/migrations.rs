@@ -10,8 +10,9 @@
 //! - The per-document keys, (doc, version) → event and (doc, client, seq) → version, are in two
 //!   tiers. A commit inserts into the small `recent_versions` and `recent_seqs`, which stay a few
 //!   pages large, so the commit dirties a few pages however many documents it touches; every few
-//!   thousand events the writer folds them into `versions` and `seqs` in one transaction (see
-//!   `tiers`), which then dirties about one page per document per fold instead of per commit.
+//!   thousand events the writer folds them into `versions` and `seqs`, a range of documents per
+//!   transaction (see `tiers`), which dirties about one page per document per fold instead of
+//!   per commit.
 //!   A key is in exactly one tier: reads look in both, and a commit checks the main tier itself,
 //!   since the recent tier's keys enforce uniqueness only among recent rows.
 //! - The outbox reads `event_log` by its ("partition", commit_seq) index, which grows at its end.

@@ -4,8 +4,12 @@
 //! (doc, client, seq) that is already recent; the main tier is checked explicitly first
 //! ([`taken`]), which only reads pages. Both checks run inside the commit's `IMMEDIATE`
 //! transaction, under SQLite's one write lock, so no other writer (another store or process on
-//! the same file) can add a key in between. [`fold`] moves the recent tier into the main one in
-//! one transaction: readers see a key in one tier or the other, never in neither.
+//! the same file) can add a key in between.
+//!
+//! [`fold_step`] moves the recent keys of a range of documents into the main tier, each step one
+//! transaction: readers see a key in one tier or the other, never in neither, and a fold made of
+//! steps writes each document's main-tier pages once, as a fold in one transaction would, while a
+//! commit waits for a step (a few hundred keys) instead of for the whole fold.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -29,13 +33,20 @@ const COMMITTED: &str =
 const INSERT_VERSION: &str = "INSERT INTO recent_versions (doc, version, event) VALUES (?1, ?2, ?3)";
 const INSERT_SEQ: &str = "INSERT INTO recent_seqs (doc, client, seq, version) VALUES (?1, ?2, ?3, ?4)";
 
-/// The fold, in key order so each main-tier page is written once.
-const FOLD: [&str; 4] = [
-    "INSERT INTO versions SELECT doc, version, event FROM recent_versions ORDER BY doc, version",
-    "INSERT INTO seqs SELECT doc, client, seq, version FROM recent_seqs ORDER BY doc, client, seq",
-    "DELETE FROM recent_versions",
-    "DELETE FROM recent_seqs",
+/// One step of a fold: the recent keys of the documents with ids in `[?1, ?2)`, in key order so
+/// each main-tier page is written once.
+const FOLD_STEP: [&str; 4] = [
+    "INSERT INTO versions SELECT doc, version, event FROM recent_versions \
+     WHERE doc >= ?1 AND doc < ?2 ORDER BY doc, version",
+    "INSERT INTO seqs SELECT doc, client, seq, version FROM recent_seqs \
+     WHERE doc >= ?1 AND doc < ?2 ORDER BY doc, client, seq",
+    "DELETE FROM recent_versions WHERE doc >= ?1 AND doc < ?2",
+    "DELETE FROM recent_seqs WHERE doc >= ?1 AND doc < ?2",
 ];
+/// The document of the recent key `?2` keys past the first of document `?1` or later: where a
+/// step of `?2` keys ends.
+const STEP_END: &str =
+    "SELECT doc FROM recent_versions WHERE doc >= ?1 ORDER BY doc, version LIMIT 1 OFFSET ?2";
 
 /// The id of a document name, if it was ever written.
 pub(super) fn doc_id(conn: &Connection, doc: &str) -> Result<Option<i64>, StoreError> {
@@ -122,12 +133,31 @@ pub(super) fn recent_count(conn: &Connection) -> Result<u64, StoreError> {
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-/// Moves every recent key into the main tier, in one transaction.
-pub(super) fn fold(conn: &mut Connection) -> Result<(), StoreError> {
+/// Where a fold goes on: the lowest document id its next step moves.
+pub(super) type FoldFrom = i64;
+
+/// Where a fold starts: below every document id.
+pub(super) const FOLD_START: FoldFrom = i64::MIN;
+
+/// Moves the recent keys of the documents from `from` on into the main tier, whole documents of
+/// about `keys` keys (more when one document alone has more), in one transaction. Returns where
+/// the next step starts, or `None` when this step reached the last document.
+pub(super) fn fold_step(
+    conn: &mut Connection,
+    from: FoldFrom,
+    keys: u64,
+) -> Result<Option<FoldFrom>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for statement in FOLD {
-        tx.prepare_cached(statement)?.execute([])?;
+    let offset = i64::try_from(keys.max(1)).unwrap_or(i64::MAX);
+    let end: Option<i64> =
+        tx.prepare_cached(STEP_END)?.query_row(params![from, offset], |row| row.get(0)).optional()?;
+    // A step moves whole documents: it ends before the document its last key would split, or
+    // after the first one when that document alone has more keys than a step.
+    let next = end.map(|doc| doc.max(from.saturating_add(1)));
+    let until = next.unwrap_or(i64::MAX);
+    for statement in FOLD_STEP {
+        tx.prepare_cached(statement)?.execute(params![from, until])?;
     }
     tx.commit()?;
-    Ok(())
+    Ok(next)
 }

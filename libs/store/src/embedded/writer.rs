@@ -10,10 +10,12 @@
 //! like any commit whose answer was lost (resubmissions are deduplicated).
 //!
 //! Between jobs the thread folds the recent tier of keys into the main one once it holds
-//! [`Tuning::fold_after`](super::Tuning) events (see `tiers`).
+//! [`Tuning::fold_after`](super::Tuning) events (see `tiers`): a step of
+//! [`Tuning::fold_step`](super::Tuning) keys after each job, and steps one after another while
+//! no job waits, so a commit waits for at most one step.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, TryRecvError};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -69,26 +71,53 @@ impl Writer {
 }
 
 fn serve(mut state: WriterState, queue: mpsc::Receiver<Job>) {
-    while let Ok(job) = queue.recv() {
+    let mut fold: Option<tiers::FoldFrom> = None;
+    let mut waiting: Option<Job> = None;
+    loop {
+        let job = match waiting.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
         // A panic unwinds through the job's transaction, which rolls it back; the thread lives on
         // for the next job, and the job's caller hears of it through the dropped answer.
         if catch_unwind(AssertUnwindSafe(|| job(&mut state))).is_err() {
             tracing::error!("a write of the event store panicked; its transaction was rolled back");
         }
-        if state.recent >= state.tuning.fold_after {
-            // A failed fold changes nothing (it is one transaction): reads and commits stay
-            // correct with a larger recent tier, so it is retried after as many events again.
-            let started = std::time::Instant::now();
-            match tiers::fold(&mut state.conn) {
-                // Commits wait meanwhile: the fold's time is what it adds to their latency.
-                Ok(()) => {
-                    tracing::debug!(events = state.recent, elapsed = ?started.elapsed(), "recent keys folded")
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "folding the event store's recent keys failed; retried later")
-                }
-            }
+        if fold.is_none() && state.recent >= state.tuning.fold_after {
+            fold = Some(tiers::FOLD_START);
             state.recent = 0;
+        }
+        while let Some(from) = fold {
+            fold = fold_step(&mut state, from);
+            match queue.try_recv() {
+                Ok(job) => {
+                    waiting = Some(job);
+                    break;
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// One step of a fold; where the next starts, or `None` when the fold is over. A failed step
+/// changes nothing (it is one transaction): reads and commits stay correct with a larger recent
+/// tier, so the fold ends there and the next one, after as many events again, retries.
+fn fold_step(state: &mut WriterState, from: tiers::FoldFrom) -> Option<tiers::FoldFrom> {
+    // Commits wait meanwhile: a step's time is what it adds to their latency.
+    let started = std::time::Instant::now();
+    match tiers::fold_step(&mut state.conn, from, state.tuning.fold_step) {
+        Ok(next) => {
+            tracing::debug!(from, elapsed = ?started.elapsed(), "recent keys folded");
+            next
+        }
+        Err(err) => {
+            tracing::warn!(%err, "folding the event store's recent keys failed; retried later");
+            None
         }
     }
 }
