@@ -332,6 +332,15 @@ struct KeyClock {
     period: Duration,
 }
 
+/// The instant a fixed-pace keystroke's latency counts from.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// When it fell due: it waited for an op in flight, which is the server's time.
+    Due,
+    /// When the editor typed it: its timer fired late, which is the load generator's time.
+    Now,
+}
+
 /// What an editor tracks while it runs.
 #[derive(Default)]
 struct Progress {
@@ -365,13 +374,19 @@ impl<S: Script> Editor<S> {
                         event = recv(&mut self.events), if events_open => match event {
                             Some(event) => {
                                 if self.took_ack(&mut state, event) && typing {
-                                    typing = self.type_due(&mut state, &mut clock);
+                                    typing = self.type_due(&mut state, &mut clock, Stamp::Due);
                                 }
                             }
                             None => events_open = false,
                         },
                         () = tokio::time::sleep_until(wake.into()), if typing => {
-                            typing = self.type_due(&mut state, &mut clock);
+                            // Idle, the editor types when its timer fires: the timer's lateness
+                            // (tokio's are rounded up to the millisecond) is the load generator's,
+                            // not the server's, and the ShareDB editor stamps its keystrokes the
+                            // same way. Keystrokes that fell due while an op was in flight waited
+                            // on the server: they keep their due instant.
+                            let stamp = if self.handle.is_synced() { Stamp::Now } else { Stamp::Due };
+                            typing = self.type_due(&mut state, &mut clock, stamp);
                         }
                     }
                 }
@@ -408,10 +423,10 @@ impl<S: Script> Editor<S> {
         state.edits
     }
 
-    /// Types every keystroke of a fixed pace that is due by now, each stamped with its due instant.
+    /// Types every keystroke of a fixed pace that is due by now, each stamped as `stamp` says.
     /// One that fell more than a period behind (the load generator was starved) is skipped rather
     /// than typed in a burst; the report shows it as submitted below offered.
-    fn type_due(&mut self, state: &mut Progress, clock: &mut KeyClock) -> bool {
+    fn type_due(&mut self, state: &mut Progress, clock: &mut KeyClock, stamp: Stamp) -> bool {
         let now = Instant::now();
         if clock.next + clock.period * MAX_CATCH_UP < now {
             let behind =
@@ -429,7 +444,11 @@ impl<S: Script> Editor<S> {
         let wanted = due.len();
         let results = if due.is_empty() { Vec::new() } else { self.script.edit_many(&self.handle, wanted) };
         let script_done = results.len() < wanted;
-        for (at, result) in due.into_iter().zip(results) {
+        for (due, result) in due.into_iter().zip(results) {
+            let at = match stamp {
+                Stamp::Due => due,
+                Stamp::Now => now,
+            };
             self.record_edit(state, at, result);
         }
         if script_done || clock.next >= self.schedule.measure_end {
