@@ -25,7 +25,20 @@ pub fn parse_or_exit<C: clap::Parser>() -> C {
 /// Runs a service's body on a multi-threaded runtime; a failure is logged with its whole chain of
 /// causes and exits 1.
 pub fn run_service(body: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    run_service_with_workers(None, body)
+}
+
+/// [`run_service`] on `workers` runtime worker threads (tokio's default, a thread per core or
+/// `TOKIO_WORKER_THREADS`, when `None`).
+pub fn run_service_with_workers(
+    workers: Option<usize>,
+    body: impl Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers.max(1));
+    }
+    let runtime = builder.enable_all().build().expect("the tokio runtime starts");
     let outcome = runtime.block_on(body);
     // The spans of the last seconds are still in the batch processor: export them before exit.
     crate::otel::shutdown();

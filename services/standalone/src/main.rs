@@ -61,9 +61,20 @@ struct Config {
     /// fsync every commit (survives power loss); without it a commit survives a process crash only.
     #[arg(long, env = "TANDEM_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
+    /// Runtime worker threads. By default one fewer than the machine's cores, at least one: the
+    /// event store's writer thread is this process's other busy thread, and a worker per core
+    /// would make the two take turns on a core (on 2 cores one worker spends 6–8 % less CPU per op;
+    /// BENCHMARKS.md, issue 15).
+    #[arg(long, env = "TANDEM_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+}
+
+/// The runtime's workers when `--worker-threads` is not given.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1).max(1))
 }
 
 fn main() -> ExitCode {
@@ -73,7 +84,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     tandem_telemetry::init();
-    tandem_telemetry::service::run_service(run(config))
+    let workers = config.worker_threads.map_or_else(default_workers, usize::from);
+    tandem_telemetry::service::run_service_with_workers(Some(workers), run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
