@@ -9,12 +9,14 @@
 //! rusqlite is blocking, so no call ever runs on the async runtime's threads. Writes go to one
 //! writer thread that owns the writer connection (SQLite allows one writer at a time anyway; see
 //! `writer`); reads move to `tokio::task::spawn_blocking` with one of a few reader connections,
-//! which WAL lets read while the writer writes.
+//! which WAL lets read while the writer writes. A third thread checkpoints the WAL back into the
+//! database file, so no commit waits for it (see `checkpointer`).
 //!
 //! The schema is laid out so that a commit dirties few pages whatever documents it touches (see
 //! `migrations`): the cost of a commit is the pages it writes to the WAL and fsyncs. Numbers
 //! follow the shared `codec`: SQLite integers are `i64`, and `seq` is stored bit-for-bit.
 
+mod checkpointer;
 mod codec;
 mod commit;
 mod history;
@@ -40,6 +42,7 @@ use crate::{
     Checkpoint, ClientRecord, CommitBatch, EventStore, HistoryEntry, PartitionClaim, PartitionId, Snapshot,
     StoreError, StoredDocument, UnpublishedCommit,
 };
+use checkpointer::Checkpointer;
 use pool::ReaderPool;
 use writer::{Writer, WriterState};
 
@@ -85,11 +88,20 @@ pub struct Tuning {
     pub fold_step: u64,
     /// The page cache of each connection, in KiB.
     pub cache_kib: u32,
+    /// How often a thread of the store checkpoints the write-ahead log, off the commit path (see
+    /// `checkpointer`); `None`: SQLite checkpoints inside the commit that takes the log past 1,000
+    /// pages.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { fold_after: 4096, fold_step: 512, cache_kib: 8192 }
+        Self {
+            fold_after: 4096,
+            fold_step: 512,
+            cache_kib: 8192,
+            checkpoint_every: Some(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -108,6 +120,8 @@ struct Inner {
     /// second writer connection would only wait on the file lock.
     writer: Writer,
     readers: ReaderPool,
+    /// Stops the checkpointer thread when the last handle goes.
+    _checkpointer: Option<Checkpointer>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -140,8 +154,11 @@ impl SqliteStore {
         let readers =
             (0..READER_CONNECTIONS).map(|_| schema::open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
         let writer = Writer::spawn(WriterState { conn, tuning, recent, ids: Default::default() })?;
+        let checkpointer =
+            tuning.checkpoint_every.map(|every| Checkpointer::spawn(&path, options, every)).transpose()?;
         tracing::debug!(path = %path.display(), synchronous_full = options.synchronous_full, "event store opened");
-        Ok(Self { inner: Arc::new(Inner { path, writer, readers: ReaderPool::new(readers) }) })
+        let readers = ReaderPool::new(readers);
+        Ok(Self { inner: Arc::new(Inner { path, writer, readers, _checkpointer: checkpointer }) })
     }
 
     /// The database file, for logs and for tools that inspect it.

@@ -359,3 +359,44 @@ fn a_file_that_is_not_a_database_is_refused() {
     std::fs::write(dir.path().join(DATABASE_FILE), vec![0x5a; 8192]).unwrap();
     assert!(SqliteStore::open(dir.path(), FAST).is_err());
 }
+
+/// The checkpointer thread copies committed pages into the database file while the store is
+/// open, so no commit has to (with SQLite's own checkpoint the file only changes once the log
+/// passes 1,000 pages, far more than these commits write).
+#[tokio::test]
+async fn the_checkpointer_copies_the_log_into_the_database_file_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = std::time::Duration::from_millis(20);
+    for checkpoint_every in [None, Some(every)] {
+        let folder = dir.path().join(format!("{checkpoint_every:?}"));
+        let tuning = Tuning { checkpoint_every, ..Tuning::default() };
+        let store = SqliteStore::open_tuned(&folder, FAST, tuning).unwrap();
+        let file = folder.join(DATABASE_FILE);
+        let before = std::fs::metadata(&file).unwrap().len();
+        let epoch = store.claim_partition(0).await.unwrap().epoch;
+        let c = client("c1");
+        let events: Vec<_> = (0..200).flat_map(|d| events(&doc(&format!("doc-{d}")), &c, 1..=1)).collect();
+        let batch = CommitBatch {
+            deletions: Vec::new(),
+            partition: 0,
+            epoch,
+            next_offset: None,
+            events,
+            rejections: Vec::new(),
+            published_through: None,
+            expected_commit: None,
+        };
+        store.commit(&batch).await.unwrap();
+        // Long enough for many periods of the checkpointer.
+        tokio::time::sleep(every * 25).await;
+        let after = std::fs::metadata(&file).unwrap().len();
+        match checkpoint_every {
+            None => assert_eq!(after, before, "without the checkpointer the pages stay in the log"),
+            Some(_) => assert!(
+                after > before,
+                "the checkpointer copied no page into {} ({before} bytes)",
+                file.display()
+            ),
+        }
+    }
+}

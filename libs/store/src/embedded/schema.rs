@@ -35,9 +35,26 @@ pub(super) fn open_writer(
             path.display()
         )));
     }
+    set_synchronous(&conn, options)?;
+    if tuning.checkpoint_every.is_some() {
+        // The checkpointer thread copies the log back; SQLite's own checkpoint, inside a commit,
+        // only when that thread falls far behind.
+        conn.pragma_update(None, "wal_autocheckpoint", super::checkpointer::BACKSTOP_PAGES)?;
+    }
+    Ok(conn)
+}
+
+/// Opens the checkpointer thread's connection, syncing the files as the writer's does.
+pub(super) fn open_checkpointer(path: &Path, options: SqliteOptions) -> Result<Connection, StoreError> {
+    let conn = open(path, OpenFlags::empty())?;
+    set_synchronous(&conn, options)?;
+    Ok(conn)
+}
+
+fn set_synchronous(conn: &Connection, options: SqliteOptions) -> Result<(), StoreError> {
     let synchronous = if options.synchronous_full { "FULL" } else { "NORMAL" };
     conn.pragma_update(None, "synchronous", synchronous)?;
-    Ok(conn)
+    Ok(())
 }
 
 /// Opens a reader connection. `query_only` makes a bug that writes through it fail loudly instead
