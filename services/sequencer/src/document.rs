@@ -143,6 +143,10 @@ pub struct DocumentState {
     doc: DocId,
     version: u64,
     text: Rope,
+    /// `text`'s length in characters, kept beside it: ropey counts a rope of one leaf (any text
+    /// under about a kilobyte) by scanning it, and the partition asks every cached document's size
+    /// after each commit.
+    text_chars: usize,
     /// Committed ops with versions `window_start + 1 ..= version`, oldest first.
     window: VecDeque<WindowEntry>,
     window_start: u64,
@@ -170,6 +174,7 @@ impl DocumentState {
             doc,
             version: 0,
             text: Rope::new(),
+            text_chars: 0,
             window: VecDeque::new(),
             window_start: 0,
             durable_version: 0,
@@ -190,6 +195,7 @@ impl DocumentState {
             state.window_start = snapshot.version;
             state.snapshot_version = snapshot.version;
             state.text = Rope::from_str(&snapshot.text);
+            state.text_chars = state.text.len_chars();
             state.clients =
                 snapshot.clients.into_iter().map(|(c, record)| (c, Remembered { record, used: 0 })).collect();
             state.clients_complete = false;
@@ -204,6 +210,7 @@ impl DocumentState {
             event.op.apply_to_rope(&mut state.text).map_err(|e| {
                 LoadError(format!("event {} of document {} does not apply: {e}", event.version, state.doc))
             })?;
+            state.text_chars = event.op.target_len();
             state.version = event.version;
             state.remember(&event.client, event.seq, Outcome::Committed { version: event.version });
             state.push_window(WindowEntry { client: event.client, seq: event.seq, op: event.op });
@@ -236,7 +243,8 @@ impl DocumentState {
     /// Roughly what the document holds in memory, in characters (about bytes): its text, its history
     /// window and its client records. What the partition's cache budget counts.
     pub fn memory_chars(&self) -> usize {
-        self.text.len_chars() + self.window_cost + self.clients.len() * CLIENT_COST
+        debug_assert_eq!(self.text_chars, self.text.len_chars(), "the kept length of {}", self.doc);
+        self.text_chars + self.window_cost + self.clients.len() * CLIENT_COST
     }
 
     /// Decides what to do with a submitted op, advancing the state when it commits.
@@ -332,7 +340,7 @@ impl DocumentState {
                 return decision;
             }
         };
-        if op.base_len() != self.text.len_chars() {
+        if op.base_len() != self.text_chars {
             return self.reject(
                 sub,
                 ErrorCode::InvalidOp,
@@ -340,7 +348,7 @@ impl DocumentState {
                     "the op spans {} characters but version {} has {}",
                     sub.op.base_len(),
                     sub.base,
-                    self.text.len_chars()
+                    self.text_chars
                 ),
             );
         }
@@ -356,6 +364,7 @@ impl DocumentState {
             );
         }
         op.apply_to_rope(&mut self.text).expect("the op's base length was checked against the text");
+        self.text_chars = op.target_len();
         self.version += 1;
         self.remember(&sub.client, sub.seq, Outcome::Committed { version: self.version });
         self.push_window(WindowEntry { client: sub.client.clone(), seq: sub.seq, op: op.clone() });
