@@ -7,6 +7,7 @@
 //! [`Session::finish`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::converge::Convergence;
-use crate::monitor::{self, Clients, Monitor, Observed};
+use crate::monitor::{self, Clients, Counters, Monitor, Observed};
 use crate::procstat::{Watched, Watcher};
 use crate::recorder::{Record, RECORD_CAPACITY};
 use crate::report::{Edits, Params, Report};
@@ -229,6 +230,12 @@ impl Session {
     /// Every client connected so far.
     pub fn clients(&self) -> Vec<Client> {
         self.clients.all()
+    }
+
+    /// Registers a connected client that is not a Tandem [`Client`] (a ShareDB editor): the
+    /// progress line and the timeline count it, with what it counts on the returned counters.
+    pub fn register_other(&self) -> Arc<Counters> {
+        self.clients.push_other()
     }
 
     /// Ends the run: stops the monitor and the watcher, builds the report, and shuts the clients

@@ -6,6 +6,7 @@
 //! connecting phase too; the recorder itself is created when the preset starts its load (the
 //! [`Schedule`] arrives through a oneshot channel), since only then is the measuring window known.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,29 +20,56 @@ use crate::Schedule;
 
 /// Every client of the run, registered as it connects; the monitor sums their counters.
 #[derive(Clone, Default)]
-pub struct Clients(Arc<Mutex<Vec<Client>>>);
+pub struct Clients(Arc<Mutex<Registry>>);
+
+#[derive(Default)]
+struct Registry {
+    tandem: Vec<Client>,
+    /// Clients that are not Tandem's (the ShareDB editors), which count for themselves.
+    others: Vec<Arc<Counters>>,
+}
+
+/// What a client that is not a Tandem [`Client`] counts for the progress line and the timeline.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Ops written (resubmissions included).
+    pub sent: AtomicU64,
+    pub errors: AtomicU64,
+}
 
 impl Clients {
-    fn lock(&self) -> MutexGuard<'_, Vec<Client>> {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn push(&self, client: Client) {
-        self.lock().push(client);
+        self.lock().tandem.push(client);
+    }
+
+    /// Registers a client that counts for itself; returns its counters.
+    pub fn push_other(&self) -> Arc<Counters> {
+        let counters = Arc::new(Counters::default());
+        self.lock().others.push(Arc::clone(&counters));
+        counters
     }
 
     pub fn all(&self) -> Vec<Client> {
-        self.lock().clone()
+        self.lock().tandem.clone()
     }
 
     fn totals(&self) -> Totals {
-        let clients = self.lock();
-        let mut totals = Totals { clients: clients.len(), ..Totals::default() };
-        for client in clients.iter() {
+        let registry = self.lock();
+        let clients = registry.tandem.len() + registry.others.len();
+        let mut totals = Totals { clients, ..Totals::default() };
+        for client in &registry.tandem {
             let stats = client.stats();
             totals.sent += stats.ops_sent;
             totals.errors += stats.errors;
             totals.reconnects += stats.reconnects;
+        }
+        for counters in &registry.others {
+            totals.sent += counters.sent.load(Ordering::Relaxed);
+            totals.errors += counters.errors.load(Ordering::Relaxed);
         }
         totals
     }

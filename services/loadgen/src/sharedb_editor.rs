@@ -12,6 +12,8 @@
 //! document's other clients, matched by (document, version, author) in the
 //! [recorder](crate::recorder).
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::converge::Convergence;
 use crate::driver::{self, Session};
+use crate::monitor::Counters;
 use crate::recorder::Record;
 use crate::report::{Edits, Report};
 use crate::sharedb::{self, Incoming, Ws};
@@ -49,6 +52,8 @@ struct Conn {
     author: ClientId,
     ws: Ws,
     replica: Replica,
+    /// Its ops and errors, for the progress line and the timeline.
+    counters: Arc<Counters>,
 }
 
 /// What a client's task tells the convergence check.
@@ -113,6 +118,7 @@ impl Editor {
             if open {
                 if let Some((seq, v, op)) = self.conn.replica.next_submit() {
                     let frame = sharedb::op_frame(&self.conn.name, v, self.conn.author.as_str(), seq, op);
+                    self.conn.counters.sent.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = self.conn.ws.send(frame).await {
                         open = false;
                         self.error("connection_closed", e.to_string());
@@ -188,6 +194,7 @@ impl Editor {
     }
 
     fn error(&mut self, code: &str, message: String) {
+        self.conn.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.errors.push((code.to_owned(), format!("{} {}: {message}", self.conn.author, self.conn.name)));
     }
 }
@@ -211,7 +218,8 @@ async fn connect_doc(session: &Session, d: usize, clients: usize) -> anyhow::Res
             version = 1;
         }
         let doc = u32::try_from(d).context("document index")?;
-        conns.push(Conn { doc, name: name.clone(), author, ws, replica: Replica::new(version, &text, seq) });
+        let replica = Replica::new(version, &text, seq);
+        conns.push(Conn { doc, name: name.clone(), author, ws, replica, counters: session.register_other() });
     }
     Ok(conns)
 }

@@ -116,9 +116,13 @@ fn config(preset: &'static str, url: &str, docs: usize, clients: usize, rate: f6
     }
 }
 
-/// What must hold after any clean run: converged, nothing lost, every delivery matched.
+/// What must hold after any clean run: converged, nothing lost, every delivery matched, and the
+/// timeline (the progress line's figures) counting the run's clients and their ops.
 fn assert_clean(report: &Report, clients_per_doc: u64) {
     println!("{}", report.table());
+    let clients = report.timeline.iter().map(|s| s.clients).max();
+    assert_eq!(clients, Some(report.convergence.clients), "the timeline counts every client");
+    assert!(report.timeline.iter().map(|s| s.sent).sum::<u64>() > 0, "the timeline counts the ops sent");
     assert!(report.convergence.converged, "{:?}", report.convergence);
     assert_eq!(report.errors.total, 0, "{:?}", report.errors);
     assert!(report.edits.submitted > 0);
