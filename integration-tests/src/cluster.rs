@@ -320,6 +320,28 @@ impl Cluster {
         self.config.partitions
     }
 
+    /// Waits until the sequencers have claimed every partition, or panics after `limit` with their
+    /// logs. A new cluster's consumer group takes seconds to form, and until a partition is claimed
+    /// no op of its documents commits: a test that measures a window of load waits for this first.
+    pub async fn wait_until_every_partition_is_claimed(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let logs: Vec<String> = self.sequencers.iter().map(ServiceProcess::log).collect();
+            let claimed: std::collections::BTreeSet<u32> =
+                logs.iter().flat_map(|log| claimed_partitions(log)).collect();
+            if claimed.len() >= self.config.partitions as usize {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "partitions claimed after {limit:?}: {claimed:?} of {}; sequencer logs:\n{}",
+                self.config.partitions,
+                logs.join("\n-----\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The proxy between one sequencer and Postgres, and that sequencer's index; only with
     /// [`ClusterBuilder::sequencer_postgres_proxy`].
     pub fn postgres_proxy(&self) -> Option<(usize, &LoopbackProxy)> {
@@ -445,4 +467,11 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The partitions a sequencer's log says it claimed (`partition claimed partition=N`).
+fn claimed_partitions(log: &str) -> impl Iterator<Item = u32> + '_ {
+    log.lines()
+        .filter(|line| line.contains("tandem_sequencer::partition: partition claimed"))
+        .filter_map(|line| line.split("partition=").nth(1)?.split_whitespace().next()?.parse().ok())
 }

@@ -281,10 +281,7 @@ async fn a_sequencer_stopped_with_sigterm_hands_its_partitions_over_at_once() {
 async fn a_broker_killed_and_restarted_mid_load_loses_no_acknowledged_op() {
     let seed = seed();
     let mut cluster = Cluster::builder().own_broker().gateways(2).sequencers(1).partitions(2).start();
-    wait_until(&mut cluster, Duration::from_secs(40), "the sequencer owns both partitions", |c| {
-        claims(&c.sequencer(0).log()) >= 2
-    })
-    .await;
+    cluster.wait_until_every_partition_is_claimed(Duration::from_secs(40)).await;
     let claims_before = claims(&cluster.sequencer(0).log());
     let urls = [cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
     let docs: Vec<DocId> = (0..4).map(|i| DocId::parse(&format!("broker-crash-{i}")).unwrap()).collect();

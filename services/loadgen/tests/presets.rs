@@ -253,6 +253,8 @@ async fn history_is_written_as_the_sequencer_would_and_opened_at_every_gateway()
     use tandem_loadgen::history::{self, HistoryConfig};
 
     let cluster = Cluster::builder().gateways(2).sequencers(1).partitions(2).start();
+    // The run's window is 2 s: a cold broker's group forms more slowly than that.
+    cluster.wait_until_every_partition_is_claimed(Duration::from_secs(60)).await;
     let urls = vec![cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
     let config = HistoryConfig {
         run: RunConfig {
@@ -361,6 +363,8 @@ async fn api_edits_reach_watchers_on_the_other_gateway_of_a_cluster() {
     use tandem_loadgen::api::{self, ApiConfig};
 
     let cluster = Cluster::builder().gateways(2).sequencers(1).partitions(2).start();
+    // The run's window is 2 s: a cold broker's group forms more slowly than that.
+    cluster.wait_until_every_partition_is_claimed(Duration::from_secs(60)).await;
     let urls = vec![cluster.gateway_ws_url(0), cluster.gateway_ws_url(1)];
     let grpc_urls = urls.iter().map(|u| u.replace("ws://", "http://").replace("/v1/ws", "")).collect();
     let config = ApiConfig {
