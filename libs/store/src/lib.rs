@@ -34,6 +34,7 @@ mod commit_rules;
 pub mod contract;
 pub mod embedded;
 mod history;
+pub mod intercept;
 mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -10,20 +10,19 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tandem_bus::{BusError, OpSubmitter};
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, Outcome, Rejection, SequencedRecord, Submission};
+use tandem_protocol::records::{CommittedEvent, Rejection, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
-use tandem_store::{
-    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
-    UnpublishedCommit,
-};
+use tandem_store::intercept::{Call, Intercept, Intercepted};
+use tandem_store::{CommitBatch, EventStore, StoreError};
 use tokio::sync::{watch, Notify};
 
 use crate::hub::Hubs;
 use crate::outbound::{Inbound, Outbound};
 use crate::GatewayConfig;
 
-/// The embedded store, whose `read_events` can be held (until the gate opens) or failed.
+/// The embedded store's hooks: its `read_events` can be held (until the gate opens), its reads
+/// failed.
 struct GatedStore {
     inner: SqliteStore,
     /// `false`: reads wait until it turns `true`.
@@ -87,100 +86,29 @@ impl GatedStore {
     }
 }
 
+/// Reads wait at the gate and fail while `failing` is set; writes pass.
 #[async_trait]
-impl EventStore for GatedStore {
-    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
-        self.inner.claim_partition(partition).await
-    }
-    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
-        self.inner.commit(batch).await
-    }
-    async fn mark_published(
-        &self,
-        partition: PartitionId,
-        epoch: u64,
-        through: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.mark_published(partition, epoch, through).await
-    }
-    async fn unpublished(
-        &self,
-        partition: PartitionId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<UnpublishedCommit>, StoreError> {
-        self.inner.unpublished(partition, after, limit).await
-    }
-    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        self.fail()?;
-        self.inner.last_outcome(doc, client).await
-    }
-
-    async fn read_history(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
-        self.fail()?;
-        self.inner.read_history(doc, after, up_to, limit).await
-    }
-
-    async fn snapshot_at_or_before(
-        &self,
-        doc: &DocId,
-        version: u64,
-    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
-        self.fail()?;
-        self.inner.snapshot_at_or_before(doc, version).await
-    }
-
-    async fn create_checkpoint(
-        &self,
-        checkpoint: &tandem_store::Checkpoint,
-    ) -> Result<tandem_store::Checkpoint, StoreError> {
-        self.fail()?;
-        self.inner.create_checkpoint(checkpoint).await
-    }
-
-    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
-        self.fail()?;
-        self.inner.list_checkpoints(doc).await
-    }
-    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
-        self.fail()?;
-        self.inner.latest_version(doc).await
-    }
-    async fn read_events(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<CommittedEvent>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.fail()?;
-        let mut open = self.open.subscribe();
-        if !*open.borrow_and_update() {
-            self.held.notify_one();
-            let _ = open.wait_for(|open| *open).await;
+impl Intercept for GatedStore {
+    async fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        match call {
+            Call::ReadEvents(_) => {
+                self.reads.fetch_add(1, Ordering::SeqCst);
+                self.fail()?;
+                let mut open = self.open.subscribe();
+                if !*open.borrow_and_update() {
+                    self.held.notify_one();
+                    let _ = open.wait_for(|open| *open).await;
+                }
+                Ok(())
+            }
+            Call::LatestVersion(_)
+            | Call::LastOutcome(_)
+            | Call::ReadHistory(_)
+            | Call::SnapshotAtOrBefore(_)
+            | Call::CreateCheckpoint(_)
+            | Call::ListCheckpoints(_) => self.fail(),
+            _ => Ok(()),
         }
-        self.inner.read_events(doc, after, up_to, limit).await
-    }
-    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
-        self.inner.load_document(doc).await
-    }
-    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.inner.write_snapshot(snapshot).await
-    }
-    async fn find_outcome(
-        &self,
-        doc: &DocId,
-        client: &ClientId,
-        seq: u64,
-    ) -> Result<Option<Outcome>, StoreError> {
-        self.inner.find_outcome(doc, client, seq).await
     }
 }
 
@@ -267,7 +195,8 @@ async fn history(versions: u64, own: u64) -> Arc<GatedStore> {
 }
 
 fn hubs(store: &Arc<GatedStore>, submitter: Arc<dyn OpSubmitter>, config: GatewayConfig) -> Arc<Hubs> {
-    Hubs::new(store.clone(), submitter, config)
+    let gated = Intercepted::new(Arc::new(store.inner.clone()), store.clone());
+    Hubs::new(Arc::new(gated), submitter, config)
 }
 
 fn in_process_submitter() -> Arc<dyn OpSubmitter> {

@@ -9,16 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tandem_bus::in_process::{in_process, InProcessConfig};
-use tandem_bus::{Delivery, EventStream, EventSubscriber, OpSubmitter, PartitionId};
+use tandem_bus::{Delivery, EventStream, EventSubscriber, OpSubmitter};
 use tandem_ot::Operation;
-use tandem_protocol::records::{CommittedEvent, DocumentDeleted, Outcome, SequencedRecord, Submission};
+use tandem_protocol::records::{CommittedEvent, DocumentDeleted, SequencedRecord, Submission};
 use tandem_protocol::{ClientId, DocId, ErrorCode};
 use tandem_sequencer::{run_partition, Limits, PartitionConfig};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
-use tandem_store::{
-    Checkpoint, ClientRecord, CommitBatch, EventStore, HistoryEntry, PartitionClaim, Snapshot, StoreError,
-    StoredDocument, UnpublishedCommit,
-};
+use tandem_store::intercept::{Call, Intercept, Intercepted};
+use tandem_store::{CommitBatch, EventStore, StoreError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -50,18 +48,18 @@ fn tombstone(doc: &DocId, last_version: u64, author: &str) -> SequencedRecord {
     SequencedRecord::Deleted(DocumentDeleted { doc: doc.clone(), last_version, author: author.to_owned() })
 }
 
-/// The real embedded store, recording every commit, with snapshot writes that wait for `gate`.
+/// Hooks on the real embedded store: every commit recorded, snapshot writes waiting for `gate`.
 struct Recorded {
-    inner: SqliteStore,
     commits: Mutex<Vec<CommitBatch>>,
     gate: Semaphore,
 }
 
 impl Recorded {
-    fn open(dir: &tempfile::TempDir, snapshots_open: bool) -> Arc<Self> {
+    fn open(dir: &tempfile::TempDir, snapshots_open: bool) -> Arc<Intercepted<Self>> {
         let inner = SqliteStore::open(dir.path(), SqliteOptions { synchronous_full: false }).unwrap();
         let permits = if snapshots_open { Semaphore::MAX_PERMITS } else { 0 };
-        Arc::new(Self { inner, commits: Mutex::default(), gate: Semaphore::new(permits) })
+        let hooks = Self { commits: Mutex::default(), gate: Semaphore::new(permits) };
+        Arc::new(Intercepted::new(Arc::new(inner), hooks))
     }
 
     fn commits(&self) -> Vec<CommitBatch> {
@@ -77,78 +75,18 @@ impl Recorded {
 }
 
 #[async_trait]
-impl EventStore for Recorded {
-    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
-        self.inner.claim_partition(partition).await
+impl Intercept for Recorded {
+    async fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        if let Call::WriteSnapshot(_) = call {
+            drop(self.gate.acquire().await.expect("the gate is never closed"));
+        }
+        Ok(())
     }
-    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
-        let number = self.inner.commit(batch).await?;
-        self.commits.lock().unwrap().push(batch.clone());
-        Ok(number)
-    }
-    async fn mark_published(
-        &self,
-        partition: PartitionId,
-        epoch: u64,
-        through: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.mark_published(partition, epoch, through).await
-    }
-    async fn unpublished(
-        &self,
-        partition: PartitionId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<UnpublishedCommit>, StoreError> {
-        self.inner.unpublished(partition, after, limit).await
-    }
-    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
-        self.inner.latest_version(doc).await
-    }
-    async fn read_events(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<CommittedEvent>, StoreError> {
-        self.inner.read_events(doc, after, up_to, limit).await
-    }
-    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
-        self.inner.load_document(doc).await
-    }
-    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let _permit = self.gate.acquire().await.expect("the gate is never closed");
-        self.inner.write_snapshot(snapshot).await
-    }
-    async fn find_outcome(
-        &self,
-        doc: &DocId,
-        client: &ClientId,
-        seq: u64,
-    ) -> Result<Option<Outcome>, StoreError> {
-        self.inner.find_outcome(doc, client, seq).await
-    }
-    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        self.inner.last_outcome(doc, client).await
-    }
-    async fn read_history(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.read_history(doc, after, up_to, limit).await
-    }
-    async fn snapshot_at_or_before(&self, doc: &DocId, version: u64) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.snapshot_at_or_before(doc, version).await
-    }
-    async fn create_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, StoreError> {
-        self.inner.create_checkpoint(checkpoint).await
-    }
-    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<Checkpoint>, StoreError> {
-        self.inner.list_checkpoints(doc).await
+
+    fn after(&self, call: Call<'_>, outcome: Result<(), &StoreError>) {
+        if let (Call::Commit(batch), Ok(())) = (call, outcome) {
+            self.commits.lock().unwrap().push(batch.clone());
+        }
     }
 }
 
@@ -161,7 +99,7 @@ struct Owner {
 }
 
 impl Owner {
-    fn start(store: Arc<Recorded>, config: PartitionConfig) -> Self {
+    fn start(store: Arc<Intercepted<Recorded>>, config: PartitionConfig) -> Self {
         let (submitter, mut consumers, publisher, subscriber) = in_process(&InProcessConfig::default());
         let records = subscriber.subscribe();
         let shutdown = CancellationToken::new();
@@ -249,7 +187,7 @@ async fn a_delete_purges_the_document_and_it_starts_over_at_version_0() {
     assert!(refused.message.contains("skips ahead (expected 1)"), "{}", refused.message);
 
     // What came before the delete was committed with it; what came after went in a later commit.
-    let deleting = store.deletion_commit(&doc);
+    let deleting = store.hooks().deletion_commit(&doc);
     let versions: Vec<u64> = deleting.events.iter().filter(|e| e.doc == doc).map(|e| e.version).collect();
     assert_eq!(versions, [4], "the deleting commit holds the document's events before the delete only");
     assert!(deleting.next_offset > Some(4), "the delete (offset 4) is never consumed again: {deleting:?}");
@@ -286,7 +224,7 @@ async fn a_delete_of_a_document_never_written_publishes_version_0() {
     owner.submit([delete(&doc, "root"), delete(&doc, "root")]).await;
     // Two deletes of one document in a batch: the second goes in the next commit.
     assert_eq!(owner.next_n(2).await, [tombstone(&doc, 0, "root"), tombstone(&doc, 0, "root")]);
-    let deleting: Vec<usize> = store.commits().iter().map(|c| c.deletions.len()).collect();
+    let deleting: Vec<usize> = store.hooks().commits().iter().map(|c| c.deletions.len()).collect();
     assert_eq!(deleting, [1, 1], "{deleting:?}");
     owner.stop().await;
 }
@@ -317,7 +255,7 @@ async fn a_delete_waits_for_a_late_op_that_arrived_before_it() {
     assert_eq!((late.doc.as_str(), late.version, late.author.as_str()), ("busy", 301, "cat"), "{records:?}");
     assert_eq!(records[1], tombstone(&victim, 3, "root"));
     assert_eq!((committed(&records[2]).doc.as_str(), committed(&records[2]).version), ("victim", 1));
-    for commit in store.commits() {
+    for commit in store.hooks().commits() {
         if !commit.deletions.is_empty() {
             assert!(
                 commit.next_offset > Some(304),
@@ -343,7 +281,7 @@ async fn a_delete_waits_for_a_snapshot_write_of_its_document() {
     owner.submit([delete(&doc, "root")]).await;
     let early = tokio::time::timeout(Duration::from_millis(300), owner.next()).await;
     assert!(early.is_err(), "the delete did not wait for the snapshot write: {early:?}");
-    store.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    store.hooks().gate.add_permits(Semaphore::MAX_PERMITS / 2);
     assert_eq!(owner.next().await, tombstone(&doc, 2, "root"));
     let stored = store.load_document(&doc).await.unwrap();
     assert_eq!((stored.snapshot, stored.events.len()), (None, 0), "the deleted document came back");
@@ -382,7 +320,7 @@ async fn the_next_owner_republishes_an_unpublished_tombstone() {
         submitter.submit(submission).await.unwrap();
     }
     for _ in 0..500 {
-        if store.commits().iter().any(|c| !c.deletions.is_empty()) {
+        if store.hooks().commits().iter().any(|c| !c.deletions.is_empty()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

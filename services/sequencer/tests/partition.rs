@@ -16,6 +16,7 @@ use tandem_protocol::records::{CommittedEvent, Outcome, SequencedRecord, Submiss
 use tandem_protocol::{ClientId, DocId};
 use tandem_sequencer::{run_partition, Limits, PartitionConfig, PartitionError};
 use tandem_store::embedded::{SqliteOptions, SqliteStore};
+use tandem_store::intercept::{Call, Intercept, Intercepted};
 use tandem_store::{
     ClientRecord, CommitBatch, EventStore, PartitionClaim, Snapshot, StoreError, StoredDocument,
     UnpublishedCommit,
@@ -311,120 +312,38 @@ fn fails(failures: &AtomicU32) -> bool {
     failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
-/// A store whose first `claims` claims, `reads` history reads and `outcomes` outcome lookups fail as
-/// unavailable (the database restarting), and which is otherwise the real embedded store.
+/// Hooks making the first `claims` claims, `reads` history reads and `outcomes` outcome lookups of
+/// the real embedded store fail as unavailable (the database restarting).
 struct FailsFirst {
-    inner: Arc<dyn EventStore>,
     claims: AtomicU32,
     reads: AtomicU32,
     outcomes: AtomicU32,
 }
 
 impl FailsFirst {
-    fn new(inner: Arc<dyn EventStore>, claims: u32, reads: u32, outcomes: u32) -> Self {
-        Self {
-            inner,
+    fn new(inner: Arc<dyn EventStore>, claims: u32, reads: u32, outcomes: u32) -> Intercepted<Self> {
+        let hooks = Self {
             claims: AtomicU32::new(claims),
             reads: AtomicU32::new(reads),
             outcomes: AtomicU32::new(outcomes),
-        }
+        };
+        Intercepted::new(inner, hooks)
     }
-}
-
-fn unavailable() -> StoreError {
-    StoreError::Unavailable("connection closed".into())
 }
 
 #[async_trait]
-impl EventStore for FailsFirst {
-    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
-        if fails(&self.claims) {
-            return Err(unavailable());
+impl Intercept for FailsFirst {
+    async fn before(&self, call: Call<'_>) -> Result<(), StoreError> {
+        let failures = match call {
+            Call::ClaimPartition(_) => &self.claims,
+            Call::ReadEvents(_) => &self.reads,
+            Call::FindOutcome(_) => &self.outcomes,
+            _ => return Ok(()),
+        };
+        if fails(failures) {
+            return Err(StoreError::Unavailable("connection closed".into()));
         }
-        self.inner.claim_partition(partition).await
-    }
-    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
-        self.inner.commit(batch).await
-    }
-    async fn mark_published(
-        &self,
-        partition: PartitionId,
-        epoch: u64,
-        through: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.mark_published(partition, epoch, through).await
-    }
-    async fn unpublished(
-        &self,
-        partition: PartitionId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<UnpublishedCommit>, StoreError> {
-        self.inner.unpublished(partition, after, limit).await
-    }
-    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
-        self.inner.latest_version(doc).await
-    }
-    async fn read_events(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<CommittedEvent>, StoreError> {
-        if fails(&self.reads) {
-            return Err(unavailable());
-        }
-        self.inner.read_events(doc, after, up_to, limit).await
-    }
-    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
-        self.inner.load_document(doc).await
-    }
-    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.inner.write_snapshot(snapshot).await
-    }
-    async fn find_outcome(
-        &self,
-        doc: &DocId,
-        client: &ClientId,
-        seq: u64,
-    ) -> Result<Option<Outcome>, StoreError> {
-        if fails(&self.outcomes) {
-            return Err(unavailable());
-        }
-        self.inner.find_outcome(doc, client, seq).await
-    }
-    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        self.inner.last_outcome(doc, client).await
-    }
-
-    async fn read_history(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
-        self.inner.read_history(doc, after, up_to, limit).await
-    }
-
-    async fn snapshot_at_or_before(
-        &self,
-        doc: &DocId,
-        version: u64,
-    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
-        self.inner.snapshot_at_or_before(doc, version).await
-    }
-
-    async fn create_checkpoint(
-        &self,
-        checkpoint: &tandem_store::Checkpoint,
-    ) -> Result<tandem_store::Checkpoint, StoreError> {
-        self.inner.create_checkpoint(checkpoint).await
-    }
-
-    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
-        self.inner.list_checkpoints(doc).await
+        Ok(())
     }
 }
 
@@ -450,7 +369,7 @@ async fn a_store_outage_during_the_claim_is_waited_out() {
         tokio::time::timeout(Duration::from_secs(10), records.next()).await.expect("a record in time");
     let Some(Delivery::Record { record, .. }) = delivery else { panic!("record stream ended") };
     assert!(matches!(&*record, SequencedRecord::Committed(event) if event.version == 1), "{record:?}");
-    assert_eq!(store.claims.load(Ordering::SeqCst), 0, "the failing claims were tried");
+    assert_eq!(store.hooks().claims.load(Ordering::SeqCst), 0, "the failing claims were tried");
     shutdown.cancel();
     owner.await.unwrap().unwrap();
 }
@@ -493,12 +412,12 @@ async fn a_store_outage_while_reading_history_or_an_outcome_is_waited_out() {
     submitter.submit(late).await.unwrap();
     let record = next_record(&mut records).await;
     assert!(matches!(&*record, SequencedRecord::Committed(e) if e.version == 4), "{record:?}");
-    assert_eq!(store.reads.load(Ordering::SeqCst), 0, "the failing reads were tried");
+    assert_eq!(store.hooks().reads.load(Ordering::SeqCst), 0, "the failing reads were tried");
     // The first op again: its outcome is no longer in memory.
     submitter.submit(append(&doc, 1)).await.unwrap();
     let record = next_record(&mut records).await;
     assert!(matches!(&*record, SequencedRecord::Reacknowledged { seq: 1, version: 1, .. }), "{record:?}");
-    assert_eq!(store.outcomes.load(Ordering::SeqCst), 0, "the failing lookups were tried");
+    assert_eq!(store.hooks().outcomes.load(Ordering::SeqCst), 0, "the failing lookups were tried");
     shutdown.cancel();
     owner.await.unwrap().unwrap();
     assert_eq!(store.latest_version(&doc).await.unwrap(), 4);
@@ -630,7 +549,9 @@ struct Read {
 }
 
 /// The real embedded store, watched: every history read, every document load, and the snapshot
-/// writes in flight (which wait for `snapshot_gate` when it is closed).
+/// writes in flight (which wait for `snapshot_gate` when it is closed). It forwards the calls
+/// itself rather than through `tandem_store::intercept`, whose hooks do not see what a read
+/// returned.
 struct Instrumented {
     inner: Arc<dyn EventStore>,
     reads: std::sync::Mutex<Vec<Read>>,

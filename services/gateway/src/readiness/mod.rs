@@ -19,7 +19,7 @@ mod store;
 mod submitter;
 
 pub(crate) use events::EventsHealth;
-use store::{ObservedStore, StoreHealth};
+use store::{observed, StoreHealth};
 use submitter::{ObservedSubmitter, SubmitterHealth};
 
 use crate::GatewayState;
@@ -42,7 +42,7 @@ impl Readiness {
     ) -> (Self, Arc<dyn EventStore>, Arc<dyn OpSubmitter>) {
         let store_health = Arc::new(StoreHealth::default());
         let submitter_health = Arc::new(SubmitterHealth::default());
-        let store: Arc<dyn EventStore> = Arc::new(ObservedStore::new(store, store_health.clone()));
+        let store: Arc<dyn EventStore> = Arc::new(observed(store, store_health.clone()));
         let submitter: Arc<dyn OpSubmitter> =
             Arc::new(ObservedSubmitter::new(submitter, submitter_health.clone()));
         let readiness = Self {

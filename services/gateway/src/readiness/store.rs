@@ -11,12 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tandem_protocol::records::{CommittedEvent, Outcome};
-use tandem_protocol::{ClientId, DocId};
-use tandem_store::{
-    ClientRecord, CommitBatch, EventStore, PartitionClaim, PartitionId, Snapshot, StoreError, StoredDocument,
-    UnpublishedCommit,
-};
+use tandem_protocol::DocId;
+use tandem_store::intercept::{Call, Intercept, Intercepted};
+use tandem_store::{EventStore, StoreError};
 use tokio::time::Instant;
 
 /// A success this recent needs no probe.
@@ -38,8 +35,8 @@ pub(crate) struct StoreHealth {
 
 impl StoreHealth {
     /// Only `Unavailable` says the store is not there: any other answer came from a working store.
-    fn record<T>(&self, result: &Result<T, StoreError>) {
-        let failure = match result {
+    fn record(&self, outcome: Result<(), &StoreError>) {
+        let failure = match outcome {
             Err(e @ StoreError::Unavailable(_)) => Some(e.to_string()),
             _ => None,
         };
@@ -83,118 +80,31 @@ impl StoreHealth {
 }
 
 /// The gateway's event store, recording the outcome of every call in [`StoreHealth`].
-pub(crate) struct ObservedStore {
-    inner: Arc<dyn EventStore>,
-    health: Arc<StoreHealth>,
+pub(crate) type ObservedStore = Intercepted<Observer>;
+
+pub(crate) fn observed(inner: Arc<dyn EventStore>, health: Arc<StoreHealth>) -> ObservedStore {
+    Intercepted::new(inner, Observer(health))
 }
 
-impl ObservedStore {
-    pub fn new(inner: Arc<dyn EventStore>, health: Arc<StoreHealth>) -> Self {
-        Self { inner, health }
-    }
-
-    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        self.health.record(&result);
-        result
-    }
-}
+/// Hands the outcome of each store call to [`StoreHealth`].
+pub(crate) struct Observer(Arc<StoreHealth>);
 
 #[async_trait]
-impl EventStore for ObservedStore {
-    async fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim, StoreError> {
-        self.observe(self.inner.claim_partition(partition).await)
-    }
-
-    async fn commit(&self, batch: &CommitBatch) -> Result<u64, StoreError> {
-        self.observe(self.inner.commit(batch).await)
-    }
-
-    async fn mark_published(
-        &self,
-        partition: PartitionId,
-        epoch: u64,
-        through: u64,
-    ) -> Result<(), StoreError> {
-        self.observe(self.inner.mark_published(partition, epoch, through).await)
-    }
-
-    async fn unpublished(
-        &self,
-        partition: PartitionId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<UnpublishedCommit>, StoreError> {
-        self.observe(self.inner.unpublished(partition, after, limit).await)
-    }
-
-    async fn last_outcome(&self, doc: &DocId, client: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        self.observe(self.inner.last_outcome(doc, client).await)
-    }
-
-    async fn read_history(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<tandem_store::HistoryEntry>, StoreError> {
-        self.observe(self.inner.read_history(doc, after, up_to, limit).await)
-    }
-
-    async fn snapshot_at_or_before(
-        &self,
-        doc: &DocId,
-        version: u64,
-    ) -> Result<Option<tandem_store::Snapshot>, StoreError> {
-        self.observe(self.inner.snapshot_at_or_before(doc, version).await)
-    }
-
-    async fn create_checkpoint(
-        &self,
-        checkpoint: &tandem_store::Checkpoint,
-    ) -> Result<tandem_store::Checkpoint, StoreError> {
-        self.observe(self.inner.create_checkpoint(checkpoint).await)
-    }
-
-    async fn list_checkpoints(&self, doc: &DocId) -> Result<Vec<tandem_store::Checkpoint>, StoreError> {
-        self.observe(self.inner.list_checkpoints(doc).await)
-    }
-
-    async fn latest_version(&self, doc: &DocId) -> Result<u64, StoreError> {
-        self.observe(self.inner.latest_version(doc).await)
-    }
-
-    async fn read_events(
-        &self,
-        doc: &DocId,
-        after: u64,
-        up_to: u64,
-        limit: usize,
-    ) -> Result<Vec<CommittedEvent>, StoreError> {
-        self.observe(self.inner.read_events(doc, after, up_to, limit).await)
-    }
-
-    async fn load_document(&self, doc: &DocId) -> Result<StoredDocument, StoreError> {
-        self.observe(self.inner.load_document(doc).await)
-    }
-
-    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.observe(self.inner.write_snapshot(snapshot).await)
-    }
-
-    async fn find_outcome(
-        &self,
-        doc: &DocId,
-        client: &ClientId,
-        seq: u64,
-    ) -> Result<Option<Outcome>, StoreError> {
-        self.observe(self.inner.find_outcome(doc, client, seq).await)
+impl Intercept for Observer {
+    fn after(&self, _call: Call<'_>, outcome: Result<(), &StoreError>) {
+        self.0.record(outcome);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU8;
+
+    use tandem_protocol::records::{CommittedEvent, Outcome};
+    use tandem_protocol::ClientId;
+    use tandem_store::{
+        ClientRecord, CommitBatch, PartitionClaim, PartitionId, Snapshot, StoredDocument, UnpublishedCommit,
+    };
 
     use super::*;
 
@@ -284,7 +194,7 @@ mod tests {
     async fn a_probe_answers_when_no_call_succeeded_recently() {
         let inner = Arc::new(Probed::default());
         let health = Arc::new(StoreHealth::default());
-        let store = ObservedStore::new(inner.clone(), health.clone());
+        let store = observed(inner.clone(), health.clone());
         assert_eq!(health.check(&store).await, Ok(()), "the probe works");
 
         inner.0.store(1, Ordering::SeqCst);
