@@ -17,6 +17,11 @@
 //!    locks, then one statement that purges their events, rejections, snapshots and checkpoints
 //!    and stores their tombstones (see the `deletion` module).
 //!
+//! Steps 1 to 3 go to the server together, and so do the statements of step 4 (all of them when
+//! the batch deletes nothing): tokio-postgres pipelines concurrent queries on one connection, and
+//! Postgres runs them in order, so a commit costs four round trips (begin, checks, writes, commit)
+//! instead of seven or eight, and as many wake-ups fewer of the sequencer and of its backend.
+//!
 //! The checks that need no database (the fence, the retry of a committed batch, the published
 //! bound, versions too large, keys repeated within the batch) are [`crate::commit_rules`], shared
 //! with the embedded store: the batch's own verdict is found before the transaction starts, but
@@ -24,7 +29,7 @@
 
 use std::collections::HashSet;
 
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, Transaction};
 use tandem_protocol::{ClientId, DocId};
 
 use super::codec::{
@@ -173,24 +178,30 @@ async fn write(
     cols: &Columns<'_>,
     verdict: Result<(), StoreError>,
 ) -> Result<u64, Stop> {
-    let fail = |doing: &'static str| move |e| Stop::Failed(pg_error(e, doing));
     // Dropping `tx` on any early return rolls the transaction back (and frees its locks).
     let tx = client.transaction().await.map_err(fail("begin a commit"))?;
     let partition = i64::from(batch.partition);
 
-    let stmt = tx.prepare_cached(LOCK_PARTITION).await.map_err(fail("prepare the epoch check"))?;
-    let (current, last_commit) =
-        match tx.query_opt(&stmt, &[&partition]).await.map_err(fail("check the epoch"))? {
-            Some(row) => {
-                let epoch: i64 = column(&row, 0, "partition epoch")?;
-                let last_commit: i64 = column(&row, 1, "last commit")?;
-                (
-                    stored_u64(epoch, || format!("epoch of partition {}", batch.partition))?,
-                    stored_u64(last_commit, || format!("last commit of partition {}", batch.partition))?,
-                )
-            }
-            None => (0, 0),
-        };
+    // Steps 1 to 3 in one round trip: the statements are sent together (tokio-postgres pipelines
+    // the queries it is polled for at once) and Postgres runs them in this order, so what each
+    // sees is what it saw when each waited for the one before. Their answers are read in the same
+    // order: a stale owner learns first that it is stale.
+    let (row, locked, taken) = tokio::join!(
+        lock_partition(&tx, partition),
+        lock_documents(&tx, cols),
+        find_outcome_of_any(&tx, cols)
+    );
+    let (current, last_commit) = match row? {
+        Some(row) => {
+            let epoch: i64 = column(&row, 0, "partition epoch")?;
+            let last_commit: i64 = column(&row, 1, "last commit")?;
+            (
+                stored_u64(epoch, || format!("epoch of partition {}", batch.partition))?,
+                stored_u64(last_commit, || format!("last commit of partition {}", batch.partition))?,
+            )
+        }
+        None => (0, 0),
+    };
     // Only `published_through` is left out of the state: the row lock makes the fence exact, and
     // the bound is checked against `last_commit`.
     let state = PartitionState { epoch: current, last_commit, published_through: 0 };
@@ -202,68 +213,142 @@ async fn write(
         }
         Plan::Write(number) => number,
     };
+    locked?;
+    if let Some(row) = taken? {
+        return Err(taken_seq(&row)?.into());
+    }
+
     // `plan` only hands out numbers that fit.
     let number_sql = clamp_to_sql(number);
-
-    if !cols.docs.is_empty() {
-        let stmt = tx.prepare_cached(LOCK_DOCUMENTS).await.map_err(fail("prepare the document locks"))?;
-        tx.query_one(&stmt, &[&cols.docs]).await.map_err(fail("lock the batch's documents"))?;
-    }
-    if !cols.key_doc.is_empty() {
-        let stmt = tx.prepare_cached(FIND_OUTCOME_OF_ANY).await.map_err(fail("prepare the seq check"))?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&cols.key_doc, &cols.key_client, &cols.key_seq];
-        if let Some(row) = tx.query_opt(&stmt, &params).await.map_err(fail("check the batch's seqs"))? {
-            return Err(taken_seq(&row)?.into());
-        }
-    }
-
-    if !cols.event_doc.is_empty() {
-        let stmt = tx.prepare_cached(INSERT_EVENTS).await.map_err(fail("prepare the event insert"))?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &cols.event_doc,
-            &cols.event_version,
-            &cols.event_client,
-            &cols.event_seq,
-            &cols.event_op,
-            &cols.event_author,
-            &partition,
-            &number_sql,
-        ];
-        if let Err(err) = tx.execute(&stmt, &params).await {
-            return Err(match unique_violation(&err) {
-                Some("events_pkey") => Stop::VersionTaken,
-                _ => Stop::Failed(pg_error(err, "insert the batch's events")),
-            });
-        }
-    }
-    if !cols.rejection_doc.is_empty() {
-        let stmt =
-            tx.prepare_cached(INSERT_REJECTIONS).await.map_err(fail("prepare the rejection insert"))?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &cols.rejection_doc,
-            &cols.rejection_client,
-            &cols.rejection_seq,
-            &cols.rejection_code,
-            &cols.rejection_message,
-            &cols.rejection_at_version,
-            &partition,
-            &number_sql,
-        ];
-        tx.execute(&stmt, &params).await.map_err(fail("insert the batch's rejections"))?;
-    }
-    // After the inserts: a deletion purges the batch's own events of its document too.
-    deletion::delete_documents(&tx, &cols.deleted, partition, number_sql).await?;
     // `through` fits: it was checked against a stored commit number.
     let published = batch.published_through.map(clamp_to_sql);
-    let stmt = tx.prepare_cached(UPDATE_PARTITION).await.map_err(fail("prepare the partition update"))?;
-    tx.execute(&stmt, &[&partition, &number_sql, &batch.next_offset, &published])
-        .await
-        .map_err(fail("update the partition"))?;
+    let update = (partition, number_sql, batch.next_offset, published);
+    if cols.deleted.doc.is_empty() {
+        // Step 4's statements in one round trip, read in order: after a failed insert the others
+        // fail only because the transaction is aborted.
+        let (events, rejections, updated) = tokio::join!(
+            insert_events(&tx, cols, partition, number_sql),
+            insert_rejections(&tx, cols, partition, number_sql),
+            update_partition(&tx, update)
+        );
+        events?;
+        rejections?;
+        updated?;
+    } else {
+        let (events, rejections) = tokio::join!(
+            insert_events(&tx, cols, partition, number_sql),
+            insert_rejections(&tx, cols, partition, number_sql)
+        );
+        events?;
+        rejections?;
+        // After the inserts: a deletion purges the batch's own events of its document too.
+        deletion::delete_documents(&tx, &cols.deleted, partition, number_sql).await?;
+        update_partition(&tx, update).await?;
+    }
     // An error here leaves the outcome unknown (the connection may have dropped after the server
     // committed): the caller treats it like any lost answer, and resubmissions are deduplicated.
     tx.commit().await.map_err(fail("commit the batch"))?;
     Ok(number)
+}
+
+/// Maps a failed statement to the stop that names what it was doing.
+fn fail(doing: &'static str) -> impl Fn(tokio_postgres::Error) -> Stop {
+    move |e| Stop::Failed(pg_error(e, doing))
+}
+
+/// Step 1: the partition's row, locked; `None` for a partition never claimed.
+async fn lock_partition(tx: &Transaction<'_>, partition: i64) -> Result<Option<tokio_postgres::Row>, Stop> {
+    let stmt = tx.prepare_cached(LOCK_PARTITION).await.map_err(fail("prepare the epoch check"))?;
+    tx.query_opt(&stmt, &[&partition]).await.map_err(fail("check the epoch"))
+}
+
+/// Step 2.
+async fn lock_documents(tx: &Transaction<'_>, cols: &Columns<'_>) -> Result<(), Stop> {
+    if cols.docs.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(LOCK_DOCUMENTS).await.map_err(fail("prepare the document locks"))?;
+    tx.query_one(&stmt, &[&cols.docs]).await.map_err(fail("lock the batch's documents"))?;
+    Ok(())
+}
+
+/// Step 3: a (doc, client, seq) of the batch that already has an outcome, if any.
+async fn find_outcome_of_any(
+    tx: &Transaction<'_>,
+    cols: &Columns<'_>,
+) -> Result<Option<tokio_postgres::Row>, Stop> {
+    if cols.key_doc.is_empty() {
+        return Ok(None);
+    }
+    let stmt = tx.prepare_cached(FIND_OUTCOME_OF_ANY).await.map_err(fail("prepare the seq check"))?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&cols.key_doc, &cols.key_client, &cols.key_seq];
+    tx.query_opt(&stmt, &params).await.map_err(fail("check the batch's seqs"))
+}
+
+async fn insert_events(
+    tx: &Transaction<'_>,
+    cols: &Columns<'_>,
+    partition: i64,
+    commit: i64,
+) -> Result<(), Stop> {
+    if cols.event_doc.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(INSERT_EVENTS).await.map_err(fail("prepare the event insert"))?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &cols.event_doc,
+        &cols.event_version,
+        &cols.event_client,
+        &cols.event_seq,
+        &cols.event_op,
+        &cols.event_author,
+        &partition,
+        &commit,
+    ];
+    match tx.execute(&stmt, &params).await {
+        Ok(_) => Ok(()),
+        Err(err) => Err(match unique_violation(&err) {
+            Some("events_pkey") => Stop::VersionTaken,
+            _ => Stop::Failed(pg_error(err, "insert the batch's events")),
+        }),
+    }
+}
+
+async fn insert_rejections(
+    tx: &Transaction<'_>,
+    cols: &Columns<'_>,
+    partition: i64,
+    commit: i64,
+) -> Result<(), Stop> {
+    if cols.rejection_doc.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(INSERT_REJECTIONS).await.map_err(fail("prepare the rejection insert"))?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &cols.rejection_doc,
+        &cols.rejection_client,
+        &cols.rejection_seq,
+        &cols.rejection_code,
+        &cols.rejection_message,
+        &cols.rejection_at_version,
+        &partition,
+        &commit,
+    ];
+    tx.execute(&stmt, &params).await.map_err(fail("insert the batch's rejections"))?;
+    Ok(())
+}
+
+/// The partition's row after the commit: (partition, commit number, offset, published through).
+async fn update_partition(
+    tx: &Transaction<'_>,
+    (partition, commit, offset, published): (i64, i64, Option<i64>, Option<i64>),
+) -> Result<(), Stop> {
+    let stmt = tx.prepare_cached(UPDATE_PARTITION).await.map_err(fail("prepare the partition update"))?;
+    tx.execute(&stmt, &[&partition, &commit, &offset, &published])
+        .await
+        .map_err(fail("update the partition"))?;
+    Ok(())
 }
 
 /// The conflict for a (doc, client, seq) of the batch that the store already has an outcome for.
