@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p tandem-store --example commit_load -- [EVENTS] [DIR]`
 //!
-//! `FOLD_AFTER`, `FOLD_STEP`, `CHECKPOINT_MS` (0: SQLite's own, in the commit) and `CACHE_KIB` in
+//! `FOLD_AFTER`, `FOLD_STEP`, `CHECKPOINT_AFTER` (0: SQLite's own, in the commit) and `CACHE_KIB` in
 //! the environment override the store's [`Tuning`].
 //!
 //! One partition commits group batches the way the sequencer does: `BATCH` events per commit, each
@@ -170,9 +170,9 @@ async fn main() {
     if let Ok(v) = std::env::var("FOLD_STEP") {
         tuning.fold_step = v.parse().expect("FOLD_STEP is a number");
     }
-    if let Ok(v) = std::env::var("CHECKPOINT_MS") {
-        let ms: u64 = v.parse().expect("CHECKPOINT_MS is a number");
-        tuning.checkpoint_every = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+    if let Ok(v) = std::env::var("CHECKPOINT_AFTER") {
+        let writes: u64 = v.parse().expect("CHECKPOINT_AFTER is a number");
+        tuning.checkpoint_after = (writes > 0).then_some(writes);
     }
     if let Ok(v) = std::env::var("CACHE_KIB") {
         tuning.cache_kib = v.parse().expect("CACHE_KIB is a number");

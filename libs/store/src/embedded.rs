@@ -42,7 +42,6 @@ use crate::{
     Checkpoint, ClientRecord, CommitBatch, EventStore, HistoryEntry, PartitionClaim, PartitionId, Snapshot,
     StoreError, StoredDocument, UnpublishedCommit,
 };
-use checkpointer::Checkpointer;
 use pool::ReaderPool;
 use writer::{Writer, WriterState};
 
@@ -88,20 +87,15 @@ pub struct Tuning {
     pub fold_step: u64,
     /// The page cache of each connection, in KiB.
     pub cache_kib: u32,
-    /// How often a thread of the store checkpoints the write-ahead log, off the commit path (see
-    /// `checkpointer`); `None`: SQLite checkpoints inside the commit that takes the log past 1,000
-    /// pages.
-    pub checkpoint_every: Option<Duration>,
+    /// After how many writes (commits, snapshots, claims) a thread of the store checkpoints the
+    /// write-ahead log, off the commit path (see `checkpointer`); `None`: SQLite checkpoints inside
+    /// the commit that takes the log past 1,000 pages.
+    pub checkpoint_after: Option<u64>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self {
-            fold_after: 4096,
-            fold_step: 512,
-            cache_kib: 8192,
-            checkpoint_every: Some(Duration::from_millis(100)),
-        }
+        Self { fold_after: 4096, fold_step: 512, cache_kib: 8192, checkpoint_after: Some(128) }
     }
 }
 
@@ -120,8 +114,6 @@ struct Inner {
     /// second writer connection would only wait on the file lock.
     writer: Writer,
     readers: ReaderPool,
-    /// Stops the checkpointer thread when the last handle goes.
-    _checkpointer: Option<Checkpointer>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -153,12 +145,14 @@ impl SqliteStore {
         let recent = tiers::recent_count(&conn)?;
         let readers =
             (0..READER_CONNECTIONS).map(|_| schema::open_reader(&path)).collect::<Result<Vec<_>, _>>()?;
-        let writer = Writer::spawn(WriterState { conn, tuning, recent, ids: Default::default() })?;
-        let checkpointer =
-            tuning.checkpoint_every.map(|every| Checkpointer::spawn(&path, options, every)).transpose()?;
+        let checkpointer = match tuning.checkpoint_after {
+            Some(_) => Some(checkpointer::spawn(&path, options)?),
+            None => None,
+        };
+        let state = WriterState { conn, tuning, recent, ids: Default::default(), checkpointer, writes: 0 };
+        let writer = Writer::spawn(state)?;
         tracing::debug!(path = %path.display(), synchronous_full = options.synchronous_full, "event store opened");
-        let readers = ReaderPool::new(readers);
-        Ok(Self { inner: Arc::new(Inner { path, writer, readers, _checkpointer: checkpointer }) })
+        Ok(Self { inner: Arc::new(Inner { path, writer, readers: ReaderPool::new(readers) }) })
     }
 
     /// The database file, for logs and for tools that inspect it.

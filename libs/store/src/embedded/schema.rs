@@ -36,7 +36,7 @@ pub(super) fn open_writer(
         )));
     }
     set_synchronous(&conn, options)?;
-    if tuning.checkpoint_every.is_some() {
+    if tuning.checkpoint_after.is_some() {
         // The checkpointer thread copies the log back; SQLite's own checkpoint, inside a commit,
         // only when that thread falls far behind.
         conn.pragma_update(None, "wal_autocheckpoint", super::checkpointer::BACKSTOP_PAGES)?;

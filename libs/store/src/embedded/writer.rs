@@ -32,6 +32,10 @@ pub(super) struct WriterState {
     pub recent: u64,
     /// The ids the writer's commits looked up or handed out (see `ids`).
     pub ids: super::ids::IdCache,
+    /// Asks the checkpointer thread for a checkpoint, if the store has one.
+    pub checkpointer: Option<super::checkpointer::Nudge>,
+    /// Writes since the last checkpoint was asked for.
+    pub writes: u64,
 }
 
 type Job = Box<dyn FnOnce(&mut WriterState) + Send>;
@@ -85,6 +89,13 @@ fn serve(mut state: WriterState, queue: mpsc::Receiver<Job>) {
         // for the next job, and the job's caller hears of it through the dropped answer.
         if catch_unwind(AssertUnwindSafe(|| job(&mut state))).is_err() {
             tracing::error!("a write of the event store panicked; its transaction was rolled back");
+        }
+        if let (Some(nudge), Some(after)) = (&state.checkpointer, state.tuning.checkpoint_after) {
+            state.writes += 1;
+            if state.writes >= after {
+                nudge.checkpoint();
+                state.writes = 0;
+            }
         }
         if fold.is_none() && state.recent >= state.tuning.fold_after {
             fold = Some(tiers::FOLD_START);
