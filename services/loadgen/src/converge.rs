@@ -93,11 +93,7 @@ pub async fn check(
             Ok(()) if handle.version() != *version => {
                 Some(format!("at version {}, the server at {version}", handle.version()))
             }
-            Ok(()) if handle.text() != *text => Some(format!(
-                "text differs at version {version}: {} characters, the server {}",
-                handle.len_chars(),
-                text.chars().count()
-            )),
+            Ok(()) if handle.text() != *text => Some(text_difference(*version, &handle.text(), text)),
             Ok(()) => None,
         };
         if let Some(problem) = problem {
@@ -135,4 +131,36 @@ async fn read_snapshots(
         .collect();
     let _ = reader.shutdown().await;
     snapshots
+}
+
+/// How a client's text differs from the server's at `version`: both lengths, and where they first
+/// differ with a few characters of each around it, so that a report tells an order swapped at a
+/// tie from a lost or doubled edit.
+pub fn text_difference(version: u64, client: &str, server: &str) -> String {
+    let at = client.chars().zip(server.chars()).take_while(|(a, b)| a == b).count();
+    let around = |text: &str| -> String { text.chars().skip(at.saturating_sub(8)).take(24).collect() };
+    format!(
+        "text differs at version {version}: {} characters, the server {}; first at character {at}: {:?}, the server {:?}",
+        client.chars().count(),
+        server.chars().count(),
+        around(client),
+        around(server)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_difference;
+
+    #[test]
+    fn a_text_difference_names_where_the_texts_part() {
+        let said = text_difference(7, "hello, wxrld and more", "hello, world and more");
+        assert_eq!(
+            said,
+            "text differs at version 7: 21 characters, the server 21; first at character 8: \
+             \"hello, wxrld and more\", the server \"hello, world and more\""
+        );
+        let said = text_difference(3, "abcdefghijklmnopqrstuvwxyz-ab", "abcdefghijklmnopqrstuvwxyz");
+        assert!(said.ends_with("first at character 26: \"stuvwxyz-ab\", the server \"stuvwxyz\""), "{said}");
+    }
 }

@@ -351,11 +351,7 @@ fn compare(
         let diverged = if f.version != *version {
             Some(format!("{name}: at version {}, the server at {version}", f.version))
         } else if f.text != *text {
-            Some(format!(
-                "{name}: text differs at version {version}: {} characters, the server {}",
-                f.text.chars().count(),
-                text.chars().count()
-            ))
+            Some(format!("{name}: {}", crate::converge::text_difference(*version, &f.text, text)))
         } else {
             None
         };
