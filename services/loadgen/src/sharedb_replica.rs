@@ -2,6 +2,12 @@
 //! (`client/doc.js`) keeps it: one op in flight, the keystrokes made meanwhile composed into one
 //! pending op, incoming ops transformed against both with the client's own ops on the left of a tie
 //! (`transformX`). Pure, no I/O: [`crate::sharedb_editor`] drives it over the socket.
+//!
+//! Known limit: ops are kept as Tandem's [`Operation`], which puts an insert before a delete at the
+//! same position, while `ot-text-unicode` keeps either order and transforms the two differently
+//! against an insert just after the deleted text. An op the ShareDB server transformed into
+//! delete-then-insert is taken in the other order, so on rare ties a replica ends with the
+//! server's length but not its text (about one `max` run in eight; BENCHMARKS.md).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
