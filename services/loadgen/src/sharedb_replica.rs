@@ -7,7 +7,8 @@
 //! same position, while `ot-text-unicode` keeps either order and transforms the two differently
 //! against an insert just after the deleted text. An op the ShareDB server transformed into
 //! delete-then-insert is taken in the other order, so on rare ties a replica ends with the
-//! server's length but not its text (about one `max` run in eight; BENCHMARKS.md).
+//! server's length but not its text (about one `max` run in eight; BENCHMARKS.md): the likely cause
+//! of those runs, inferred from the symptom and a check with node, not yet caught in the act.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
