@@ -119,15 +119,7 @@ if [[ " $modes " == *" cluster "* ]]; then
     fi
 fi
 
-python3 - "$doc" "$section" "$start_marker" "$end_marker" <<'PY'
-import sys
-doc, section, start, end = sys.argv[1:]
-text = open(doc).read()
-body = open(section).read()
-a = text.index(start) + len(start)
-b = text.index(end)
-open(doc, "w").write(text[:a] + "\n" + body + text[b:])
-PY
+python3 "$root/services/loadgen/splice-section.py" "$doc" "$section" "$start_marker" "$end_marker"
 
 # Tandem next to ShareDB in memory, same RUNS and DURATION: its own section of BENCHMARKS.md.
 if [[ "${SHAREDB:-1}" != 0 ]]; then

@@ -150,15 +150,7 @@ for w in workloads:
         print(f"| {label} | **Tandem/ShareDB** | {ratios} | |")
 PY
 
-python3 - "$doc" "$section" "$start_marker" "$end_marker" <<'PY'
-import sys
-doc, section, start, end = sys.argv[1:]
-text = open(doc).read()
-body = open(section).read()
-a = text.index(start) + len(start)
-b = text.index(end)
-open(doc, "w").write(text[:a] + "\n" + body + "\n" + text[b:])
-PY
+python3 "$root/services/loadgen/splice-section.py" "$doc" "$section" "$start_marker" "$end_marker"
 cat "$section"
 say "BENCHMARKS.md updated; reports in $out"
 exit "$status"

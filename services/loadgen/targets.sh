@@ -116,14 +116,7 @@ except OSError:
     pass
 PY
 
-python3 - "$doc" "$out/table.md" "$start_marker" "$end_marker" <<'PY'
-import sys
-doc, section, start, end = sys.argv[1:]
-text = open(doc).read()
-a = text.index(start) + len(start)
-b = text.index(end)
-open(doc, "w").write(text[:a] + "\n" + open(section).read() + text[b:])
-PY
+python3 "$root/services/loadgen/splice-section.py" "$doc" "$out/table.md" "$start_marker" "$end_marker"
 cat "$out/table.md"
 say "BENCHMARKS.md updated; reports in $out"
 exit "$status"
