@@ -50,6 +50,7 @@ pub mod sharedb;
 pub mod sharedb_editor;
 pub mod sharedb_replica;
 pub mod stalled;
+pub mod text_unicode;
 pub mod typing;
 pub mod wire;
 

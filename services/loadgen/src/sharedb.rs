@@ -1,7 +1,8 @@
 //! Just enough of ShareDB's client protocol (JSON over WebSocket, ShareDB 7, protocol 1.2) for the
 //! typing presets to run against a ShareDB server (`--server sharedb`; `deploy/sharedb.sh run PORT`
 //! serves one in memory): the handshake, subscribe, create, op submit and fetch, with documents of
-//! the `ot-text-unicode` type, whose positions count Unicode code points like Tandem's.
+//! the `ot-text-unicode` type ([`crate::text_unicode`]), whose positions count Unicode code points
+//! like Tandem's.
 //!
 //! The conversation, as `sharedb/lib/agent.js` and `client/doc.js` have it:
 //!
@@ -19,11 +20,12 @@ use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tandem_ot::Operation;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::text_unicode::Op;
 
 /// The type documents are created with (its URI, as `ot-text-unicode` registers it).
 pub const TEXT_TYPE: &str = "http://sharejs.org/types/text-unicode";
@@ -156,9 +158,9 @@ pub async fn create(ws: &mut Ws, doc: &str, src: &str, seq: u64) -> anyhow::Resu
 }
 
 /// The frame that submits `op` on `doc` at version `v` as op `seq` of `src`.
-pub fn op_frame(doc: &str, v: u64, src: &str, seq: u64, op: &Operation) -> Message {
+pub fn op_frame(doc: &str, v: u64, src: &str, seq: u64, op: &Op) -> Message {
     let frame =
-        json!({"a": "op", "c": COLLECTION, "d": doc, "v": v, "src": src, "seq": seq, "op": to_wire(op)});
+        json!({"a": "op", "c": COLLECTION, "d": doc, "v": v, "src": src, "seq": seq, "op": op.to_wire()});
     Message::text(frame.to_string())
 }
 
@@ -194,125 +196,5 @@ pub async fn fetch_all(url: &str, docs: &[String]) -> Vec<Result<(u64, String), 
             docs.iter().map(|d| answers.remove(d).unwrap_or_else(|| Err("no answer".to_owned()))).collect()
         }
         Err(e) => docs.iter().map(|_| Err(format!("{e:#}"))).collect(),
-    }
-}
-
-/// An `ot-text-unicode` op as a Tandem [`Operation`] on a text of `base_len` characters: numbers
-/// retain, strings insert, `{"d": n}` (or `{"d": "text"}`) deletes, and the trailing retain that
-/// `ot-text-unicode` leaves out is added back.
-pub fn from_wire(op: &Value, base_len: usize) -> anyhow::Result<Operation> {
-    let components = op.as_array().context("an op is an array")?;
-    let mut out = Operation::new();
-    let mut consumed = 0usize;
-    for c in components {
-        match c {
-            Value::Number(n) => {
-                let n = usize::try_from(n.as_u64().context("a skip is a positive integer")?)?;
-                out.retain(n);
-                consumed += n;
-            }
-            Value::String(s) => {
-                out.insert(s);
-            }
-            Value::Object(d) => {
-                let n = match d.get("d") {
-                    Some(Value::Number(n)) => {
-                        usize::try_from(n.as_u64().context("a delete counts characters")?)?
-                    }
-                    Some(Value::String(s)) => s.chars().count(),
-                    _ => bail!("unknown component {c}"),
-                };
-                out.delete(n);
-                consumed += n;
-            }
-            _ => bail!("unknown component {c}"),
-        }
-    }
-    let Some(rest) = base_len.checked_sub(consumed) else {
-        bail!("the op {op} spans {consumed} characters, the text has {base_len}");
-    };
-    out.retain(rest);
-    Ok(out)
-}
-
-/// A Tandem [`Operation`] as an `ot-text-unicode` op: the same components without the trailing
-/// retain, which `ot-text-unicode` refuses.
-pub fn to_wire(op: &Operation) -> Value {
-    let mut components: Vec<Value> = op
-        .components()
-        .iter()
-        .map(|c| match c {
-            tandem_ot::Component::Retain(n) => json!(n),
-            tandem_ot::Component::Insert(s) => json!(s),
-            tandem_ot::Component::Delete(n) => json!({"d": n}),
-        })
-        .collect();
-    if components.last().is_some_and(Value::is_number) {
-        components.pop();
-    }
-    Value::Array(components)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::rngs::SmallRng;
-    use rand::{Rng, SeedableRng};
-    use tandem_integration_tests::seed;
-
-    #[test]
-    fn ops_convert_both_ways() {
-        let op = from_wire(&json!([2, "hé", {"d": 1}, 1, {"d": "ab"}]), 7).unwrap();
-        assert_eq!(op.base_len(), 7);
-        assert_eq!(op.apply("xyzwvab!").ok(), None, "the base is 7 characters");
-        assert_eq!(op.apply("xyzwvab").unwrap(), "xyhéwb");
-        assert_eq!(to_wire(&op), json!([2, "hé", {"d": 1}, 1, {"d": 2}]));
-        assert_eq!(to_wire(&from_wire(&json!([]), 3).unwrap()), json!([]));
-        assert_eq!(to_wire(&from_wire(&json!(["é"]), 2).unwrap()), json!(["é"]));
-        assert!(from_wire(&json!([4]), 3).is_err(), "longer than the text");
-        assert!(from_wire(&json!([{"x": 1}]), 3).is_err());
-    }
-
-    /// A random op on a text of `len` characters, in wire form: what another ShareDB client sends.
-    fn random_wire_op(rng: &mut SmallRng, len: usize) -> Value {
-        let pos = rng.gen_range(0..=len);
-        let mut op = Vec::new();
-        if pos > 0 {
-            op.push(json!(pos));
-        }
-        if pos < len && rng.gen_bool(0.4) {
-            op.push(json!({"d": rng.gen_range(1..=(len - pos).min(3))}));
-        } else {
-            op.push(json!(["a", "é", "xy"][rng.gen_range(0..3)]));
-        }
-        Value::Array(op)
-    }
-
-    /// Two replicas that each make an op on the same text and take the other's as a ShareDB client
-    /// does (its own op in flight transformed as the left side) end at the same text; and the
-    /// server's side (the later op transformed as `'left'` against the committed one) agrees.
-    #[test]
-    fn concurrent_ops_converge_with_own_ops_winning_ties() {
-        let seed = seed();
-        let mut rng = SmallRng::seed_from_u64(seed);
-        for _ in 0..2000 {
-            let len = rng.gen_range(0..8);
-            let text: String = (0..len).map(|i| ['a', 'b', 'ü', 'd'][i % 4]).collect();
-            let committed = from_wire(&random_wire_op(&mut rng, len), len).unwrap();
-            let own = from_wire(&random_wire_op(&mut rng, len), len).unwrap();
-            // The client: its op in flight against the committed op it receives.
-            let (own_after, committed_after) = Operation::transform(&own, &committed).unwrap();
-            let client = committed_after.apply(&own.apply(&text).unwrap()).unwrap();
-            // The server: the later op transformed against the committed one, then applied.
-            let server = own_after.apply(&committed.apply(&text).unwrap()).unwrap();
-            assert_eq!(client, server, "seed {seed}: {own} vs {committed} on {text:?}");
-            let round_trip = from_wire(&to_wire(&own_after), committed.target_len()).unwrap();
-            assert_eq!(round_trip, own_after, "seed {seed}");
-        }
-        // A tie: both insert at 1; the op in flight (own) lands left, as ShareDB's client has it.
-        let own = from_wire(&json!([1, "O"]), 2).unwrap();
-        let theirs = from_wire(&json!([1, "T"]), 2).unwrap();
-        let (_, theirs_after) = Operation::transform(&own, &theirs).unwrap();
-        assert_eq!(theirs_after.apply(&own.apply("ab").unwrap()).unwrap(), "aOTb");
     }
 }

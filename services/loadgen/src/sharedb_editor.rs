@@ -6,8 +6,8 @@
 //! Each simulated client is one task owning one WebSocket and one [`Replica`] of its document, which
 //! behaves as ShareDB's browser client (`client/doc.js`): one op in flight, the keystrokes made
 //! meanwhile composed into one pending op, incoming ops transformed against both with the client's
-//! own ops on the left of a tie (`transformX`), which is also the tie-break of
-//! [`Operation::transform`](tandem_ot::Operation::transform). Latency is measured as for Tandem:
+//! own ops on the left of a tie (`transformX`), with ops of ShareDB's own op type
+//! ([`crate::text_unicode`], a port of `ot-text-unicode`). Latency is measured as for Tandem:
 //! from a keystroke to the ack of the op that carries it, and to that op's arrival at the
 //! document's other clients, matched by (document, version, author) in the
 //! [recorder](crate::recorder).

@@ -1,22 +1,19 @@
 //! One simulated ShareDB client's replica of its document, as ShareDB's browser client
 //! (`client/doc.js`) keeps it: one op in flight, the keystrokes made meanwhile composed into one
 //! pending op, incoming ops transformed against both with the client's own ops on the left of a tie
-//! (`transformX`). Pure, no I/O: [`crate::sharedb_editor`] drives it over the socket.
-//!
-//! Known limit: ops are kept as Tandem's [`Operation`], which puts an insert before a delete at the
-//! same position, while `ot-text-unicode` keeps either order and transforms the two differently
-//! against an insert just after the deleted text. An op the ShareDB server transformed into
-//! delete-then-insert is taken in the other order, so on rare ties a replica ends with the
-//! server's length but not its text (about one `max` run in eight; BENCHMARKS.md): the likely cause
-//! of those runs, inferred from the symptom and a check with node, not yet caught in the act.
+//! (`transformX`). Ops are `ot-text-unicode` ops ([`crate::text_unicode`]), transformed, composed
+//! and applied as the server does, so a tie between a delete-then-insert and an insert right after
+//! the deleted text resolves as at the server. Pure, no I/O: [`crate::sharedb_editor`] drives it
+//! over the socket.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use anyhow::bail;
 use ropey::Rope;
-use tandem_ot::Operation;
 
-use crate::sharedb::{self, Incoming};
+use crate::sharedb::Incoming;
+use crate::text_unicode::{Component, Deleted, Op, Side};
 use crate::typing::Key;
 
 /// One client's replica of its document, as ShareDB's client keeps it; pure, no I/O.
@@ -29,14 +26,14 @@ pub struct Replica {
     pub seq: u64,
     inflight: Option<Flight>,
     /// Keystrokes made while an op is in flight, composed; with the instants they were made.
-    pending: Option<(Operation, Vec<Instant>)>,
+    pending: Option<(Op, Vec<Instant>)>,
     /// Ops (and acks) of versions past `version`, taken in order once it gets there.
     early: BTreeMap<u64, Incoming>,
 }
 
 #[derive(Debug)]
 struct Flight {
-    op: Operation,
+    op: Op,
     seq: u64,
     keys: Vec<Instant>,
 }
@@ -78,7 +75,7 @@ impl Replica {
 
     /// Applies a keystroke made at `at` locally and composes it into the pending op.
     pub fn type_key(&mut self, key: &Key, at: Instant) -> anyhow::Result<()> {
-        let op = Operation::from_patch(self.text.len_chars(), key.pos, key.delete, key.insert)?;
+        let op = key_op(key, self.text.len_chars())?;
         op.apply_to_rope(&mut self.text)?;
         self.pending = Some(match self.pending.take() {
             Some((pending, mut keys)) => {
@@ -91,7 +88,7 @@ impl Replica {
     }
 
     /// The pending op as the next op in flight, when none is: (seq, version, op) to submit.
-    pub fn next_submit(&mut self) -> Option<(u64, u64, &Operation)> {
+    pub fn next_submit(&mut self) -> Option<(u64, u64, &Op)> {
         if self.inflight.is_some() {
             return None;
         }
@@ -161,27 +158,30 @@ impl Replica {
         out.push(Outcome::Remote { version, author: message.src.unwrap_or_default() });
     }
 
-    /// Transforms a remote op against the op in flight and the pending one, and applies it.
+    /// Transforms a remote op against the op in flight and the pending one, and applies it: the
+    /// client's op on the left of a tie, the remote one on the right (`transformX`).
     fn apply_remote(&mut self, op: &serde_json::Value) -> anyhow::Result<()> {
-        // The remote op applies to the server's text, which is where the op in flight (or else the
-        // pending one) starts.
-        let base = match (&self.inflight, &self.pending) {
-            (Some(flight), _) => flight.op.base_len(),
-            (None, Some((pending, _))) => pending.base_len(),
-            (None, None) => self.text.len_chars(),
-        };
-        let mut remote = sharedb::from_wire(op, base)?;
-        if let Some(flight) = &mut self.inflight {
-            let (own, theirs) = Operation::transform(&flight.op, &remote)?;
-            (flight.op, remote) = (own, theirs);
+        let mut remote = Op::from_wire(op)?;
+        let flight = self.inflight.as_mut().map(|f| &mut f.op);
+        for own in flight.into_iter().chain(self.pending.as_mut().map(|(op, _)| op)) {
+            let own_after = own.transform(&remote, Side::Left)?;
+            remote = remote.transform(own, Side::Right)?;
+            *own = own_after;
         }
-        if let Some((pending, _)) = &mut self.pending {
-            let (own, theirs) = Operation::transform(pending, &remote)?;
-            (*pending, remote) = (own, theirs);
-        }
-        remote.apply_to_rope(&mut self.text)?;
-        Ok(())
+        remote.apply_to_rope(&mut self.text)
     }
+}
+
+/// A keystroke as ShareDB's text API submits it on a text of `len` code points: `remove(pos, n)`
+/// (`[pos, {d: n}]`) then `insert(pos, text)` (`[pos, text]`), normalized and composed as the
+/// client does with consecutive submits.
+fn key_op(key: &Key, len: usize) -> anyhow::Result<Op> {
+    if key.pos + key.delete > len {
+        bail!("the keystroke {key:?} does not fit a text of {len} characters");
+    }
+    let remove = Op(vec![Component::Skip(key.pos), Component::Delete(Deleted::Len(key.delete))]);
+    let insert = Op(vec![Component::Skip(key.pos), Component::Insert(key.insert.to_owned())]);
+    remove.normalize().compose(&insert.normalize())
 }
 
 fn violation(message: String) -> Outcome {
@@ -208,19 +208,19 @@ mod tests {
         i: usize,
         name: &'a str,
         server: &mut String,
-        log: &mut Vec<(Operation, &'a str, u64)>,
+        log: &mut Vec<(Op, &'a str, u64)>,
         inbox: &mut [Vec<Value>; 2],
     ) -> bool {
         let Some((seq, v, op)) = replica.next_submit() else { return false };
         let mut op = op.clone();
         for (committed, _, _) in &log[(v - 1) as usize..] {
-            op = Operation::transform(&op, committed).unwrap().0;
+            op = op.transform(committed, Side::Left).unwrap();
         }
         *server = op.apply(server).unwrap();
         let version = log.len() as u64 + 1;
         log.push((op.clone(), name, seq));
         inbox[i].push(json!({"a": "op", "v": version, "src": name, "seq": seq}));
-        let wire = sharedb::to_wire(&op);
+        let wire = op.to_wire();
         inbox[1 - i].push(json!({"a": "op", "v": version, "src": name, "seq": seq, "op": wire}));
         true
     }
@@ -236,7 +236,7 @@ mod tests {
         let mut replicas = [Replica::new(1, "", 1), Replica::new(1, "", 0)];
         let mut keys = [Keystrokes::new(seed), Keystrokes::new(seed ^ 1)];
         // The server's log: ops from version 1 on, with their author and seq.
-        let mut log: Vec<(Operation, &str, u64)> = Vec::new();
+        let mut log: Vec<(Op, &str, u64)> = Vec::new();
         let mut server = String::new();
         // What each client has yet to receive, in order.
         let mut inbox: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
@@ -283,6 +283,33 @@ mod tests {
             assert_eq!(replica.version, log.len() as u64 + 1, "seed {seed}: replica {i}");
             assert_eq!(replica.text.to_string(), server, "seed {seed}: replica {i}");
         }
+    }
+
+    /// The tie that used to diverge: the server commits an op that deletes "f" then inserts "x"
+    /// while this replica's op inserting "y" right after the "f" is in flight. The server puts "y"
+    /// first (`[6, "y"]` transformed on the left); so must the replica, which Tandem's `Operation`
+    /// (insert before delete) did not.
+    #[test]
+    fn a_delete_then_insert_meets_an_insert_after_the_deleted_text_as_at_the_server() {
+        let mut r = Replica::new(1, "abcdefgh", 0);
+        r.type_key(&Key { pos: 6, delete: 0, insert: "y" }, Instant::now()).unwrap();
+        assert_eq!(r.next_submit().map(|(_, _, op)| op.to_wire()), Some(json!([6, "y"])));
+        let remote = json!({"a": "op", "v": 1, "src": "x", "seq": 1, "op": [5, {"d": 1}, "x"]});
+        r.on_message(incoming(remote), "me");
+        assert_eq!(r.text.to_string(), "abcdeyxgh");
+        r.on_message(incoming(json!({"a": "op", "v": 2, "src": "me", "seq": 1})), "me");
+        assert!(r.is_synced());
+    }
+
+    #[test]
+    fn keystrokes_are_the_ops_of_sharedbs_text_api() {
+        let wire = |pos, delete, insert| key_op(&Key { pos, delete, insert }, 3).map(|op| op.to_wire()).ok();
+        assert_eq!(wire(0, 0, "é"), Some(json!(["é"])));
+        assert_eq!(wire(3, 0, "a"), Some(json!([3, "a"])));
+        assert_eq!(wire(1, 1, ""), Some(json!([1, {"d": 1}])));
+        // Remove then insert at one position, composed as the client composes two submits.
+        assert_eq!(wire(1, 1, "z"), Some(json!([1, "z", {"d": 1}])));
+        assert_eq!(wire(3, 1, ""), None, "past the end");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The typing presets against a real ShareDB 7 server (`deploy/sharedb.sh run 0`, installed by the
-//! same script: `npm ci` into a cache outside the clone), and the load generator's text transform
-//! against `ot-text-unicode`'s own. Skipped, saying so, only when Node.js is not installed.
-//! Asserts convergence, no error, every keystroke acknowledged and delivered; nothing about timing.
+//! same script: `npm ci` into a cache outside the clone), and the load generator's port of
+//! `ot-text-unicode` ([`tandem_loadgen::text_unicode`]) against `ot-text-unicode` itself. Skipped,
+//! saying so, only when Node.js is not installed. Asserts convergence, no error, every keystroke
+//! acknowledged and delivered, identical ops; nothing about timing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tandem_loadgen::report::Report;
-use tandem_loadgen::sharedb::{from_wire, to_wire};
+use tandem_loadgen::text_unicode::{Op, Side};
 use tandem_loadgen::typing::TypingConfig;
 use tandem_loadgen::{sharedb_editor, RunConfig};
 
@@ -154,51 +155,9 @@ async fn typing_and_max_converge_against_sharedb() {
     assert_clean(&hot, 8);
 }
 
-/// A random `ot-text-unicode` op on a text of `len` characters: skips, inserts and deletes.
-fn random_op(rng: &mut SmallRng, len: usize) -> Value {
-    let mut op = Vec::new();
-    let mut at = 0;
-    while at < len && rng.gen_bool(0.7) {
-        let n = rng.gen_range(1..=(len - at).min(3));
-        match rng.gen_range(0..3) {
-            0 => op.push(json!(n)),
-            1 => op.push(json!({"d": n})),
-            _ => {
-                op.push(json!(["a", "é", "xy", "🙂"][rng.gen_range(0..4)]));
-                continue;
-            }
-        }
-        at += n;
-    }
-    if rng.gen_bool(0.5) {
-        op.push(json!("z"));
-    }
-    // ot-text-unicode refuses a trailing skip and adjacent skips: normalise through the conversion.
-    to_wire(&from_wire(&Value::Array(op), len).expect("a valid op"))
-}
-
-/// Tandem's `transform(a, b)` (a's insert left of b's on a tie) gives the ops `ot-text-unicode` gives
-/// for `transform(a, b, 'left')` and `transform(b, a, 'right')`: the sides ShareDB's server and
-/// client use, so the load generator's replicas transform as ShareDB does.
-#[test]
-fn transform_matches_ot_text_unicode() {
-    if node_missing() {
-        return;
-    }
-    install();
-    let seed = tandem_integration_tests::seed();
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let cases: Vec<(usize, Value, Value)> = (0..3000)
-        .map(|_| {
-            let len = rng.gen_range(0..8);
-            (len, random_op(&mut rng, len), random_op(&mut rng, len))
-        })
-        .collect();
-    let script = r#"
-        const { type } = require('ot-text-unicode');
-        const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));
-        console.log(JSON.stringify(cases.map(([a, b]) => [type.transform(a, b, 'left'), type.transform(b, a, 'right')])));
-    "#;
+/// Runs `script` in node from deploy/sharedb (so it finds ShareDB's packages) with `input` as JSON on
+/// its stdin; returns what it prints, as JSON.
+fn node(script: &str, input: &Value) -> Value {
     let mut node = Command::new("node")
         .args(["-e", script])
         .current_dir(root().join("deploy/sharedb"))
@@ -206,16 +165,190 @@ fn transform_matches_ot_text_unicode() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start node");
-    let input = Value::Array(cases.iter().map(|(_, a, b)| json!([a, b])).collect()).to_string();
-    node.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write the cases");
+    let mut stdin = node.stdin.take().expect("piped stdin");
+    stdin.write_all(input.to_string().as_bytes()).expect("write the input");
+    drop(stdin);
     let output = node.wait_with_output().expect("node runs");
     assert!(output.status.success(), "node failed");
-    let answers: Vec<(Value, Value)> = serde_json::from_slice(&output.stdout).expect("node's answer");
-    for ((len, a, b), (a_left, b_right)) in cases.iter().zip(answers) {
-        let (a_op, b_op) = (from_wire(a, *len).unwrap(), from_wire(b, *len).unwrap());
-        let (a_prime, b_prime) = tandem_ot::Operation::transform(&a_op, &b_op).unwrap();
-        let context = format!("seed {seed}: a {a} b {b} on {len} characters");
-        assert_eq!(from_wire(&a_left, b_op.target_len()).unwrap(), a_prime, "{context}");
-        assert_eq!(from_wire(&b_right, a_op.target_len()).unwrap(), b_prime, "{context}");
+    serde_json::from_slice(&output.stdout).expect("node's answer")
+}
+
+/// A random `ot-text-unicode` op on `text` in wire form, and the length of the text it leaves:
+/// skips, inserts (astral characters too) and deletes (counted or spelled out) in any order, so
+/// delete-then-insert as well as insert-then-delete, neighbouring inserts or deletes left apart
+/// (valid, not normalized); now and then an op `ot-text-unicode` refuses or cannot apply.
+fn random_op(rng: &mut SmallRng, text: &[char]) -> (Value, usize) {
+    let (len, mut op, mut at, mut after) = (text.len(), Vec::new(), 0, text.len());
+    while rng.gen_bool(0.75) {
+        let n = rng.gen_range(1..=3).min(len.saturating_sub(at));
+        match rng.gen_range(0..4) {
+            0 if n > 0 && !op.last().is_some_and(Value::is_number) => op.push(json!(n)),
+            1 | 2 if n > 0 => {
+                let spelled: String = text[at..at + n].iter().collect();
+                op.push(json!({"d": if rng.gen_bool(0.5) { json!(n) } else { json!(spelled) }}));
+                after -= n;
+            }
+            _ => {
+                let insert = ["a", "é", "xy", "🙂", "b🙂"][rng.gen_range(0..5)];
+                op.push(json!(insert));
+                after += insert.chars().count();
+                continue;
+            }
+        }
+        at += n;
     }
+    if op.last().is_some_and(Value::is_number) {
+        op.pop();
+    }
+    if rng.gen_bool(0.03) {
+        match rng.gen_range(0..6) {
+            0 => op.push(json!(1)),
+            1 => op.insert(0, json!(0)),
+            2 => op.push(json!("")),
+            3 => op.push(json!({"d": 0})),
+            4 => op.push(json!({"d": ""})),
+            _ => op.extend([json!(len + 1), json!("!")]),
+        }
+    }
+    (Value::Array(op), after)
+}
+
+/// Where `op` inserts (code points of the text it applies to), and where of those right after a
+/// delete: such an insert tied with another op's insert is the case Tandem's `Operation` got wrong.
+fn inserts(op: &Value) -> (Vec<u64>, Vec<u64>) {
+    let (mut at, mut inserts, mut after_delete, mut deleting) = (0, Vec::new(), Vec::new(), false);
+    for c in op.as_array().into_iter().flatten() {
+        match c {
+            Value::String(_) => {
+                inserts.push(at);
+                if deleting {
+                    after_delete.push(at);
+                }
+            }
+            Value::Number(n) => at += n.as_u64().unwrap_or(0),
+            _ => {
+                let d = &c["d"];
+                at += d.as_u64().unwrap_or_else(|| d.as_str().map_or(0, |s| s.chars().count() as u64));
+            }
+        }
+        deleting = c.is_object();
+    }
+    (inserts, after_delete)
+}
+
+/// What `ot-text-unicode` gives for each case `[text, a, b, c]` (`a` and `b` on `text`, `c` on `a`'s
+/// result): its normalize, apply, transform on both sides both ways, compose; an error's message.
+const OT_TEXT_UNICODE: &str = r#"
+    const { type } = require('ot-text-unicode');
+    const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+    // normalize changes the deletes of its argument: every call gets its own copy.
+    const copy = x => JSON.parse(JSON.stringify(x));
+    const run = f => { try { return f(); } catch (e) { return { error: e.message }; } };
+    console.log(JSON.stringify(cases.map(([text, a, b, c]) => ({
+        normalize: run(() => type.normalize(copy(a))),
+        apply: run(() => type.apply(text, copy(a))),
+        a_left: run(() => type.transform(copy(a), copy(b), 'left')),
+        a_right: run(() => type.transform(copy(a), copy(b), 'right')),
+        b_left: run(() => type.transform(copy(b), copy(a), 'left')),
+        b_right: run(() => type.transform(copy(b), copy(a), 'right')),
+        compose: run(() => type.compose(copy(a), copy(c))),
+    }))));
+"#;
+
+/// The same through the load generator's port ([`tandem_loadgen::text_unicode`]).
+fn port(text: &str, a: &Value, b: &Value, c: &Value) -> Value {
+    let [a, b, c] = [a, b, c].map(|op| Op::from_wire(op).expect("a well-formed op"));
+    let error = |e: anyhow::Error| json!({"error": e.to_string()});
+    let wire = |op: anyhow::Result<Op>| op.map_or_else(error, |op| op.to_wire());
+    json!({
+        "normalize": a.normalize().to_wire(),
+        "apply": a.apply(text).map_or_else(error, Value::from),
+        "a_left": wire(a.transform(&b, Side::Left)),
+        "a_right": wire(a.transform(&b, Side::Right)),
+        "b_left": wire(b.transform(&a, Side::Left)),
+        "b_right": wire(b.transform(&a, Side::Right)),
+        "compose": wire(a.compose(&c)),
+    })
+}
+
+/// The load generator's port of `ot-text-unicode` ([`tandem_loadgen::text_unicode`], what its
+/// ShareDB replicas keep ops as) gives exactly what `ot-text-unicode` gives, on random ops:
+/// normalize, apply, transform (both sides, both ways) and compose, component for component,
+/// errors included. Replay a seed with `TANDEM_SEED`.
+#[test]
+fn text_unicode_matches_ot_text_unicode() {
+    if node_missing() {
+        return;
+    }
+    install();
+    let seed = tandem_integration_tests::seed();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut cases = Vec::new();
+    let mut ties = 0;
+    for _ in 0..4000 {
+        let text: Vec<char> =
+            (0..rng.gen_range(0..8)).map(|_| ['a', 'b', 'ü', '🙂'][rng.gen_range(0..4)]).collect();
+        let ((a, a_len), (b, _)) = (random_op(&mut rng, &text), random_op(&mut rng, &text));
+        let c_text: Vec<char> = (0..a_len).map(|_| 'c').collect();
+        let (c, _) = random_op(&mut rng, &c_text);
+        let ((a_inserts, a_tied), (b_inserts, b_tied)) = (inserts(&a), inserts(&b));
+        if a_tied.iter().any(|at| b_inserts.contains(at)) || b_tied.iter().any(|at| a_inserts.contains(at)) {
+            ties += 1;
+        }
+        cases.push(json!([text.iter().collect::<String>(), a, b, c]));
+    }
+    // The tie that used to diverge, as it came: the committed op first, the op in flight second.
+    cases.push(json!(["abcdefgh", [5, {"d": 1}, "x"], [6, "y"], [5, {"d": 1}]]));
+    eprintln!("{} cases, {ties} with a delete-then-insert tied with an insert of the other op", cases.len());
+    assert!(ties > 50, "seed {seed}: the cases cover the tie ({ties})");
+    let answers = node(OT_TEXT_UNICODE, &Value::Array(cases.clone()));
+    let answers = answers.as_array().expect("an answer per case");
+    assert_eq!(answers.len(), cases.len());
+    let refused = answers.iter().filter(|a| a["a_left"].get("error").is_some()).count();
+    eprintln!("{refused} with an op ot-text-unicode refuses");
+    for (case, answer) in cases.iter().zip(answers) {
+        let text = case[0].as_str().expect("the text");
+        let ours = port(text, &case[1], &case[2], &case[3]);
+        assert_eq!(&ours, answer, "seed {seed}: the port (left) and ot-text-unicode (right) on {case}");
+    }
+}
+
+/// The tie that made about one ShareDB `max` run in eight end with a replica of the server's length
+/// but not its text: the server commits an op that deletes "f" then inserts "x" while a client's op
+/// inserting "y" right after the "f" is in flight. The server transforms the client's op on the
+/// left, the client the committed op on the right; Tandem's `Operation` (insert before delete)
+/// gave the client the other text, the port gives it the server's.
+#[test]
+fn the_delete_then_insert_tie_resolves_as_at_the_server() {
+    if node_missing() {
+        return;
+    }
+    install();
+    let (text, committed, own) = ("abcdefgh", json!([5, {"d": 1}, "x"]), json!([6, "y"]));
+    let script = r#"
+        const { type } = require('ot-text-unicode');
+        const [text, committed, own] = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+        const server = type.apply(type.apply(text, committed), type.transform(own, committed, 'left'));
+        const client = type.apply(type.apply(text, own), type.transform(committed, own, 'right'));
+        console.log(JSON.stringify([server, client]));
+    "#;
+    let answer = node(script, &json!([text, committed, own]));
+    let (server, client) = (answer[0].as_str().expect("a text"), answer[1].as_str().expect("a text"));
+    assert_eq!(client, server, "ot-text-unicode converges");
+
+    let (committed, own) = (Op::from_wire(&committed).unwrap(), Op::from_wire(&own).unwrap());
+    let after = committed.transform(&own, Side::Right).unwrap();
+    assert_eq!(after.apply(&own.apply(text).unwrap()).unwrap(), server, "the port, at the client");
+    let own_after = own.transform(&committed, Side::Left).unwrap();
+    assert_eq!(own_after.apply(&committed.apply(text).unwrap()).unwrap(), server, "the port, at the server");
+
+    let mut tandem_committed = tandem_ot::Operation::new();
+    tandem_committed.retain(5).delete(1).insert("x").retain(2);
+    let mut tandem_own = tandem_ot::Operation::new();
+    tandem_own.retain(6).insert("y").retain(2);
+    assert_eq!(tandem_committed.to_json(), json!([5, "x", -1, 2]), "Tandem's order: insert first");
+    let (_, after) = tandem_ot::Operation::transform(&tandem_own, &tandem_committed).unwrap();
+    let tandem = after.apply(&tandem_own.apply(text).unwrap()).unwrap();
+    assert_eq!(tandem.chars().count(), server.chars().count());
+    assert_ne!(tandem, server, "Tandem's Operation diverges: {tandem} against the server's {server}");
 }
