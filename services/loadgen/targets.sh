@@ -8,7 +8,9 @@
 # CPU per op is each process's own CPU time over the measuring window divided by the committed ops
 # (the load generator's report), which holds on a busy machine; latencies are reported as measured.
 # The instruction count (services/loadgen/instructions.sh, callgrind on a fixed workload) compares
-# builds exactly. Every run starts its own system through run.sh and stops it.
+# builds exactly. Every run starts its own system through run.sh and stops it. The kernel's floor
+# (the kernel_floor example: the least any server does per op, on this machine) is measured in the
+# same run, so each target can be read against what the machine allows.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -34,6 +36,21 @@ measure() { # NAME MODE PRESET [FLAGS]
 measure standalone-max standalone max --duration "$duration"
 measure standalone-typing standalone typing --duration "$duration"
 measure cluster-typing cluster typing --duration "$duration"
+say "the kernel's floor (cargo run --release -p tandem-loadgen --example kernel_floor)"
+(cd "$root" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}" \
+    cargo build --release -p tandem-loadgen --example kernel_floor) >"$out/floor-build.log" 2>&1 ||
+    { say "kernel_floor did not build (see $out/floor-build.log)"; status=1; }
+floor="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}/release/examples/kernel_floor"
+for i in $(seq 1 "$runs"); do
+    # typing: an op per wake-up, five frames out, a commit every 3 ops (the single process commits
+    # about 2.7 at once there); max: 46 ops per wake-up and per commit (as the single process
+    # batches there), each op still read, acked and broadcast by its own system call, as ops from
+    # 200 connections are; one hop: a wake-up and one frame out, no commit (what each process
+    # boundary an op crosses in the cluster costs at least).
+    FLOOR_DIR="$out" "$floor" 20000 2500 4 1 3 >"$out/floor-typing-$i.txt" 2>&1 || status=1
+    FLOOR_DIR="$out" "$floor" 460000 0 1 46 1 1 >"$out/floor-max-$i.txt" 2>&1 || status=1
+    FLOOR_DIR="$out" "$floor" 20000 2500 0 1 1 >"$out/floor-hop-$i.txt" 2>&1 || status=1
+done
 say "instructions per op (callgrind)"
 "$root/services/loadgen/instructions.sh" --ops 2000 --readers 4 --out "$out/instructions" \
     >"$out/instructions.txt" 2>"$out/instructions.log" || { say "instructions.sh failed"; status=1; }
@@ -108,6 +125,20 @@ print(f"Single process typing: loadgen {fmt(median([cpu_us(r, ['loadgen']) for r
       f"`max`: ack p50 {fmt(median([r['ack_latency_ms']['p50'] for r in smax]), ' ms')}, "
       f"p99 {fmt(median([r['ack_latency_ms']['p99'] for r in smax]), ' ms')}, "
       f"{fmt(median([r['rates']['acked'] for r in smax]), '', 0)} keystrokes/s acked.")
+import re
+def floor(shape, durable):
+    """Median over the runs of kernel_floor's server CPU per op, with or without fdatasync."""
+    what = "with" if durable else "without"
+    found = []
+    for path in glob.glob(f"{out}/floor-{shape}-*.txt"):
+        m = re.search(rf"{what} fdatasync: ([0-9.]+) µs", open(path).read())
+        found.append(float(m.group(1)) if m else None)
+    return median(found)
+print()
+print("The kernel's floor on this machine (`kernel_floor`, medians, server thread CPU per op; BENCHMARKS.md says what "
+      f"it does): typing's shape {fmt(floor('typing', True), ' µs')} ({fmt(floor('typing', False), ' µs')} without "
+      f"its `fdatasync`s), `max`'s shape {fmt(floor('max', True), ' µs')}, one hop between processes "
+      f"{fmt(floor('hop', False), ' µs')}.")
 try:
     line = open(f"{out}/instructions.txt").readline().strip()
     print()
