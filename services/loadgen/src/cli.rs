@@ -34,6 +34,32 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Runtime worker threads. By default half the machine's cores, at least one: the load
+    /// generator shares the machine with the server it measures, and on 2 cores a second worker
+    /// only adds wake-ups between the two (13.8–14.6 against 15.3–16.7 µs of CPU per committed op at
+    /// `max`, the same committed rate and latencies; BENCHMARKS.md, issue 15).
+    #[arg(long, global = true, env = "TANDEM_LOADGEN_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+}
+
+impl Cli {
+    /// The runtime's workers: `--worker-threads`, or half the cores (at least one).
+    pub fn workers(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1)),
+            usize::from,
+        )
+    }
+}
+
+/// The runtime a command runs on, with `workers` workers ([`Cli::workers`]).
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
 }
 
 #[derive(Debug, Subcommand)]
@@ -568,6 +594,23 @@ mod tests {
         assert_eq!(r.max_patches, Some(10));
         let Command::Replay(r) = parse("replay", &["--trace", "no-such-trace"]) else { panic!() };
         assert!(r.validate().is_err());
+    }
+
+    /// The promise of `--worker-threads`: half the cores by default, at least one, any count
+    /// from one when given, after the subcommand as before it; zero refused with the range.
+    #[test]
+    fn worker_threads_default_to_half_the_cores_and_are_overridable() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let cli = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let default = cli(&["tandem-loadgen", "typing", "--url", "ws://x/"]).unwrap();
+        assert_eq!(default.workers(), (cores / 2).max(1));
+        let after = cli(&["tandem-loadgen", "max", "--url", "ws://x/", "--worker-threads", "3"]).unwrap();
+        assert_eq!(after.workers(), 3);
+        let before = cli(&["tandem-loadgen", "--worker-threads", "5", "max", "--url", "ws://x/"]).unwrap();
+        assert_eq!(before.workers(), 5);
+        let zero = cli(&["tandem-loadgen", "max", "--url", "ws://x/", "--worker-threads", "0"]).unwrap_err();
+        assert!(zero.to_string().contains("1.."), "{zero}");
+        assert_eq!(runtime(2).metrics().num_workers(), 2);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tandem_loadgen::cli::{Cli, Command, CommonArgs, Server, TypingArgs};
+use tandem_loadgen::cli::{runtime, Cli, Command, CommonArgs, Server, TypingArgs};
 use tandem_loadgen::report::{self, Report};
 use tandem_loadgen::{api, broker, connections, history, html, replay, sharedb_editor, stalled, typing};
 
@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         std::env::set_var("TANDEM_LOG", "error");
     }
     tandem_telemetry::init();
+    let workers = cli.workers();
     let (outputs, job) = match cli.command {
         Command::Typing(args) => (Outputs::of(&args.common), typing_job(args, "typing")),
         Command::HotDoc(args) => (Outputs::of(&args.common), typing_job(args, "hot-doc")),
@@ -69,8 +70,8 @@ fn main() -> ExitCode {
         Command::StalledReaders(args) => (Outputs::of(&args.common), args.validate().map(Job::Stalled)),
         Command::History(args) => (Outputs::of(&args.common), args.validate().map(Job::History)),
         Command::Api(args) => (Outputs::of(&args.common), args.validate().map(Job::Api)),
-        Command::Broker(args) => return probe_broker(&args),
-        Command::Presence(args) => return tandem_loadgen::presence::run_cli(&args),
+        Command::Broker(args) => return probe_broker(&args, workers),
+        Command::Presence(args) => return tandem_loadgen::presence::run_cli(&args, workers),
         Command::Summarize { files } => return summarize(&files),
         Command::Html { json, out } => {
             return match Report::read_json(&json).and_then(|r| html::write(&r, &out)) {
@@ -90,8 +91,7 @@ fn main() -> ExitCode {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("tandem-loadgen: cannot raise the open-file limit: {e}");
     }
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(job.run()) {
+    match runtime(workers).block_on(job.run()) {
         Ok(report) => finish(&report, &outputs),
         Err(e) => fail(&e),
     }
@@ -107,7 +107,7 @@ fn typing_job(args: TypingArgs, preset: &'static str) -> Result<Job, String> {
 }
 
 /// The broker probe: its own table and JSON, not a load report.
-fn probe_broker(args: &tandem_loadgen::cli::BrokerArgs) -> ExitCode {
+fn probe_broker(args: &tandem_loadgen::cli::BrokerArgs, workers: usize) -> ExitCode {
     let config = match args.validate() {
         Ok(config) => config,
         Err(e) => {
@@ -115,8 +115,7 @@ fn probe_broker(args: &tandem_loadgen::cli::BrokerArgs) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    let report = match runtime.block_on(broker::run(&config)) {
+    let report = match runtime(workers).block_on(broker::run(&config)) {
         Ok(report) => report,
         Err(e) => return fail(&e),
     };

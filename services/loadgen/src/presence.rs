@@ -161,13 +161,12 @@ impl Window {
 
 /// Runs the preset from the command line: the table on stdout, `--json` if asked; exit 2 when
 /// something was lost or an error came, or the gap missed the target.
-pub fn run_cli(args: &PresenceArgs) -> ExitCode {
+pub fn run_cli(args: &PresenceArgs, workers: usize) -> ExitCode {
     if args.docs == 0 || !(args.rate > 0.0 && args.rate <= 20.0) {
         eprintln!("tandem-loadgen: --docs must be at least 1 and --rate above 0 and at most 20 (the presence limit)");
         return ExitCode::from(64);
     }
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    let report = match runtime.block_on(run(args)) {
+    let report = match crate::cli::runtime(workers).block_on(run(args)) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("tandem-loadgen: {e:#}");
