@@ -160,15 +160,28 @@ impl Replica {
 
     /// Transforms a remote op against the op in flight and the pending one, and applies it: the
     /// client's op on the left of a tie, the remote one on the right (`transformX`).
+    /// Nothing changes unless all of it succeeds: a remote op that does not fit leaves the replica
+    /// as it was.
     fn apply_remote(&mut self, op: &serde_json::Value) -> anyhow::Result<()> {
         let mut remote = Op::from_wire(op)?;
-        let flight = self.inflight.as_mut().map(|f| &mut f.op);
-        for own in flight.into_iter().chain(self.pending.as_mut().map(|(op, _)| op)) {
-            let own_after = own.transform(&remote, Side::Left)?;
+        let flight = self.inflight.as_ref().map(|f| &f.op);
+        let mut own_after = Vec::with_capacity(2);
+        for own in flight.into_iter().chain(self.pending.as_ref().map(|(op, _)| op)) {
+            own_after.push(own.transform(&remote, Side::Left)?);
             remote = remote.transform(own, Side::Right)?;
-            *own = own_after;
         }
-        remote.apply_to_rope(&mut self.text)
+        remote.apply_to_rope(&mut self.text)?;
+        let mut own_after = own_after.into_iter();
+        for own in self
+            .inflight
+            .as_mut()
+            .map(|f| &mut f.op)
+            .into_iter()
+            .chain(self.pending.as_mut().map(|(op, _)| op))
+        {
+            *own = own_after.next().expect("one transformed op for each of the client's");
+        }
+        Ok(())
     }
 }
 
@@ -299,6 +312,23 @@ mod tests {
         assert_eq!(r.text.to_string(), "abcdeyxgh");
         r.on_message(incoming(json!({"a": "op", "v": 2, "src": "me", "seq": 1})), "me");
         assert!(r.is_synced());
+    }
+
+    /// A remote op that does not fit the text is reported, and the replica stays as it was: its
+    /// op in flight and its pending op are not transformed against an op it never applied.
+    #[test]
+    fn a_remote_op_that_does_not_fit_changes_nothing() {
+        let mut r = Replica::new(1, "abcdefgh", 0);
+        r.type_key(&Key { pos: 6, delete: 0, insert: "y" }, Instant::now()).unwrap();
+        r.next_submit();
+        r.type_key(&Key { pos: 0, delete: 0, insert: "z" }, Instant::now()).unwrap();
+        let remote = json!({"a": "op", "v": 1, "src": "x", "seq": 1, "op": ["q", 20, "r"]});
+        let outcomes = r.on_message(incoming(remote), "me");
+        // Reported; the version still moves on (the convergence check then reports the replica).
+        assert!(matches!(&outcomes[..], [Outcome::Error { .. }, Outcome::Remote { .. }]), "{outcomes:?}");
+        assert_eq!(r.text.to_string(), "zabcdefygh");
+        assert_eq!(r.inflight.as_ref().map(|f| f.op.to_wire()), Some(json!([6, "y"])));
+        assert_eq!(r.pending.as_ref().map(|(op, _)| op.to_wire()), Some(json!(["z"])));
     }
 
     #[test]

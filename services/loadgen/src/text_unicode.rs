@@ -100,12 +100,13 @@ fn append(op: &mut Vec<Component>, c: Component) {
         return;
     }
     match (op.last_mut(), c) {
-        (Some(Component::Skip(last)), Component::Skip(n)) => *last += n,
+        // Saturating: counts come from the network, and no text is long enough to tell.
+        (Some(Component::Skip(last)), Component::Skip(n)) => *last = last.saturating_add(n),
         (Some(Component::Insert(last)), Component::Insert(s)) => last.push_str(&s),
         (Some(Component::Delete(last)), Component::Delete(d)) => {
             *last = match (&*last, d) {
                 (Deleted::Text(a), Deleted::Text(b)) => Deleted::Text(format!("{a}{b}")),
-                (a, b) => Deleted::Len(a.len() + b.len()),
+                (a, b) => Deleted::Len(a.len().saturating_add(b.len())),
             }
         }
         (_, c) => op.push(c),
@@ -241,7 +242,7 @@ impl Op {
                     rope.insert(at, s);
                     at += s.chars().count();
                 }
-                Component::Delete(d) => rope.remove(at..(at + d.len()).min(rope.len_chars())),
+                Component::Delete(d) => rope.remove(at..at.saturating_add(d.len()).min(rope.len_chars())),
             }
         }
         Ok(())
@@ -403,6 +404,18 @@ mod tests {
         let mut rope = Rope::from_str("ab");
         assert!(op(json!([{"d": 1}, 2, "x"])).apply_to_rope(&mut rope).is_err());
         assert_eq!(rope.to_string(), "ab", "untouched on an error");
+    }
+
+    /// Counts come from the network: one no text could hold neither wraps nor panics.
+    #[test]
+    fn huge_counts_saturate() {
+        let huge = u64::MAX;
+        assert_eq!(op(json!([1, {"d": huge}])).apply("abc").unwrap(), "a");
+        assert_eq!(op(json!([{"d": huge}, {"d": 5}])).normalize().to_wire(), json!([{"d": huge}]));
+        assert_eq!(
+            op(json!([2, {"d": 1}])).apply("a").unwrap_err().to_string(),
+            "The op is too long for this document"
+        );
     }
 
     #[test]
