@@ -34,22 +34,19 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Runtime worker threads. By default half the machine's cores, at least one: the load
-    /// generator shares the machine with the server it measures, and on 2 cores a second worker
-    /// only adds wake-ups between the two (13.8–14.6 against 15.3–16.7 µs of CPU per committed op at
-    /// `max`, the same committed rate and latencies; BENCHMARKS.md, issue 15).
+    /// Runtime worker threads; by default one per core. One worker spends less CPU per op at `max`
+    /// on 2 cores (13.8–14.6 against 15.3–16.7 µs) but adds its own queueing to what it measures at
+    /// `typing` (ack p50 0.84–0.86 against 0.71–0.77 ms; BENCHMARKS.md, issue 15), so it is a choice.
     #[arg(long, global = true, env = "TANDEM_LOADGEN_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 }
 
 impl Cli {
-    /// The runtime's workers: `--worker-threads`, or half the cores (at least one).
+    /// The runtime's workers: `--worker-threads`, or one per core.
     pub fn workers(&self) -> usize {
-        self.worker_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1)),
-            usize::from,
-        )
+        self.worker_threads
+            .map_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()), usize::from)
     }
 }
 
@@ -596,14 +593,14 @@ mod tests {
         assert!(r.validate().is_err());
     }
 
-    /// The promise of `--worker-threads`: half the cores by default, at least one, any count
-    /// from one when given, after the subcommand as before it; zero refused with the range.
+    /// The promise of `--worker-threads`: one per core by default, any count from one when given,
+    /// after the subcommand as before it; zero refused with the range.
     #[test]
-    fn worker_threads_default_to_half_the_cores_and_are_overridable() {
+    fn worker_threads_default_to_the_cores_and_are_overridable() {
         let cores = std::thread::available_parallelism().unwrap().get();
         let cli = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
         let default = cli(&["tandem-loadgen", "typing", "--url", "ws://x/"]).unwrap();
-        assert_eq!(default.workers(), (cores / 2).max(1));
+        assert_eq!(default.workers(), cores);
         let after = cli(&["tandem-loadgen", "max", "--url", "ws://x/", "--worker-threads", "3"]).unwrap();
         assert_eq!(after.workers(), 3);
         let before = cli(&["tandem-loadgen", "--worker-threads", "5", "max", "--url", "ws://x/"]).unwrap();
