@@ -35,6 +35,11 @@ measure() { # NAME MODE PRESET [FLAGS]
 }
 measure standalone-max standalone max --duration "$duration"
 measure standalone-typing standalone typing --duration "$duration"
+# The cluster's Postgres: the local one deploy/postgres.sh ensures (as `make bench`'s infra step does),
+# unless TANDEM_POSTGRES names another.
+if [[ -z "${TANDEM_POSTGRES:-}" ]]; then
+    bash "$root/deploy/postgres.sh" >"$out/postgres.log" 2>&1 || { say "PostgreSQL did not start (see $out/postgres.log)"; status=1; }
+fi
 measure cluster-typing cluster typing --duration "$duration"
 say "the kernel's floor (cargo run --release -p tandem-loadgen --example kernel_floor)"
 (cd "$root" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}" \
