@@ -36,17 +36,19 @@ measure() { # NAME MODE PRESET [FLAGS]
 measure standalone-max standalone max --duration "$duration"
 measure standalone-typing standalone typing --duration "$duration"
 # The cluster's Postgres: the local one deploy/postgres.sh ensures (as `make bench`'s infra step does),
-# unless TANDEM_POSTGRES names another.
+# unless TANDEM_POSTGRES names another. On a machine without one it installs Debian's package, which
+# may ask sudo for a password: its output is in $out/postgres.log.
 if [[ -z "${TANDEM_POSTGRES:-}" ]]; then
     bash "$root/deploy/postgres.sh" >"$out/postgres.log" 2>&1 || { say "PostgreSQL did not start (see $out/postgres.log)"; status=1; }
 fi
 measure cluster-typing cluster typing --duration "$duration"
 say "the kernel's floor (cargo run --release -p tandem-loadgen --example kernel_floor)"
+floor_runs="$runs"
 (cd "$root" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}" \
     cargo build --release -p tandem-loadgen --example kernel_floor) >"$out/floor-build.log" 2>&1 ||
-    { say "kernel_floor did not build (see $out/floor-build.log)"; status=1; }
+    { say "kernel_floor did not build (see $out/floor-build.log)"; status=1; floor_runs=0; } # no stale binary's figures
 floor="${CARGO_TARGET_DIR:-$HOME/.cache/tandem/target}/release/examples/kernel_floor"
-for i in $(seq 1 "$runs"); do
+for i in $(seq 1 "$floor_runs"); do
     # typing: an op per wake-up, five frames out, a commit every 3 ops (the single process commits
     # about 2.7 at once there); max: 46 ops per wake-up and per commit (as the single process
     # batches there), each op still read, acked and broadcast by its own system call, as ops from
@@ -136,7 +138,7 @@ def floor(shape, durable):
     what = "with" if durable else "without"
     found = []
     for path in glob.glob(f"{out}/floor-{shape}-*.txt"):
-        m = re.search(rf"{what} fdatasync: ([0-9.]+) µs", open(path).read())
+        m = re.search(rf"{what} fdatasync: ([0-9.]+) µs", open(path, encoding="utf-8").read())
         found.append(float(m.group(1)) if m else None)
     return median(found)
 print()

@@ -3,19 +3,21 @@
 //!
 //! `cargo run --release -p tandem-loadgen --example kernel_floor -- [OPS] [RATE] [READERS] [BATCH]
 //! [SYNC_EVERY] [APART]` (defaults 20000 ops, 2500 ops/s, 4 readers, 1 op per wake-up, a commit
-//! every wake-up, APART 0; RATE 0: as fast as it goes; APART 1: a system call per frame).
+//! every wake-up, APART 0; RATE 0: as fast as it goes; APART 1: a system call per frame). The log
+//! file goes in a temporary folder under `FLOOR_DIR` (the system's temporary folder by default):
+//! put it on the file system whose `fdatasync` is to be measured.
 //!
 //! One server thread does, for every wake-up: a blocking read of BATCH op frames from one writer's
 //! loopback TCP socket (the wake-up an op's arrival costs), every SYNC_EVERY wake-ups a 4 KiB
 //! `pwrite` plus `fdatasync` of a log file (one durable commit: the least SQLite's WAL does; the
 //! single process commits about 2.7 ops at once at `typing` and 46 at `max`, from its
-//! `tandem_sequencer_batch_ops` histogram), one write of BATCH ack
-//! frames back to the writer and one of BATCH broadcast frames to each of READERS other sockets
-//! (the fan-out `typing` measures). A client thread paces the writer at RATE and waits for each ack;
-//! a reader thread drains the broadcasts. The server thread's own CPU time (user + system,
-//! `/proc/thread-self/schedstat`) divided by the ops is the floor; the same run without the `fdatasync` shows what durability alone costs. The loopback
-//! receiver's TCP processing runs inside the sender's `write`, so it is charged to the server, as
-//! it is to Tandem's.
+//! `tandem_sequencer_batch_ops` histogram), one write of BATCH ack frames back to the writer and
+//! one of BATCH broadcast frames to each of READERS other sockets (the fan-out `typing` measures).
+//! A client thread paces the writer at RATE and waits for each ack; a reader thread drains the
+//! broadcasts. The server thread's own CPU time (user + system, `/proc/thread-self/schedstat`)
+//! divided by the ops is the floor; the same run without the durable write (neither the `pwrite`
+//! nor the `fdatasync`) shows what durability costs. The loopback receiver's TCP processing runs
+//! inside the sender's `write`, so it is charged to the server, as it is to Tandem's.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -23,6 +25,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 /// About the size of a `typing` op frame and of the broadcast frame it becomes.
 const FRAME: usize = 120;
@@ -39,20 +43,44 @@ struct Setup {
     frames_apart: bool,
 }
 
+const USAGE: &str = "kernel_floor [OPS] [RATE] [READERS] [BATCH] [SYNC_EVERY] [APART]";
+
+/// Argument `i` (named `name`) parsed, or `default` when it is not given.
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    args.get(i).map_or(Ok(default), |value| {
+        value.parse().with_context(|| format!("{name} {value:?} (usage: {USAGE})"))
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_owned());
+    anyhow::ensure!(args.len() <= 6, "at most 6 arguments (usage: {USAGE})");
     let setup = Setup {
-        ops: arg(0, "20000").parse()?,
-        rate: arg(1, "2500").parse()?,
-        readers: arg(2, "4").parse()?,
-        batch: arg(3, "1").parse()?,
-        sync_every: arg(4, "1").parse()?,
-        frames_apart: arg(5, "0") == "1",
+        ops: arg(&args, 0, "OPS", 20000)?,
+        rate: arg(&args, 1, "RATE", 2500.0)?,
+        readers: arg(&args, 2, "READERS", 4)?,
+        batch: arg(&args, 3, "BATCH", 1)?,
+        sync_every: arg(&args, 4, "SYNC_EVERY", 1)?,
+        frames_apart: match arg(&args, 5, "APART", 0u8)? {
+            0 => false,
+            1 => true,
+            other => anyhow::bail!("APART must be 0 or 1, not {other}"),
+        },
     };
-    anyhow::ensure!(setup.batch >= 1 && setup.ops >= setup.batch, "BATCH must be 1..=OPS");
+    anyhow::ensure!(setup.rate.is_finite() && setup.rate >= 0.0, "RATE must be 0 (full speed) or more ops/s");
+    anyhow::ensure!(
+        setup.batch >= 1 && setup.ops >= setup.batch && setup.ops % setup.batch == 0,
+        "BATCH must be at least 1 and divide OPS ({} ops, {} per wake-up)",
+        setup.ops,
+        setup.batch
+    );
     anyhow::ensure!(setup.sync_every >= 1, "SYNC_EVERY must be at least 1");
-    let dir = tempfile::tempdir_in(std::env::var("FLOOR_DIR").unwrap_or_else(|_| ".".into()))?;
+    // On the file system under test: the system's temporary folder unless FLOOR_DIR says another.
+    let parent = std::env::var_os("FLOOR_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let dir = tempfile::tempdir_in(parent)?;
     let log = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -73,6 +101,7 @@ fn main() -> anyhow::Result<()> {
     );
     for durable in [true, false] {
         let per_op = run(&setup, &log, durable)?;
+        // "without": neither the `pwrite` nor the `fdatasync`.
         let what = if durable { "with fdatasync" } else { "without fdatasync" };
         println!("server thread CPU per op, {what}: {per_op:.1} µs");
     }
@@ -152,7 +181,7 @@ fn run(setup: &Setup, log: &File, durable: bool) -> anyhow::Result<f64> {
     let ns = thread_cpu_ns()? - cpu_before;
     client.join().expect("the client thread panicked")?;
     drain.join().expect("the reader thread panicked")?;
-    Ok(ns as f64 / 1_000.0 / setup.ops as f64)
+    Ok(ns as f64 / 1_000.0 / (wakeups * setup.batch) as f64)
 }
 
 /// The nanoseconds this thread has run on a CPU, user and kernel (the first field of
